@@ -1,0 +1,59 @@
+"""Shared pydantic base and the one spec loader every command uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from modelfleet.errors import NotFound, SpecError
+
+
+class SpecModel(BaseModel):
+    """Specs reject unknown keys: a typo in a YAML file must fail loudly, not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One readable line per problem: `models.0.batching.max_delay_s: Input should be ... (got -1)`."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        got = error.get("input")
+        got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        parts.append(f"{where}: {error['msg']}{got_text}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_spec(data: object, spec_type: type[SpecT], source: str = "spec") -> SpecT:
+    try:
+        return spec_type.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+
+
+def load_spec(path: Path | str, spec_type: type[SpecT]) -> SpecT:
+    """Read a YAML (or JSON) spec file and validate it, with errors that name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    # Paths inside a spec are relative to the spec file, as a user reading the file would expect.
+    spec = parse_spec(data, spec_type, str(path))
+    resolve = getattr(spec, "resolve_paths", None)
+    if callable(resolve):
+        resolve(path.parent)
+    return spec
