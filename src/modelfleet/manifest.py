@@ -31,8 +31,12 @@ class TensorField(_Strict):
 
     name: str = Field(description="Tensor name clients use in V2 requests and responses.")
     datatype: Datatype = Field(description="V2 datatype, e.g. FP32 or BYTES.")
-    shape: list[int] = Field(description="Shape including the batch dimension; -1 marks a variable dimension.")
-    onnx_name: str | None = Field(default=None, description="Name inside model.onnx, if not the same as `name`.")
+    shape: list[int] = Field(
+        description="Shape including the batch dimension; -1 marks a variable dimension."
+    )
+    onnx_name: str | None = Field(
+        default=None, description="Name inside model.onnx, if not the same as `name`."
+    )
 
     def spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, tuple(self.shape))
@@ -42,8 +46,12 @@ class Tokenization(_Strict):
     """Text pre-processing done by the server before the ONNX graph runs."""
 
     kind: Literal["tokenizer"] = "tokenizer"
-    tokenizer_file: str = Field(default="tokenizer.json", description="Hugging Face `tokenizers` JSON file in the artifact.")
-    max_length_tokens: int = Field(default=256, gt=0, description="Longer texts are truncated to this many tokens.")
+    tokenizer_file: str = Field(
+        default="tokenizer.json", description="Hugging Face `tokenizers` JSON file in the artifact."
+    )
+    max_length_tokens: int = Field(
+        default=256, gt=0, description="Longer texts are truncated to this many tokens."
+    )
     graph_inputs: list[str] = Field(
         default_factory=lambda: ["input_ids", "attention_mask"],
         description="Which of input_ids, attention_mask, token_type_ids the ONNX graph takes, in order.",
@@ -89,7 +97,9 @@ class Manifest(_Strict):
     outputs: list[TensorField]
     preprocessing: Tokenization | None = None
     postprocessing: Postprocessing = Postprocessing()
-    files: dict[str, str] = Field(description="Relative path → sha256 of every file in the artifact except the manifest.")
+    files: dict[str, str] = Field(
+        description="Relative path → sha256 of every file in the artifact except the manifest."
+    )
     verification: list[Verification] = Field(default_factory=list)
     libraries: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -118,7 +128,9 @@ def hash_tree(root: Path, exclude: tuple[str, ...] = (MANIFEST_FILE,)) -> dict[s
 def read_manifest(artifact_dir: Path) -> Manifest:
     path = artifact_dir / MANIFEST_FILE
     if not path.is_file():
-        raise NotFound(f"{artifact_dir} is not a modelfleet artifact: {MANIFEST_FILE} is missing (run `modelfleet build` first)")
+        raise NotFound(
+            f"{artifact_dir} is not a modelfleet artifact: {MANIFEST_FILE} is missing (run `modelfleet build` first)"
+        )
     try:
         return Manifest.model_validate_json(path.read_bytes())
     except ValueError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 
-class Datatype(str, enum.Enum):
+class Datatype(enum.StrEnum):
     """Tensor datatypes of the Open Inference Protocol (V2)."""
 
     BOOL = "BOOL"
@@ -84,7 +84,9 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype.value, "shape": list(self.shape)}
 
 
-_MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:(?::(?P<version>[0-9]+))|(?:@(?P<alias>[A-Za-z0-9_.-]+)))?$")
+_MODEL_REF = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:(?::(?P<version>[0-9]+))|(?:@(?P<alias>[A-Za-z0-9_.-]+)))?$"
+)
 
 
 @dataclass(frozen=True, slots=True)

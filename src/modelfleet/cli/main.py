@@ -25,6 +25,10 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "modelfleet.cli.build",
     "modelfleet.cli.serve",
+    "modelfleet.cli.fleet",
+    "modelfleet.cli.image",
+    "modelfleet.cli.registry",
+    "modelfleet.cli.keys",
 ]
 
 
@@ -39,7 +43,13 @@ def _root(
 
 def _register_all() -> None:
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(app)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a missing dependency inside the module is a real error
+                raise
+            continue
+        module.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err_console.print(
             f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set MODELFLEET_DEBUG=1 for a traceback)",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(10)
 

@@ -14,11 +14,14 @@ class BatchingConfig(SpecModel):
 
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most items (rows) in one model run.")
     max_delay_s: float = Field(
-        default=0.002, ge=0.0, le=1.0,
+        default=0.002,
+        ge=0.0,
+        le=1.0,
         description="Longest a request waits for others to join its batch. 0 runs whatever is queued at once.",
     )
     max_queue_items: int = Field(
-        default=2048, ge=1,
+        default=2048,
+        ge=1,
         description="Items allowed to wait for a run; beyond this the server answers 503 with Retry-After.",
     )
 
@@ -30,17 +33,25 @@ class ModelConfig(SpecModel):
     ref: str | None = Field(default=None, description="Registry reference NAME, NAME:VERSION or NAME@ALIAS.")
     name: str | None = Field(default=None, description="Name clients use; defaults to the artifact's name.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    instances: int = Field(default=1, ge=1, le=64, description="Model runs that may execute at once in one process.")
+    instances: int = Field(
+        default=1, ge=1, le=64, description="Model runs that may execute at once in one process."
+    )
     intra_op_threads: int = Field(
         default=0, ge=0, description="ONNX Runtime threads per run; 0 lets the server pick (cores ÷ workers)."
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after).")
-    warmup_runs: int = Field(default=2, ge=0, description="Runs on generated inputs before the model reports ready.")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after)."
+    )
+    warmup_runs: int = Field(
+        default=2, ge=0, description="Runs on generated inputs before the model reports ready."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         if (self.path is None) == (self.ref is None):
-            raise ValueError("give exactly one of `path` (an artifact folder) or `ref` (a registry reference)")
+            raise ValueError(
+                "give exactly one of `path` (an artifact folder) or `ref` (a registry reference)"
+            )
         return self
 
     def resolve_paths(self, base: Path) -> None:
@@ -49,14 +60,26 @@ class ModelConfig(SpecModel):
 
 
 class ServerConfig(SpecModel):
-    host: str = Field(default="127.0.0.1", description="Address to listen on. 0.0.0.0 to accept remote clients.")
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on. 0.0.0.0 to accept remote clients."
+    )
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
-    workers: int = Field(default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT) for CPU scaling.")
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    graceful_shutdown_s: float = Field(default=30.0, ge=0, description="On SIGTERM, time allowed for in-flight requests.")
-    tls_cert_file: Path | None = Field(default=None, description="PEM certificate; with tls_key_file turns on HTTPS.")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT) for CPU scaling."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    graceful_shutdown_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, time allowed for in-flight requests."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate; with tls_key_file turns on HTTPS."
+    )
     tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file.")
-    access_log: bool = Field(default=False, description="Log every request. Off by default: it costs throughput.")
+    access_log: bool = Field(
+        default=False, description="Log every request. Off by default: it costs throughput."
+    )
 
     def resolve_paths(self, base: Path) -> None:
         for attr in ("tls_cert_file", "tls_key_file"):

@@ -1,0 +1,51 @@
+"""JSON shapes of the V2 REST API, quoted from the Open Inference Protocol specification.
+
+These are TypedDicts, not pydantic models: the hot path builds and reads them as plain dicts and
+lets orjson do the work. They exist so the code says which spec object it is building.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class MetadataTensor(TypedDict):
+    """$metadata_model_tensor = { "name": $string, "datatype": $string, "shape": [ $number, ... ] }"""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(TypedDict):
+    """$metadata_server_response = { "name": $string, "version": $string, "extensions": [ $string, ... ] }"""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(TypedDict):
+    """$metadata_model_response = { "name", "versions"?, "platform", "inputs", "outputs", "parameters"? }"""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+    parameters: NotRequired[dict[str, Any]]
+
+
+class RepositoryIndexEntry(TypedDict):
+    """Repository extension: { "name", "version", "state", "reason" }"""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class ErrorResponse(TypedDict):
+    """$inference_error_response = { "error": <error message string> }"""
+
+    error: str

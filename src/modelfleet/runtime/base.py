@@ -1,0 +1,35 @@
+"""The Model protocol every backend implements."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelfleet.types import TensorSpec
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class Model(Protocol):
+    """A loaded model. `predict` takes and returns V2-named arrays batched along dimension 0.
+
+    `predict` is called from a worker thread, never from the event loop; implementations release the
+    GIL in their heavy work (ONNX Runtime and `tokenizers` both do).
+    """
+
+    name: str
+    version: str
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sha256: str
+    file_size_bytes: int
+
+    def predict(self, inputs: Arrays) -> Arrays: ...
+
+    def example_inputs(self, batch_size: int) -> Arrays:
+        """Valid inputs of the given batch size, for warm-up runs."""
+        ...
+
+    def close(self) -> None: ...

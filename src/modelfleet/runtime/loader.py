@@ -1,0 +1,20 @@
+"""Load an artifact folder into a runtime Model, verifying every file's hash first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelfleet.manifest import read_manifest, verify_files
+from modelfleet.runtime.base import Model
+
+
+def load_model(
+    artifact_dir: Path, intra_op_threads: int, name: str | None = None, verify: bool = True
+) -> Model:
+    """Read the manifest, check the sha256 of every file, and open the model for the artifact's target."""
+    manifest = read_manifest(artifact_dir)
+    if verify:
+        verify_files(artifact_dir, manifest)
+    from modelfleet.runtime.onnx import OnnxModel
+
+    return OnnxModel(artifact_dir, manifest, intra_op_threads=intra_op_threads, name=name)

@@ -1,0 +1,142 @@
+"""ONNX Runtime backend: serves every artifact `modelfleet build` writes (transformers, scikit-learn, ONNX)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfleet.errors import IntegrityError, InvalidInput, Unavailable
+from modelfleet.manifest import Manifest
+from modelfleet.runtime.base import Arrays
+from modelfleet.runtime.text import TextEncoder
+from modelfleet.types import Datatype, TensorSpec
+
+_OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_SAMPLE_TEXT = "A short sentence to warm the model up."
+
+
+def providers_for(target: str) -> list[str]:
+    """The execution providers for a build target; refuses a GPU target on a machine without one."""
+    import onnxruntime as ort
+
+    wanted = _PROVIDERS[target]
+    available = set(ort.get_available_providers())
+    if wanted[0] not in available:
+        raise Unavailable(
+            f"{wanted[0]} is not available on this machine (onnxruntime has {sorted(available)}); "
+            "install onnxruntime-gpu on a CUDA machine, or serve a cpu artifact"
+        )
+    return [p for p in wanted if p in available]
+
+
+def default_intra_op_threads(workers: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+class OnnxModel:
+    """One ONNX Runtime session plus the artifact's pre-processing."""
+
+    platform = "onnxruntime_onnx"
+
+    def __init__(
+        self, artifact_dir: Path, manifest: Manifest, intra_op_threads: int, name: str | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        self.name = name or manifest.name
+        self.version = manifest.version
+        self.manifest = manifest
+        self.inputs = [field.spec() for field in manifest.inputs]
+        self.outputs = [field.spec() for field in manifest.outputs]
+        model_path = artifact_dir / manifest.model_file
+        self.sha256 = manifest.files.get(manifest.model_file, "")
+        self.file_size_bytes = model_path.stat().st_size
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[manifest.graph_optimization_level]
+        )
+        # Spinning intra-op threads burn the cores the event loop needs to accept the next batch; on a
+        # server that shares cores with HTTP parsing, sleeping threads give more throughput.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), options, providers=providers_for(manifest.target)
+            )
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise IntegrityError(
+                f"model {self.name}: ONNX Runtime cannot load {manifest.model_file}: {exc}"
+            ) from None
+
+        self._graph_outputs = [field.onnx_name or field.name for field in manifest.outputs]
+        self._output_names = [field.name for field in manifest.outputs]
+        self._text: TextEncoder | None = None
+        if manifest.preprocessing is not None:
+            tokenization = manifest.preprocessing
+            self._text = TextEncoder(
+                artifact_dir / tokenization.tokenizer_file,
+                tokenization.max_length_tokens,
+                tokenization.graph_inputs,
+            )
+        self._input_map = {field.name: field.onnx_name or field.name for field in manifest.inputs}
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        if self._text is not None:
+            return self._predict_text(inputs[self.inputs[0].name])
+        feed = {self._input_map[name]: array for name, array in inputs.items()}
+        try:
+            results = self._session.run(self._graph_outputs, feed)
+        except Exception as exc:  # ORT raises its own exception types for bad feeds
+            raise InvalidInput(f"model {self.name} rejected the inputs: {str(exc).splitlines()[0]}") from None
+        return dict(zip(self._output_names, results, strict=True))
+
+    def _predict_text(self, texts: np.ndarray[Any, Any]) -> Arrays:
+        assert self._text is not None
+        count = texts.shape[0]
+        merged: Arrays | None = None
+        for indices, feed in self._text.encode_groups(texts):
+            results = self._session.run(self._graph_outputs, feed)
+            if merged is None:
+                merged = {
+                    name: np.empty((count, *result.shape[1:]), dtype=result.dtype)
+                    for name, result in zip(self._output_names, results, strict=True)
+                }
+            for name, result in zip(self._output_names, results, strict=True):
+                merged[name][indices] = result
+        return merged or {}
+
+    def example_inputs(self, batch_size: int) -> Arrays:
+        return {spec.name: _example(spec, batch_size) for spec in self.inputs}
+
+    def close(self) -> None:
+        del self._session
+
+
+def _example(spec: TensorSpec, batch_size: int) -> np.ndarray[Any, Any]:
+    shape = tuple(batch_size if i == 0 else (8 if dim == -1 else dim) for i, dim in enumerate(spec.shape))
+    if spec.datatype is Datatype.BYTES:
+        array = np.empty(shape, dtype=object)
+        array.fill(_SAMPLE_TEXT.encode())
+        return array
+    rng = np.random.default_rng(0)
+    return rng.random(shape).astype(spec.datatype.numpy_dtype)

@@ -1,0 +1,150 @@
+"""Protocol-neutral inference: validate against the model's tensor specs, batch, run, select outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from modelfleet import __version__
+from modelfleet.config.serve import ModelConfig
+from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.protocol.codec import InferRequest, InferResponse
+from modelfleet.protocol.wire import ModelMetadata, RepositoryIndexEntry, ServerMetadata
+from modelfleet.runtime.base import Arrays
+from modelfleet.server.repository import ModelEntry, ModelRepository
+from modelfleet.types import TensorSpec
+
+log = logging.getLogger("modelfleet.server")
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "health", "metadata"]
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, models: list[ModelConfig], workers: int = 1) -> None:
+        self.repository = repository
+        self._configs = models
+        self._workers = workers
+        self.draining = False
+        self.load_error: ModelfleetError | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, on_fatal: Callable[[ModelfleetError], None] | None = None) -> None:
+        """Begin loading every configured model in the background; the server is live meanwhile."""
+        self._loading = asyncio.get_running_loop().create_task(self._load_all(on_fatal))
+
+    async def _load_all(self, on_fatal: Callable[[ModelfleetError], None] | None) -> None:
+        for config in self._configs:
+            try:
+                await self.repository.load(config, self._workers)
+            except ModelfleetError as exc:
+                self.load_error = exc
+                log.error("%s", exc.message)
+                if on_fatal is not None:
+                    on_fatal(exc)
+                return
+
+    async def wait_loaded(self) -> None:
+        if self._loading is not None:
+            await self._loading
+
+    async def shutdown(self, drain_timeout_s: float) -> None:
+        self.draining = True
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        await self.repository.drain(drain_timeout_s)
+        await self.repository.close()
+
+    # -- health and metadata --------------------------------------------------------------------
+    def ready(self) -> bool:
+        return not self.draining and self.load_error is None and self.repository.all_ready()
+
+    def server_metadata(self) -> ServerMetadata:
+        return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
+        entry = self.repository.get(name, version)
+        model = entry.model
+        metadata: ModelMetadata = {
+            "name": entry.name,
+            "versions": [entry.version],
+            "platform": model.platform if model is not None else "onnxruntime_onnx",
+            "inputs": [spec.to_json() for spec in model.inputs] if model is not None else [],  # type: ignore[misc]
+            "outputs": [spec.to_json() for spec in model.outputs] if model is not None else [],  # type: ignore[misc]
+        }
+        if model is not None:
+            metadata["parameters"] = {
+                "sha256": model.sha256,
+                "max_batch_size": entry.config.batching.max_batch_size,
+                "state": entry.state.value,
+            }
+        return metadata
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        return self.repository.get(name, version).state.value == "READY"
+
+    def repository_index(self) -> list[RepositoryIndexEntry]:
+        return [
+            {"name": entry.name, "version": entry.version, "state": entry.state.value, "reason": entry.reason}
+            for entry in self.repository.entries()
+        ]
+
+    # -- inference ------------------------------------------------------------------------------
+    async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+        entry = self.repository.ready_entry(name, version)
+        inputs, items = _validate_inputs(entry, request)
+        if request.outputs is not None:
+            known = {spec.name for spec in entry.model.outputs}  # type: ignore[union-attr]
+            unknown = [output.name for output in request.outputs if output.name not in known]
+            if unknown:
+                raise InvalidInput(
+                    f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
+                )
+        loop = asyncio.get_running_loop()
+        timeout_s = entry.config.timeout_s
+        client_timeout_s = request.timeout_s()
+        if client_timeout_s is not None:
+            timeout_s = min(timeout_s, client_timeout_s)
+        assert entry.batcher is not None
+        outputs = await entry.batcher.submit(inputs, items, loop.time() + timeout_s)
+        if request.outputs is not None:
+            outputs = {output.name: outputs[output.name] for output in request.outputs}
+        return InferResponse(entry.name, entry.version, outputs, request.id)
+
+
+def _validate_inputs(entry: ModelEntry, request: InferRequest) -> tuple[Arrays, int]:
+    model = entry.model
+    assert model is not None
+    specs = {spec.name: spec for spec in model.inputs}
+    given = {tensor.name: tensor for tensor in request.inputs}
+    missing = [name for name in specs if name not in given]
+    if missing:
+        raise InvalidInput(
+            f"model '{entry.name}' needs input {missing[0]!r}; it takes {_describe(specs.values())}"
+        )
+    extra = [name for name in given if name not in specs]
+    if extra:
+        raise InvalidInput(
+            f"model '{entry.name}' has no input {extra[0]!r}; it takes {_describe(specs.values())}"
+        )
+    items = -1
+    arrays: Arrays = {}
+    for name, spec in specs.items():
+        tensor = given[name]
+        if tensor.datatype is not spec.datatype:
+            raise InvalidInput(f"input '{name}' must be {spec.datatype.value}, got {tensor.datatype.value}")
+        if not spec.accepts_shape(tensor.shape):
+            raise InvalidInput(
+                f"input '{name}' must have shape {list(spec.shape)} (-1 = any), got {list(tensor.shape)}"
+            )
+        if not tensor.shape or tensor.shape[0] < 1:
+            raise InvalidInput(f"input '{name}' must hold at least one item along the first dimension")
+        if items not in (-1, tensor.shape[0]):
+            raise InvalidInput("all inputs must have the same first (batch) dimension")
+        items = tensor.shape[0]
+        arrays[name] = tensor.data
+    return arrays, items
+
+
+def _describe(specs: Iterable[TensorSpec]) -> str:
+    return ", ".join(f"{spec.name} {spec.datatype.value}{list(spec.shape)}" for spec in specs)

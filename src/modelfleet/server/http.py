@@ -1,0 +1,283 @@
+"""Thin V2 HTTP routes as a raw ASGI app.
+
+No web framework sits on the hot path: the route is found by splitting the path, the body is read
+once, and `dataplane` does the work. Every error becomes `{"error": "..."}` with the status from the
+error tree; nothing else (no traceback) reaches a client.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import orjson
+
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, PayloadTooLarge, Unavailable
+from modelfleet.protocol.codec import HEADER_CONTENT_LENGTH, decode_request, encode_response
+from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.metrics import CONTENT_TYPE, ServerMetrics, outcome_for_status
+
+log = logging.getLogger("modelfleet.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_GZIP_MIN_BYTES = 1024
+
+
+class Authorizer(Protocol):
+    """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin`."""
+
+    def authorize(self, credentials: str | None, scope: str) -> object: ...
+
+
+class LifecycleHooks(Protocol):
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _credentials(scope: Scope) -> str | None:
+    authorization = _header(scope, b"authorization")
+    if authorization is not None:
+        return authorization
+    api_key = _header(scope, b"x-api-key")
+    return f"Bearer {api_key}" if api_key is not None else None
+
+
+class V2App:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: ServerMetrics,
+        *,
+        max_body_bytes: int,
+        lifecycle: LifecycleHooks,
+        authorizer: Authorizer | None = None,
+        admin: Callable[[str, str, bytes], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.lifecycle = lifecycle
+        self.authorizer = authorizer
+        self.admin = admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.lifecycle.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.lifecycle.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        parts = path.strip("/").split("/")
+        model_name = ""
+        try:
+            if parts[0] == "v2":
+                if len(parts) >= 3 and parts[1] == "models":
+                    model_name = parts[2]
+                    await self._model_route(scope, receive, send, method, parts)
+                    return
+                await self._server_route(scope, receive, send, method, parts)
+                return
+            if parts == ["metrics"] and method == "GET":
+                self._authorize(scope, "read")
+                await _respond(
+                    send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())]
+                )
+                return
+            raise NotFound(f"no route {method} {path}; the API is under /v2 (Open Inference Protocol)")
+        except ModelfleetError as exc:
+            await self._error(send, exc, model_name)
+        except Exception:  # a bug, not a client error: log it here, answer without internals
+            log.exception("unhandled error on %s %s", method, path)
+            await self._error(send, ModelfleetError("internal server error"), model_name)
+
+    async def _error(self, send: Send, exc: ModelfleetError, model_name: str) -> None:
+        headers = list(_JSON_HEADERS)
+        if isinstance(exc, Unavailable):
+            headers.append((b"retry-after", str(max(1, round(exc.retry_after_s or 1))).encode()))
+        if model_name:
+            bound = self.metrics.for_model(model_name) if exc.http_status != 404 else None
+            if bound is not None:
+                bound.outcomes[outcome_for_status(exc.http_status)].inc()
+        await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), headers)
+
+    def _authorize(self, scope: Scope, needed: str) -> None:
+        if self.authorizer is not None:
+            self.authorizer.authorize(_credentials(scope), needed)
+
+    async def _server_route(
+        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+    ) -> None:
+        if parts == ["v2", "health", "live"]:
+            await _json(send, 200, {"live": True})
+        elif parts == ["v2", "health", "ready"]:
+            ready = self.dataplane.ready()
+            await _json(send, 200 if ready else 503, {"ready": ready})
+        elif parts == ["v2"] and method == "GET":
+            self._authorize(scope, "read")
+            await _json(send, 200, self.dataplane.server_metadata())
+        elif parts == ["v2", "repository", "index"] and method in ("POST", "GET"):
+            self._authorize(scope, "read")
+            await _read_body(scope, receive, self.max_body_bytes)
+            await _json(send, 200, self.dataplane.repository_index())
+        elif (
+            len(parts) == 5 and parts[:3] == ["v2", "repository", "models"] and parts[4] in ("load", "unload")
+        ):
+            self._authorize(scope, "admin")
+            if method != "POST":
+                raise InvalidInput(f"use POST for /v2/repository/models/{{model}}/{parts[4]}")
+            if self.admin is None:
+                raise NotFound("the repository load/unload extension is not enabled on this server")
+            body = await _read_body(scope, receive, self.max_body_bytes)
+            await _json(send, 200, await self.admin(parts[4], parts[3], body))
+        else:
+            raise NotFound(f"no route {method} /{'/'.join(parts)}")
+
+    async def _model_route(
+        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+    ) -> None:
+        # /v2/models/{m}[/versions/{v}][/ready|/infer]
+        name = parts[2]
+        version: str | None = None
+        rest = parts[3:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "infer"):
+            raise NotFound(f"no route {method} /{'/'.join(parts)}")
+        if action == "infer":
+            if method != "POST":
+                raise InvalidInput("use POST for /infer")
+            self._authorize(scope, f"infer:{name}")
+            await self._infer(scope, receive, send, name, version)
+        elif action == "ready":
+            self._authorize(scope, "read")
+            ready = self.dataplane.model_ready(name, version)
+            await _json(send, 200 if ready else 503, {"name": name, "ready": ready})
+        else:
+            self._authorize(scope, "read")
+            await _json(send, 200, self.dataplane.model_metadata(name, version))
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+    ) -> None:
+        started = time.perf_counter()
+        body = await _read_body(scope, receive, self.max_body_bytes)
+        header_length_text = _header(scope, HEADER_CONTENT_LENGTH.encode())
+        header_length: int | None = None
+        if header_length_text is not None:
+            try:
+                header_length = int(header_length_text)
+            except ValueError:
+                raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+        request = decode_request(body, header_length)
+        response = await self.dataplane.infer(name, version, request)
+        payload, json_length = encode_response(response, request)
+        headers = (
+            [(b"content-type", b"application/octet-stream")]
+            if json_length is not None
+            else list(_JSON_HEADERS)
+        )
+        if json_length is not None:
+            headers.append((b"inference-header-content-length", str(json_length).encode()))
+        accept = _header(scope, b"accept-encoding")
+        if accept is not None and len(payload) >= _GZIP_MIN_BYTES:
+            if "gzip" in accept:
+                payload = gzip.compress(payload, compresslevel=1)
+                headers.append((b"content-encoding", b"gzip"))
+            elif "deflate" in accept:
+                payload = zlib.compress(payload, 1)
+                headers.append((b"content-encoding", b"deflate"))
+        await _respond(send, 200, payload, headers)
+        bound = self.metrics.for_model(response.model_name)
+        bound.outcomes["success"].inc()
+        bound.request_s.observe(time.perf_counter() - started)
+
+
+async def _read_body(scope: Scope, receive: Receive, max_body_bytes: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {max_body_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise PayloadTooLarge(f"request body is over the limit of {max_body_bytes} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = _header(scope, b"content-encoding")
+    if encoding and encoding != "identity":
+        body = _decompress(body, encoding, max_body_bytes)
+    return body
+
+
+def _decompress(body: bytes, encoding: str, max_body_bytes: int) -> bytes:
+    window_bits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.strip().lower())
+    if window_bits is None:
+        raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    decompressor = zlib.decompressobj(window_bits)
+    try:
+        # max_length stops a small compressed bomb from inflating past the body limit.
+        data = decompressor.decompress(body, max_body_bytes + 1)
+    except zlib.error:
+        raise InvalidInput(f"request body is not valid {encoding} data") from None
+    if len(data) > max_body_bytes or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body is over the limit of {max_body_bytes} bytes")
+    return data
+
+
+async def _json(send: Send, status: int, document: Any) -> None:
+    await _respond(send, status, orjson.dumps(document), _JSON_HEADERS)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,171 @@
+"""The models a server process has loaded: each version with its batcher, state and timings."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelfleet.config.serve import ModelConfig
+from modelfleet.errors import ModelfleetError, NotFound, Unavailable
+from modelfleet.runtime import Model, load_model
+from modelfleet.server.batching import Batcher
+from modelfleet.server.metrics import ModelMetrics, ServerMetrics
+
+log = logging.getLogger("modelfleet.server")
+
+# Resolves a model config to an artifact folder: the identity for `path`, the registry for `ref`.
+ArtifactResolver = Callable[[ModelConfig], Path]
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    config: ModelConfig
+    version: str = ""
+    state: ModelState = ModelState.LOADING
+    reason: str = ""
+    model: Model | None = None
+    batcher: Batcher | None = None
+    metrics: ModelMetrics | None = None
+    load_s: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
+
+
+def resolve_path(config: ModelConfig) -> Path:
+    if config.path is None:
+        raise NotFound(f"model reference {config.ref}: serving from the registry needs a registry configured")
+    return config.path
+
+
+class ModelRepository:
+    """Name → version → entry. One version per name is the default; others may be loaded beside it."""
+
+    def __init__(
+        self, metrics: ServerMetrics, intra_op_threads: int, resolver: ArtifactResolver = resolve_path
+    ) -> None:
+        self._metrics = metrics
+        self._intra_op_threads = intra_op_threads
+        self._resolver = resolver
+        self._entries: dict[str, dict[str, ModelEntry]] = {}
+        self._default: dict[str, str] = {}
+        self._pending: list[ModelEntry] = []
+
+    def entries(self) -> list[ModelEntry]:
+        loaded = [entry for versions in self._entries.values() for entry in versions.values()]
+        return loaded + self._pending
+
+    def get(self, name: str, version: str | None = None) -> ModelEntry:
+        versions = self._entries.get(name)
+        if not versions:
+            raise NotFound(f"model '{name}' is not served here")
+        chosen = version or self._default.get(name, "")
+        entry = versions.get(chosen)
+        if entry is None:
+            raise NotFound(f"model '{name}' version '{version}' is not served here")
+        return entry
+
+    def ready_entry(self, name: str, version: str | None = None) -> ModelEntry:
+        entry = self.get(name, version)
+        if entry.state is not ModelState.READY or entry.batcher is None:
+            raise Unavailable(f"model '{name}' is not ready ({entry.state.value.lower()})", retry_after_s=1.0)
+        return entry
+
+    def all_ready(self) -> bool:
+        entries = self.entries()
+        return bool(entries) and all(entry.state is ModelState.READY for entry in entries)
+
+    async def load(self, config: ModelConfig, workers: int = 1) -> ModelEntry:
+        """Load, verify and warm one model off the event loop; register it READY or raise."""
+        entry = ModelEntry(name=config.name or "", config=config)
+        self._pending.append(entry)
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self._open, config)
+            entry.name = model.name
+            entry.version = model.version
+            entry.model = model
+            await asyncio.to_thread(_warm, model, config)
+        except ModelfleetError as exc:
+            entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
+            raise
+        except Exception as exc:
+            entry.state, entry.reason = ModelState.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+            raise ModelfleetError(f"model {entry.name or config.path}: {entry.reason}") from exc
+        finally:
+            self._pending.remove(entry)
+        entry.load_s = time.perf_counter() - started
+        entry.metrics = self._metrics.for_model(entry.name)
+        entry.batcher = Batcher(
+            model.predict,
+            max_batch_size=config.batching.max_batch_size,
+            max_delay_s=config.batching.max_delay_s,
+            max_queue_items=config.batching.max_queue_items,
+            instances=config.instances,
+            observer=entry.metrics,
+            name=entry.name,
+        )
+        entry.batcher.start()
+        entry.state = ModelState.READY
+        self._entries.setdefault(entry.name, {})[entry.version] = entry
+        self._default.setdefault(entry.name, entry.version)
+        self._metrics.load_s.labels(entry.name, entry.version).set(entry.load_s)
+        self._metrics.model_ready.labels(entry.name, entry.version).set(1)
+        log.info("loaded %s version %s in %.2fs", entry.name, entry.version, entry.load_s)
+        return entry
+
+    def set_default(self, name: str, version: str) -> None:
+        """Point unversioned requests at `version` in one step (an atomic switch for clients)."""
+        self.get(name, version)
+        self._default[name] = version
+
+    async def unload(self, name: str, version: str, drain_timeout_s: float = 30.0) -> None:
+        entry = self.get(name, version)
+        entry.state = ModelState.UNLOADING
+        if entry.batcher is not None:
+            await entry.batcher.drain(drain_timeout_s)
+            await entry.batcher.close()
+        if entry.model is not None:
+            entry.model.close()
+        del self._entries[name][version]
+        if not self._entries[name]:
+            del self._entries[name]
+            self._default.pop(name, None)
+        elif self._default.get(name) == version:
+            self._default[name] = next(iter(self._entries[name]))
+        self._metrics.model_ready.labels(name, version).set(0)
+
+    async def drain(self, timeout_s: float) -> None:
+        for entry in self.entries():
+            if entry.batcher is not None:
+                await entry.batcher.drain(timeout_s)
+
+    async def close(self) -> None:
+        for entry in self.entries():
+            if entry.batcher is not None:
+                await entry.batcher.close()
+            if entry.model is not None:
+                entry.model.close()
+        self._entries.clear()
+
+    def _open(self, config: ModelConfig) -> Model:
+        return load_model(self._resolver(config), intra_op_threads=self._intra_op_threads, name=config.name)
+
+
+def _warm(model: Model, config: ModelConfig) -> None:
+    # One run at batch 1 and one at the largest batch: ORT allocates its buffers and picks its kernels on
+    # first use, and that cost must not land on the first client.
+    for run in range(config.warmup_runs):
+        batch_size = 1 if run % 2 == 0 else config.batching.max_batch_size
+        model.predict(model.example_inputs(batch_size))

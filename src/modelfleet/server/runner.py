@@ -1,0 +1,224 @@
+"""Run a serve spec: one process, or N worker processes sharing the port with SO_REUSEPORT.
+
+SIGTERM makes readiness false at once, lets in-flight requests finish (up to graceful_shutdown_s),
+then exits 0 — what Kubernetes expects of a pod being replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from modelfleet.config.serve import ServeSpec
+from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.server.dataplane import DataPlane
+
+log = logging.getLogger("modelfleet.server")
+_RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Result:
+    def __init__(self) -> None:
+        self.error: ModelfleetError | None = None
+
+
+def _run_uvicorn(
+    spec: ServeSpec,
+    sock: socket.socket,
+    on_started: Callable[[], None] | None = None,
+    app_factory: Callable[..., Any] | None = None,
+) -> _Result:
+    import prometheus_client
+
+    from modelfleet.server.app import create_app
+
+    # `_created` series double the exposition and no dashboard uses them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+    result = _Result()
+    server_box: list[uvicorn.Server] = []
+
+    def on_fatal(error: ModelfleetError) -> None:
+        result.error = error
+        if server_box:
+            server_box[0].should_exit = True
+
+    app = (app_factory or create_app)(spec, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="on",
+        access_log=spec.server.access_log,
+        log_level="warning",
+        timeout_graceful_shutdown=int(spec.server.graceful_shutdown_s) or None,
+        ssl_certfile=str(spec.server.tls_cert_file) if spec.server.tls_cert_file else None,
+        ssl_keyfile=str(spec.server.tls_key_file) if spec.server.tls_key_file else None,
+        backlog=4096,
+        server_header=False,
+        date_header=False,
+    )
+    server = _DrainingServer(config, app.dataplane)
+    server_box.append(server)
+    sock.listen(4096)
+
+    async def main() -> None:
+        watcher = asyncio.get_running_loop().create_task(_announce_when_started(server, on_started))
+        await server.serve(sockets=[sock])
+        watcher.cancel()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(main())
+    return result
+
+
+async def _announce_when_started(server: Any, on_started: Callable[[], None] | None) -> None:
+    while not server.started:
+        await asyncio.sleep(0.01)
+    if on_started is not None:
+        on_started()
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose SIGTERM turns readiness off, drains, and exits 0.
+
+    uvicorn re-raises a caught SIGTERM after shutdown, so the process would die "killed by signal";
+    a drained shutdown is a clean one, and Kubernetes and supervisors should see exit code 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane) -> None:
+        super().__init__(config)
+        self._dataplane = dataplane
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._dataplane.draining = True
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def serve(spec: ServeSpec, on_listening: Callable[[str, int], None] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    if spec.server.workers == 1:
+        sock = bind_socket(spec.server.host, spec.server.port, reuse_port=False)
+        port = sock.getsockname()[1]
+
+        def started() -> None:
+            if on_listening is not None:
+                on_listening(spec.server.host, port)
+
+        result = _run_uvicorn(spec, sock, started)
+        if result.error is not None:
+            raise result.error
+        return 0
+    return _serve_workers(spec, on_listening)
+
+
+def _worker_main(spec_json: str, port: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="modelfleet[%(process)d]: %(message)s")
+    spec = ServeSpec.model_validate_json(spec_json)
+    sock = bind_socket(spec.server.host, port, reuse_port=True)
+    result = _run_uvicorn(spec, sock)
+    if result.error is not None:
+        sys.stderr.write(f"error: {result.error.message}\n")
+        sys.exit(result.error.exit_code)
+    sys.exit(0)
+
+
+def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | None) -> int:
+    # The parent holds the port (bound, never listening) so `port: 0` resolves once for every worker.
+    reservation = bind_socket(spec.server.host, spec.server.port, reuse_port=True)
+    port = reservation.getsockname()[1]
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelfleet-metrics-")
+    from modelfleet.server.metrics import mark_worker_dead
+
+    context = multiprocessing.get_context("spawn")
+    spec_json = spec.model_dump_json()
+    stopping = threading.Event()
+
+    def start_worker() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker_main, args=(spec_json, port), daemon=False)
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    workers = [start_worker() for _ in range(spec.server.workers)]
+    if on_listening is not None:
+        on_listening(spec.server.host, port)
+    restarts = [0] * len(workers)
+    exit_code = 0
+    try:
+        while not stopping.is_set():
+            for index, process in enumerate(workers):
+                if process.is_alive():
+                    continue
+                code = process.exitcode or 0
+                mark_worker_dead(process.pid or 0)
+                if code in (2, 3, 4):  # bad spec, missing or corrupt model: restarting cannot help
+                    log.error("worker %d exited with code %d; stopping", process.pid, code)
+                    exit_code = code
+                    stopping.set()
+                    break
+                delay_s = _RESTART_BACKOFF_S[min(restarts[index], len(_RESTART_BACKOFF_S) - 1)]
+                log.warning("worker %d exited with code %d; restarting in %.1fs", process.pid, code, delay_s)
+                time.sleep(delay_s)
+                restarts[index] += 1
+                workers[index] = start_worker()
+            stopping.wait(0.2)
+    finally:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + spec.server.graceful_shutdown_s + 5
+        for process in workers:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reservation.close()
+    return exit_code
+
+
+def write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,94 @@
+"""Start a real `modelfleet serve` process on 127.0.0.1 with an ephemeral port, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(
+    url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, verify: bool | str = True
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/health/ready", timeout=1.0, verify=verify).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"server at {url} not ready after {timeout_s}s")
+
+
+@contextlib.contextmanager
+def serve(
+    args: list[str], tmp_path: Path, ready_timeout_s: float = 90.0, env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    port_file = tmp_path / f"port-{time.monotonic_ns()}"
+    log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                *MODELFLEET,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while not port_file.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        server = RunningServer(process, int(port_file.read_text()), log_path)
+        scheme_url = server.url.replace("http://", "https://") if "--tls-cert" in args else server.url
+        wait_ready(scheme_url, max(1.0, deadline - time.monotonic()), process, verify=False)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
