@@ -10,6 +10,7 @@ import typer
 from modelfleet.cli.common import err_console
 from modelfleet.config import BatchingConfig, ModelConfig, ServeSpec, load_spec, parse_spec
 from modelfleet.errors import InvalidInput
+from modelfleet.manifest import read_manifest
 
 
 def build_spec(
@@ -84,6 +85,10 @@ def register(app: typer.Typer) -> None:
                 "max_queue_items": max_queue_items,
             },
         )
+        # Fail before binding the port when an artifact folder is plainly missing or not an artifact.
+        for entry in spec.models:
+            if entry.path is not None:
+                read_manifest(entry.path)
         from modelfleet.server.runner import serve as run_server
         from modelfleet.server.runner import write_port_file
 
@@ -93,6 +98,7 @@ def register(app: typer.Typer) -> None:
                 f"serving {len(spec.models)} model(s) on {scheme}://{bound_host}:{bound_port} "
                 f"with {spec.server.workers} worker(s); ready at /v2/health/ready",
                 highlight=False,
+                soft_wrap=True,
             )
             if port_file is not None:
                 write_port_file(port_file, bound_port)

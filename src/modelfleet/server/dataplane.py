@@ -39,9 +39,10 @@ class DataPlane:
                 await self.repository.load(config, self._workers)
             except ModelfleetError as exc:
                 self.load_error = exc
-                log.error("%s", exc.message)
                 if on_fatal is not None:
-                    on_fatal(exc)
+                    on_fatal(exc)  # the owner reports it (the CLI prints one line)
+                else:
+                    log.error("%s", exc.message)
                 return
 
     async def wait_loaded(self) -> None:
