@@ -32,7 +32,7 @@ class ModelConfig(SpecModel):
     path: Path | None = Field(default=None, description="Artifact folder written by `modelfleet build`.")
     ref: str | None = Field(default=None, description="Registry reference NAME, NAME:VERSION or NAME@ALIAS.")
     name: str | None = Field(default=None, description="Name clients use; defaults to the artifact's name.")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching for this model.")
     instances: int = Field(
         default=1, ge=1, le=64, description="Model runs that may execute at once in one process."
     )
@@ -89,7 +89,7 @@ class ServerConfig(SpecModel):
 
 
 class ServeSpec(SpecModel):
-    server: ServerConfig = Field(default_factory=ServerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Listener, workers, limits and TLS.")
     models: list[ModelConfig] = Field(min_length=1, description="Models this server loads.")
 
     def resolve_paths(self, base: Path) -> None:

@@ -1,0 +1,189 @@
+"""Records the registry stores and returns: versions with their lineage, alias events and reports.
+
+They are frozen pydantic models so the CLI can print them as JSON and a bundle can carry them as-is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Record):
+    """One file of a registered version; its bytes live in the blob store under `sha256`."""
+
+    path: str = Field(description="POSIX path inside the artifact folder, e.g. model.onnx.")
+    sha256: str = Field(description="sha256 of the file's plaintext bytes; also the blob's name.")
+    size_bytes: int = Field(description="Size of the file's plaintext in bytes.")
+
+
+class SourceLineage(_Record):
+    """Where the model came from, as the build manifest recorded it."""
+
+    kind: str = Field(description="Source framework: huggingface, sklearn or onnx.")
+    path: str = Field(description="Path or URI of the source the build read.")
+    sha256: str = Field(description="sha256 over the source's files, as the build computed it.")
+
+
+class Lineage(_Record):
+    """Everything needed to say how a version came to be, and to rebuild or audit it."""
+
+    source: SourceLineage = Field(description="Source model from the build manifest.")
+    source_uri: str | None = Field(
+        default=None, description="Where the source lives for people (git URL, bucket URI), when given."
+    )
+    build_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Build settings from the manifest: task, target, precision, graph optimisation.",
+    )
+    training_data_sha256: str | None = Field(
+        default=None, description="sha256 of the training data, when given."
+    )
+    training_data_uri: str | None = Field(
+        default=None, description="Where the training data lives, when given."
+    )
+    training_params: dict[str, Any] = Field(
+        default_factory=dict, description="Training parameters, when given."
+    )
+    parent_version: int | None = Field(
+        default=None, description="The version of the same model this one was derived from, when given."
+    )
+    verification: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The build's verification figures (outputs compared with the source framework).",
+    )
+    artifact_created_at: str = Field(description="When the build wrote the artifact (ISO 8601 UTC).")
+    artifact_version: str = Field(
+        description="The `version` field of the build manifest (the registry numbers versions itself)."
+    )
+    build_libraries: dict[str, str] = Field(
+        default_factory=dict, description="Library versions the build used."
+    )
+    registry_libraries: dict[str, str] = Field(
+        default_factory=dict, description="Library versions of the process that registered it."
+    )
+
+
+class SignatureRecord(_Record):
+    """An Ed25519 signature over a version's name, number and file hashes."""
+
+    key_id: str = Field(description="First 16 hex digits of sha256 of the raw public key.")
+    public_key_b64: str = Field(
+        description="The signer's raw public key (base64). Trust comes from the keys you pass, not from this."
+    )
+    signature_b64: str = Field(description="The signature (base64).")
+    signed_at: str = Field(description="When it was signed (ISO 8601 UTC).")
+    actor: str = Field(description="Who signed it.")
+
+
+class ModelVersion(_Record):
+    """One immutable, numbered version of a model."""
+
+    name: str = Field(description="Model name.")
+    version: int = Field(description="Version number, 1, 2, ... per model.")
+    created_at: str = Field(description="When it was registered (ISO 8601 UTC).")
+    actor: str = Field(description="Who registered it.")
+    manifest_sha256: str = Field(description="sha256 of the version's manifest.json.")
+    size_bytes: int = Field(description="Total plaintext size of its files.")
+    files: list[FileEntry] = Field(description="Every file, manifest.json included, sorted by path.")
+    lineage: Lineage = Field(description="Where it came from and how it was built.")
+    aliases: list[str] = Field(default_factory=list, description="Aliases that point at this version now.")
+    signatures: list[SignatureRecord] = Field(default_factory=list, description="Signatures recorded for it.")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def file_hashes(self) -> dict[str, str]:
+        return {entry.path: entry.sha256 for entry in self.files}
+
+
+class ModelSummary(_Record):
+    name: str = Field(description="Model name.")
+    latest_version: int = Field(description="Highest version number.")
+    version_count: int = Field(description="How many versions are registered.")
+    aliases: dict[str, int] = Field(default_factory=dict, description="Alias → version it points at.")
+    updated_at: str = Field(description="When the latest version was registered.")
+
+
+AliasAction = Literal["set", "promote", "rollback"]
+
+
+class AliasEvent(_Record):
+    """One move of an alias, kept forever so every promotion and rollback can be traced."""
+
+    id: int = Field(description="Event number, increasing.")
+    name: str = Field(description="Model name.")
+    alias: str = Field(description="Alias that moved, e.g. production.")
+    action: AliasAction = Field(description="set, promote or rollback.")
+    from_version: int | None = Field(description="Where the alias pointed before; null when it was new.")
+    to_version: int = Field(description="Where it points after.")
+    reason: str = Field(description="Why, as given by the actor.")
+    actor: str = Field(description="Who moved it.")
+    at: str = Field(description="When (ISO 8601 UTC).")
+
+
+class BlobProblem(_Record):
+    sha256: str = Field(description="The blob's name.")
+    problem: Literal["missing", "corrupt"] = Field(description="What is wrong.")
+    detail: str = Field(description="Human explanation.")
+    used_by: list[str] = Field(description="NAME:VERSION/PATH of every file that needs this blob.")
+
+
+class VerifyReport(_Record):
+    checked_versions: int = Field(description="Versions whose files were checked.")
+    checked_blobs: int = Field(description="Distinct blobs read and hashed.")
+    checked_bytes: int = Field(description="Plaintext bytes hashed.")
+    problems: list[BlobProblem] = Field(default_factory=list, description="Missing or corrupt blobs.")
+    signature_problems: list[str] = Field(
+        default_factory=list, description="Versions with a bad signature or no trusted one."
+    )
+    index_problems: list[str] = Field(
+        default_factory=list, description="What SQLite's integrity check reported."
+    )
+    orphan_blobs: int = Field(default=0, description="Blobs no version uses (harmless; `gc` removes them).")
+    temp_files: int = Field(
+        default=0, description="Leftover temp files of interrupted writes (harmless; `gc` removes them)."
+    )
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.signature_problems or self.index_problems)
+
+
+class GcReport(_Record):
+    dry_run: bool = Field(description="True when nothing was removed, only counted.")
+    removed_blobs: int = Field(description="Unreferenced blobs removed (or that would be).")
+    freed_bytes: int = Field(description="Bytes on disk freed (or that would be).")
+    removed_temp_files: int = Field(description="Leftover temp files removed (or that would be).")
+
+
+class ExportReport(_Record):
+    path: str = Field(description="The bundle file written.")
+    scope: Literal["version", "model", "all"] = Field(description="What it holds.")
+    versions: list[str] = Field(description="NAME:VERSION of every version in it.")
+    blobs: int = Field(description="Distinct blobs in it.")
+    size_bytes: int = Field(description="Size of the bundle file.")
+
+
+class ImportReport(_Record):
+    versions_added: list[str] = Field(
+        default_factory=list, description="Versions now registered that were not before."
+    )
+    versions_present: list[str] = Field(
+        default_factory=list, description="Versions already registered with identical hashes."
+    )
+    blobs_written: int = Field(
+        default=0, description="Blobs written to the store (the rest were already there)."
+    )
+    aliases_set: list[str] = Field(default_factory=list, description="NAME@ALIAS set from the bundle.")
+    aliases_kept: list[str] = Field(
+        default_factory=list,
+        description="NAME@ALIAS that already pointed elsewhere here and were left alone.",
+    )
+    events_added: int = Field(default=0, description="Alias history events restored.")
