@@ -14,6 +14,7 @@ import tritonclient.http as triton
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 from tests.serving import serve
 
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
@@ -42,7 +43,7 @@ def test_overload_answers_503_with_retry_after_and_server_stays_up(
         "0",
     ]
     with serve(args, tmp_path) as server:
-        url = f"{server.url}/v2/models/minilm/infer"
+        url = f"{server.url}/v2/models/{MINILM}/infer"
         responses = asyncio.run(_burst(url, 24, _text_body(4)))
         statuses = [r.status_code for r in responses]
         assert 200 in statuses and 503 in statuses, statuses
@@ -52,7 +53,7 @@ def test_overload_answers_503_with_retry_after_and_server_stays_up(
         # the server recovers at once
         assert httpx.post(url, json=_text_body(1), timeout=30).status_code == 200
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert 'modelfleet_requests_total{model="minilm",outcome="overloaded"}' in metrics
+        assert f'modelfleet_requests_total{{model="{MINILM}",outcome="overloaded"}}' in metrics
 
 
 def test_deadline_gives_504(tmp_path: Path, minilm_fp32_artifact: Path) -> None:
@@ -68,7 +69,7 @@ def test_deadline_gives_504(tmp_path: Path, minilm_fp32_artifact: Path) -> None:
     spec_file = tmp_path / "serve.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     with serve(["--spec", str(spec_file)], tmp_path) as server:
-        url = f"{server.url}/v2/models/minilm/infer"
+        url = f"{server.url}/v2/models/{MINILM}/infer"
         responses = asyncio.run(_burst(url, 8, _text_body(16)))
         timed_out = [r for r in responses if r.status_code == 504]
         assert timed_out, [r.status_code for r in responses]
@@ -78,7 +79,7 @@ def test_deadline_gives_504(tmp_path: Path, minilm_fp32_artifact: Path) -> None:
         tensor = triton.InferInput("text", [16], "BYTES")
         tensor.set_data_from_numpy(np.array([LONG_TEXT.encode()] * 16, dtype=object))
         with pytest.raises(InferenceServerException, match="deadline"):
-            client.infer("minilm", [tensor], timeout=1000)
+            client.infer(MINILM, [tensor], timeout=1000)
 
 
 def test_body_over_the_limit_gets_413(tmp_path: Path, iris_artifact: Path) -> None:
@@ -101,7 +102,7 @@ def test_sigterm_turns_readiness_off_finishes_in_flight_requests_and_exits_zero(
     tmp_path: Path, minilm_fp32_artifact: Path
 ) -> None:
     with serve(["--model", str(minilm_fp32_artifact), "--max-batch-size", "8"], tmp_path) as server:
-        url = f"{server.url}/v2/models/minilm/infer"
+        url = f"{server.url}/v2/models/{MINILM}/infer"
 
         async def scenario() -> tuple[list[httpx.Response], int]:
             async with httpx.AsyncClient(timeout=60) as client:

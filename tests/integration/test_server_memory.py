@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 from tests.serving import serve
 
 
@@ -31,7 +32,9 @@ def test_each_loaded_model_costs_at_most_one_and_a_half_times_its_file(
         baseline = _settled_rss_bytes(small.process.pid)
     with serve(["--model", str(iris_artifact), "--model", str(minilm_fp32_artifact)], tmp_path) as both:
         for _ in range(20):  # after real traffic, not only after loading
-            assert httpx.post(f"{both.url}/v2/models/minilm/infer", json=body, timeout=30).status_code == 200
+            assert (
+                httpx.post(f"{both.url}/v2/models/{MINILM}/infer", json=body, timeout=30).status_code == 200
+            )
         loaded = _settled_rss_bytes(both.process.pid)
     file_size = (minilm_fp32_artifact / "model.onnx").stat().st_size
     added = loaded - baseline

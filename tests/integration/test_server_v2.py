@@ -13,6 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 from tests.serving import RunningServer, serve
 
 SENTENCES = [
@@ -59,18 +60,18 @@ def test_health_and_server_metadata(client: triton.InferenceServerClient) -> Non
 
 
 def test_model_metadata_and_readiness(client: triton.InferenceServerClient) -> None:
-    metadata = client.get_model_metadata("minilm")
+    metadata = client.get_model_metadata(MINILM)
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert metadata["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
     assert len(metadata["parameters"]["sha256"]) == 64
-    assert client.is_model_ready("minilm")
+    assert client.is_model_ready(MINILM)
     assert client.is_model_ready("iris", metadata["versions"][0]) or client.is_model_ready("iris")
     index = {entry["name"]: entry["state"] for entry in client.get_model_repository_index()}
-    assert index == {"minilm": "READY", "iris": "READY"}
+    assert index == {MINILM: "READY", "iris": "READY"}
 
 
 def test_text_embeddings_binary_in_and_out(client: triton.InferenceServerClient) -> None:
-    result = client.infer("minilm", [_text_input(SENTENCES)])
+    result = client.infer(MINILM, [_text_input(SENTENCES)])
     embeddings = result.as_numpy("embedding")
     assert embeddings.shape == (3, 384) and embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
@@ -79,8 +80,8 @@ def test_text_embeddings_binary_in_and_out(client: triton.InferenceServerClient)
 
 
 def test_same_text_gives_same_embedding_alone_or_batched(client: triton.InferenceServerClient) -> None:
-    alone = client.infer("minilm", [_text_input([SENTENCES[2]])]).as_numpy("embedding")[0]
-    batched = client.infer("minilm", [_text_input(SENTENCES)]).as_numpy("embedding")[2]
+    alone = client.infer(MINILM, [_text_input([SENTENCES[2]])]).as_numpy("embedding")[0]
+    batched = client.infer(MINILM, [_text_input(SENTENCES)]).as_numpy("embedding")[2]
     np.testing.assert_allclose(alone, batched, atol=1e-5)
 
 
@@ -112,7 +113,7 @@ def test_iris_json_and_binary_and_versioned_route(
 
 def test_gzip_request_and_response(client: triton.InferenceServerClient, server: RunningServer) -> None:
     result = client.infer(
-        "minilm",
+        MINILM,
         [_text_input(SENTENCES)],
         request_compression_algorithm="gzip",
         response_compression_algorithm="gzip",
@@ -127,7 +128,7 @@ def test_gzip_request_and_response(client: triton.InferenceServerClient, server:
 
 def test_no_content_type_needed(server: RunningServer) -> None:
     response = httpx.post(
-        f"{server.url}/v2/models/minilm/infer",
+        f"{server.url}/v2/models/{MINILM}/infer",
         content=b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["hello"]}]}',
         headers={"Content-Type": ""},
     )
@@ -201,10 +202,10 @@ def test_metrics_count_requests_batches_and_latency(
         'modelfleet_requests_total{model="iris",outcome="success"}',
         'modelfleet_request_duration_seconds_bucket{le="0.005",model="iris"}',
         'modelfleet_queue_duration_seconds_count{model="iris"}',
-        'modelfleet_compute_duration_seconds_count{model="minilm"}',
+        f'modelfleet_compute_duration_seconds_count{{model="{MINILM}"}}',
         'modelfleet_batch_size_count{model="iris"}',
         'modelfleet_queue_depth{model="iris"}',
-        'modelfleet_model_load_seconds{model="minilm"',
+        f'modelfleet_model_load_seconds{{model="{MINILM}"',
         "process_resident_memory_bytes",
     ):
         assert name in text, name
@@ -216,7 +217,7 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: Run
 
     def one(text: str) -> list[float]:
         response = httpx.post(
-            f"{server.url}/v2/models/minilm/infer",
+            f"{server.url}/v2/models/{MINILM}/infer",
             json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]},
             timeout=30,
         )
@@ -231,11 +232,11 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server: Run
     count = sum(
         float(line.split()[-1])
         for line in metrics.splitlines()
-        if line.startswith('modelfleet_batch_size_count{model="minilm"}')
+        if line.startswith(f'modelfleet_batch_size_count{{model="{MINILM}"}}')
     )
     total = sum(
         float(line.split()[-1])
         for line in metrics.splitlines()
-        if line.startswith('modelfleet_batch_size_sum{model="minilm"}')
+        if line.startswith(f'modelfleet_batch_size_sum{{model="{MINILM}"}}')
     )
     assert total / count > 1.0, "concurrent requests should share model runs"

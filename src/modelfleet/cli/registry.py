@@ -7,7 +7,6 @@ Every command wraps one `modelfleet.registry.Registry` method. Admin actions als
 from __future__ import annotations
 
 import base64
-import binascii
 import getpass
 import json
 import os
@@ -85,29 +84,12 @@ def register(app: typer.Typer) -> None:
 
 def read_encryption_key(key_file: Path | None) -> bytes | None:
     """The key from ``key_file``, else from $MODELFLEET_REGISTRY_KEY (base64), else None (no encryption)."""
+    from modelfleet.registry.keyfile import decode_encryption_key, read_encryption_key_file
+
     if key_file is not None:
-        if not key_file.is_file():
-            raise NotFound(f"encryption key file {key_file} does not exist")
-        data = key_file.read_bytes()
-        if len(data) == ENCRYPTION_KEY_BYTES:
-            return data
-        return _decode_key(data.strip(), str(key_file))
+        return read_encryption_key_file(key_file)
     text = os.environ.get(KEY_ENV)
-    return None if not text else _decode_key(text.strip().encode(), KEY_ENV)
-
-
-def _decode_key(data: bytes, where: str) -> bytes:
-    try:
-        key = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput(
-            f"{where} does not hold a base64 key (make one with `modelfleet registry gen-encryption-key`)"
-        ) from None
-    if len(key) != ENCRYPTION_KEY_BYTES:
-        raise InvalidInput(
-            f"{where} holds a {len(key)}-byte key; the registry needs {ENCRYPTION_KEY_BYTES} bytes"
-        )
-    return key
+    return None if not text else decode_encryption_key(text.strip().encode(), KEY_ENV)
 
 
 def _root(root: Path | None) -> Path:

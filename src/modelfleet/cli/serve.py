@@ -18,16 +18,27 @@ def build_spec(
     models: list[Path],
     overrides: dict[str, object],
     batching: dict[str, object],
+    refs: list[str] | None = None,
+    registry_root: Path | None = None,
 ) -> ServeSpec:
-    """A serve spec from a file and/or `--model` paths; flags override the file."""
+    """A serve spec from a file and/or `--model` paths and `--ref` registry references; flags override the file."""
+    refs = refs or []
     if spec_file is not None:
         spec = load_spec(spec_file, ServeSpec)
         data = spec.model_dump()
-    elif models:
+    elif models or refs:
         data = {"server": {}, "models": []}
     else:
-        raise InvalidInput("give a serve spec (--spec FILE) or at least one --model ARTIFACT_DIR")
-    data["models"] = list(data["models"]) + [ModelConfig(path=path.resolve()).model_dump() for path in models]
+        raise InvalidInput("give a serve spec (--spec FILE), --model ARTIFACT_DIR or --ref NAME@ALIAS")
+    data["models"] = (
+        list(data["models"])
+        + [ModelConfig(path=path.resolve()).model_dump() for path in models]
+        + [ModelConfig(ref=ref).model_dump() for ref in refs]
+    )
+    if any(model.get("ref") for model in data["models"]):
+        registry = data.setdefault("registry", {})
+        if registry_root is not None or registry.get("root") is None:
+            registry["root"] = (registry_root or Path.home() / ".modelfleet" / "registry").expanduser()
     data["server"].update({key: value for key, value in overrides.items() if value is not None})
     chosen_batching = {key: value for key, value in batching.items() if value is not None}
     if chosen_batching:
@@ -44,6 +55,12 @@ def register(app: typer.Typer) -> None:
         ),
         model: list[Path] = typer.Option(
             [], "--model", "-m", help="Artifact folder to serve; repeat for more."
+        ),
+        ref: list[str] = typer.Option(
+            [], "--ref", "-r", help="Registry model NAME, NAME:VERSION or NAME@ALIAS; repeat for more."
+        ),
+        registry: Path | None = typer.Option(
+            None, help="Registry folder for --ref and `ref:` models.", envvar="MODELFLEET_REGISTRY"
         ),
         host: str | None = typer.Option(None, help="Listen address.", envvar="MODELFLEET_HOST"),
         port: int | None = typer.Option(
@@ -84,6 +101,8 @@ def register(app: typer.Typer) -> None:
                 "max_delay_s": max_delay_s,
                 "max_queue_items": max_queue_items,
             },
+            ref,
+            registry,
         )
         # Fail before binding the port when an artifact folder is plainly missing or not an artifact.
         for entry in spec.models:

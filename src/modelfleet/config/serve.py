@@ -32,7 +32,9 @@ class ModelConfig(SpecModel):
     path: Path | None = Field(default=None, description="Artifact folder written by `modelfleet build`.")
     ref: str | None = Field(default=None, description="Registry reference NAME, NAME:VERSION or NAME@ALIAS.")
     name: str | None = Field(default=None, description="Name clients use; defaults to the artifact's name.")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching for this model.")
+    batching: BatchingConfig = Field(
+        default_factory=BatchingConfig, description="Dynamic batching for this model."
+    )
     instances: int = Field(
         default=1, ge=1, le=64, description="Model runs that may execute at once in one process."
     )
@@ -88,11 +90,75 @@ class ServerConfig(SpecModel):
                 setattr(self, attr, (base / value).resolve())
 
 
+class AuthConfig(SpecModel):
+    """API keys with scopes (`infer:<model or glob>`, `read`, `admin`); see docs/security.md."""
+
+    enabled: bool = Field(
+        default=False, description="Require an API key on every route but the health probes."
+    )
+    keys_file: Path | None = Field(default=None, description="Key store written by `modelfleet keys create`.")
+    audit_log: Path | None = Field(
+        default=None, description="JSON-lines audit log of admin actions and auth failures."
+    )
+    protect_metrics: bool = Field(
+        default=True, description="Require the `read` scope for /metrics when auth is on."
+    )
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthConfig:
+        if self.enabled and self.keys_file is None:
+            raise ValueError("auth.enabled needs auth.keys_file (create keys with `modelfleet keys create`)")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        for attr in ("keys_file", "audit_log"):
+            value = getattr(self, attr)
+            if value is not None and not value.is_absolute():
+                setattr(self, attr, (base / value).resolve())
+
+
+class RegistryConfig(SpecModel):
+    """Where `ref:` models come from, and how far to trust them."""
+
+    root: Path | None = Field(
+        default=None, description="Registry folder; default $MODELFLEET_REGISTRY or ~/.modelfleet/registry."
+    )
+    encryption_key_file: Path | None = Field(
+        default=None, description="AES-256 key of an encrypted registry."
+    )
+    trusted_public_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM). When given, a model loads only with a valid signature by one of them.",
+    )
+    watch_interval_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often to check whether an alias moved (0: never; load the alias once).",
+    )
+
+    def resolve_paths(self, base: Path) -> None:
+        if self.root is not None and not self.root.is_absolute():
+            self.root = (base / self.root).resolve()
+        if self.encryption_key_file is not None and not self.encryption_key_file.is_absolute():
+            self.encryption_key_file = (base / self.encryption_key_file).resolve()
+        self.trusted_public_keys = [
+            p if p.is_absolute() else (base / p).resolve() for p in self.trusted_public_keys
+        ]
+
+
 class ServeSpec(SpecModel):
-    server: ServerConfig = Field(default_factory=ServerConfig, description="Listener, workers, limits and TLS.")
+    server: ServerConfig = Field(
+        default_factory=ServerConfig, description="Listener, workers, limits and TLS."
+    )
     models: list[ModelConfig] = Field(min_length=1, description="Models this server loads.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and audit log.")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="Registry for `ref:` models."
+    )
 
     def resolve_paths(self, base: Path) -> None:
         self.server.resolve_paths(base)
+        self.auth.resolve_paths(base)
+        self.registry.resolve_paths(base)
         for model in self.models:
             model.resolve_paths(base)

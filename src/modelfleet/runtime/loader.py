@@ -9,12 +9,19 @@ from modelfleet.runtime.base import Model
 
 
 def load_model(
-    artifact_dir: Path, intra_op_threads: int, name: str | None = None, verify: bool = True
+    artifact_dir: Path,
+    intra_op_threads: int,
+    name: str | None = None,
+    version: str | None = None,
+    verify: bool = True,
 ) -> Model:
-    """Read the manifest, check the sha256 of every file, and open the model for the artifact's target."""
+    """Read the manifest, check the sha256 of every file, and open the model for the artifact's target.
+
+    `name` and `version` override the manifest's (a registry numbers versions itself).
+    """
     manifest = read_manifest(artifact_dir)
     if verify:
         verify_files(artifact_dir, manifest)
     from modelfleet.runtime.onnx import OnnxModel
 
-    return OnnxModel(artifact_dir, manifest, intra_op_threads=intra_op_threads, name=name)
+    return OnnxModel(artifact_dir, manifest, intra_op_threads=intra_op_threads, name=name, version=version)

@@ -53,12 +53,17 @@ class OnnxModel:
     platform = "onnxruntime_onnx"
 
     def __init__(
-        self, artifact_dir: Path, manifest: Manifest, intra_op_threads: int, name: str | None = None
+        self,
+        artifact_dir: Path,
+        manifest: Manifest,
+        intra_op_threads: int,
+        name: str | None = None,
+        version: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.name = name or manifest.name
-        self.version = manifest.version
+        self.version = version or manifest.version
         self.manifest = manifest
         self.inputs = [field.spec() for field in manifest.inputs]
         self.outputs = [field.spec() for field in manifest.outputs]

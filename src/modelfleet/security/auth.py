@@ -140,6 +140,23 @@ class Authenticator:
                 raise self._deny(Forbidden(FORBIDDEN_MESSAGE), "scope", key_id, scope, client)
             return principal
 
+    def is_cheap(self, credentials: str | None) -> bool:
+        """True when `authorize` will not run the KDF for these credentials (answered from memory).
+
+        An async server calls `authorize` inline when this is True and in a worker thread otherwise, so a
+        new or forged key never blocks the event loop for the tens of milliseconds argon2 takes.
+        """
+        key = _extract_key(credentials)
+        if key is None:
+            return True
+        key_id = split_key(key)
+        with self._lock:
+            if key_id is None or key_id not in self._records:
+                return True
+            digest = hashlib.sha256(key.encode()).digest()
+            cached = self._verified.get(key_id)
+            return (cached is not None and hmac.compare_digest(cached, digest)) or digest in self._rejected
+
     def _remembered(self, key_id: str, digest: bytes) -> bool | None:
         """True/False when this exact key was verified/rejected before; None when the KDF must decide."""
         cached = self._verified.get(key_id)

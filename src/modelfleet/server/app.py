@@ -1,54 +1,122 @@
-"""Assemble a server from a spec: metrics, repository, dataplane and routes."""
+"""Assemble a server from a spec: metrics, repository, registry, auth, dataplane and routes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from modelfleet.config.serve import ServeSpec
-from modelfleet.errors import ModelfleetError
+from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.runtime.onnx import default_intra_op_threads
+from modelfleet.server.alias_watch import AliasWatcher
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import Authorizer, V2App
+from modelfleet.server.http import AdminHandler, Authorizer, V2App
 from modelfleet.server.metrics import ServerMetrics
-from modelfleet.server.repository import ArtifactResolver, ModelRepository, resolve_path
+from modelfleet.server.repository import ModelRepository, resolve_path
+
+log = logging.getLogger("modelfleet.server")
 
 
 @dataclass
 class _Lifecycle:
     dataplane: DataPlane
     drain_timeout_s: float
+    watcher: AliasWatcher | None
     on_fatal: Callable[[ModelfleetError], None] | None = None
-    started: bool = field(default=False)
 
     async def startup(self) -> None:
         self.dataplane.start(self.on_fatal)
-        self.started = True
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def shutdown(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.dataplane.shutdown(self.drain_timeout_s)
+
+
+def _authorizer(spec: ServeSpec) -> Authorizer | None:
+    if not spec.auth.enabled:
+        return None
+    from modelfleet.security.auth import Authenticator
+
+    assert spec.auth.keys_file is not None
+    return Authenticator.from_keys_file(spec.auth.keys_file, audit_log=spec.auth.audit_log)
+
+
+def _admin_handler(spec: ServeSpec, dataplane: DataPlane) -> AdminHandler:
+    audit = None
+    if spec.auth.audit_log is not None:
+        from modelfleet.security.audit import AuditLog
+
+        audit = AuditLog(spec.auth.audit_log)
+
+    async def handle(action: str, model: str, body: bytes, caller: str | None) -> dict[str, Any]:
+        parameters: dict[str, object] = {}
+        if body.strip():
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidInput("repository request body must be JSON") from None
+            raw = document.get("parameters", {}) if isinstance(document, dict) else None
+            if not isinstance(raw, dict):
+                raise InvalidInput("'parameters' must be an object")
+            parameters = raw
+        outcome = "ok"
+        try:
+            if action == "load":
+                await dataplane.load_model(model, parameters)
+            else:
+                await dataplane.unload_model(model, spec.server.graceful_shutdown_s)
+        except ModelfleetError as exc:
+            outcome = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            if audit is not None:
+                audit.record(f"repository.{action}", model=model, key_id=caller, outcome=outcome)
+        return {}
+
+    return handle
 
 
 def create_app(
     spec: ServeSpec,
     *,
     on_fatal: Callable[[ModelfleetError], None] | None = None,
-    authorizer: Authorizer | None = None,
-    resolver: ArtifactResolver = resolve_path,
 ) -> V2App:
     """An ASGI app serving every model of `spec`. Models load in the background once it starts."""
     metrics = ServerMetrics()
     threads = default_intra_op_threads(spec.server.workers)
     explicit = {model.intra_op_threads for model in spec.models if model.intra_op_threads}
+    uses_registry = spec.registry.root is not None or any(model.ref is not None for model in spec.models)
+    source = None
+    if uses_registry:
+        from modelfleet.server.registry_source import RegistrySource
+
+        source = RegistrySource(spec.registry)
     repository = ModelRepository(
-        metrics, intra_op_threads=min(explicit) if explicit else threads, resolver=resolver
+        metrics,
+        intra_op_threads=min(explicit) if explicit else threads,
+        resolver=source.resolve if source is not None else resolve_path,
     )
-    dataplane = DataPlane(repository, spec.models, workers=spec.server.workers)
-    lifecycle = _Lifecycle(dataplane, spec.server.graceful_shutdown_s, on_fatal)
+    dataplane = DataPlane(repository, spec.models, registry_enabled=source is not None)
+    watcher = None
+    if source is not None:
+        watcher = AliasWatcher(repository, source, spec.models, spec.registry.watch_interval_s)
+    if not spec.auth.enabled and spec.server.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "auth is off and the server listens on %s: anyone who can reach it can use it", spec.server.host
+        )
     return V2App(
         dataplane,
         metrics,
         max_body_bytes=spec.server.max_body_bytes,
-        lifecycle=lifecycle,
-        authorizer=authorizer,
+        lifecycle=_Lifecycle(dataplane, spec.server.graceful_shutdown_s, watcher, on_fatal),
+        authorizer=_authorizer(spec),
+        protect_metrics=spec.auth.protect_metrics,
+        admin=_admin_handler(spec, dataplane),
     )

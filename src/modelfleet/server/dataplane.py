@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from modelfleet import __version__
 from modelfleet.config.serve import ModelConfig
-from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, RepositoryIndexEntry, ServerMetadata
 from modelfleet.runtime.base import Arrays
@@ -20,10 +20,14 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "health", 
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, models: list[ModelConfig], workers: int = 1) -> None:
+    def __init__(
+        self, repository: ModelRepository, models: list[ModelConfig], registry_enabled: bool = False
+    ) -> None:
         self.repository = repository
         self._configs = models
-        self._workers = workers
+        self._registry_enabled = registry_enabled
+        # Served name → the config it was loaded from, so an unloaded model can be loaded again.
+        self._known: dict[str, ModelConfig] = {}
         self.draining = False
         self.load_error: ModelfleetError | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -36,7 +40,8 @@ class DataPlane:
     async def _load_all(self, on_fatal: Callable[[ModelfleetError], None] | None) -> None:
         for config in self._configs:
             try:
-                await self.repository.load(config, self._workers)
+                entry = await self.repository.load(config)
+                self._known[entry.name] = config
             except ModelfleetError as exc:
                 self.load_error = exc
                 if on_fatal is not None:
@@ -89,6 +94,25 @@ class DataPlane:
             {"name": entry.name, "version": entry.version, "state": entry.state.value, "reason": entry.reason}
             for entry in self.repository.entries()
         ]
+
+    # -- repository extension (admin) -------------------------------------------------------------
+    async def load_model(self, name: str, parameters: dict[str, object]) -> None:
+        """Load `name` from the spec, or from the registry (`parameters.version` / `parameters.alias`)."""
+        if self.repository.has(name):
+            return
+        config = self._known.get(name)
+        if config is None:
+            if not self._registry_enabled:
+                raise NotFound(f"model '{name}' is not in this server's spec and no registry is configured")
+            version, alias = parameters.get("version"), parameters.get("alias")
+            ref = f"{name}:{version}" if version else f"{name}@{alias}" if alias else name
+            config = ModelConfig(ref=ref)
+        entry = await self.repository.load(config)
+        self._known[entry.name] = config
+
+    async def unload_model(self, name: str, drain_timeout_s: float) -> None:
+        for version in self.repository.versions(name):
+            await self.repository.unload(name, version, drain_timeout_s)
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:

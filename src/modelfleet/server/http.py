@@ -7,6 +7,7 @@ error tree; nothing else (no traceback) reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import time
@@ -32,10 +33,21 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _GZIP_MIN_BYTES = 1024
 
 
+class Principal(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+
 class Authorizer(Protocol):
     """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin`."""
 
-    def authorize(self, credentials: str | None, scope: str) -> object: ...
+    def authorize(self, credentials: str | None, scope: str) -> Principal: ...
+
+    def is_cheap(self, credentials: str | None) -> bool: ...
+
+
+# (action "load"/"unload", model name, request body, caller's key id or None) → response document
+AdminHandler = Callable[[str, str, bytes, str | None], Awaitable[Any]]
 
 
 class LifecycleHooks(Protocol):
@@ -68,13 +80,15 @@ class V2App:
         max_body_bytes: int,
         lifecycle: LifecycleHooks,
         authorizer: Authorizer | None = None,
-        admin: Callable[[str, str, bytes], Awaitable[Any]] | None = None,
+        protect_metrics: bool = True,
+        admin: AdminHandler | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.lifecycle = lifecycle
         self.authorizer = authorizer
+        self.protect_metrics = protect_metrics
         self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,7 +127,8 @@ class V2App:
                 await self._server_route(scope, receive, send, method, parts)
                 return
             if parts == ["metrics"] and method == "GET":
-                self._authorize(scope, "read")
+                if self.protect_metrics:
+                    await self._authorize(scope, "read")
                 await _respond(
                     send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
@@ -135,9 +150,16 @@ class V2App:
                 bound.outcomes[outcome_for_status(exc.http_status)].inc()
         await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), headers)
 
-    def _authorize(self, scope: Scope, needed: str) -> None:
-        if self.authorizer is not None:
-            self.authorizer.authorize(_credentials(scope), needed)
+    async def _authorize(self, scope: Scope, needed: str) -> str | None:
+        """The caller's key id, or None when auth is off. Raises Unauthorized (401) / Forbidden (403)."""
+        if self.authorizer is None:
+            return None
+        credentials = _credentials(scope)
+        if self.authorizer.is_cheap(credentials):
+            return self.authorizer.authorize(credentials, needed).key_id
+        # A key not seen before costs a KDF run: keep it off the event loop.
+        principal = await asyncio.to_thread(self.authorizer.authorize, credentials, needed)
+        return principal.key_id
 
     async def _server_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
@@ -148,22 +170,22 @@ class V2App:
             ready = self.dataplane.ready()
             await _json(send, 200 if ready else 503, {"ready": ready})
         elif parts == ["v2"] and method == "GET":
-            self._authorize(scope, "read")
+            await self._authorize(scope, "read")
             await _json(send, 200, self.dataplane.server_metadata())
         elif parts == ["v2", "repository", "index"] and method in ("POST", "GET"):
-            self._authorize(scope, "read")
+            await self._authorize(scope, "read")
             await _read_body(scope, receive, self.max_body_bytes)
             await _json(send, 200, self.dataplane.repository_index())
         elif (
             len(parts) == 5 and parts[:3] == ["v2", "repository", "models"] and parts[4] in ("load", "unload")
         ):
-            self._authorize(scope, "admin")
+            caller = await self._authorize(scope, "admin")
             if method != "POST":
                 raise InvalidInput(f"use POST for /v2/repository/models/{{model}}/{parts[4]}")
             if self.admin is None:
                 raise NotFound("the repository load/unload extension is not enabled on this server")
             body = await _read_body(scope, receive, self.max_body_bytes)
-            await _json(send, 200, await self.admin(parts[4], parts[3], body))
+            await _json(send, 200, await self.admin(parts[4], parts[3], body, caller))
         else:
             raise NotFound(f"no route {method} /{'/'.join(parts)}")
 
@@ -182,14 +204,14 @@ class V2App:
         if action == "infer":
             if method != "POST":
                 raise InvalidInput("use POST for /infer")
-            self._authorize(scope, f"infer:{name}")
+            await self._authorize(scope, f"infer:{name}")
             await self._infer(scope, receive, send, name, version)
         elif action == "ready":
-            self._authorize(scope, "read")
+            await self._authorize(scope, "read")
             ready = self.dataplane.model_ready(name, version)
             await _json(send, 200 if ready else 503, {"name": name, "ready": ready})
         else:
-            self._authorize(scope, "read")
+            await self._authorize(scope, "read")
             await _json(send, 200, self.dataplane.model_metadata(name, version))
 
     async def _infer(

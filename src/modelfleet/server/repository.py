@@ -21,8 +21,8 @@ from modelfleet.server.metrics import ModelMetrics, ServerMetrics
 
 log = logging.getLogger("modelfleet.server")
 
-# Resolves a model config to an artifact folder: the identity for `path`, the registry for `ref`.
-ArtifactResolver = Callable[[ModelConfig], Path]
+# Resolves a model config to an artifact folder and, for registry models, the registry's version number.
+ArtifactResolver = Callable[[ModelConfig], tuple[Path, str | None]]
 
 
 class ModelState(enum.StrEnum):
@@ -46,10 +46,10 @@ class ModelEntry:
     loaded_at: float = field(default_factory=time.time)
 
 
-def resolve_path(config: ModelConfig) -> Path:
+def resolve_path(config: ModelConfig) -> tuple[Path, str | None]:
     if config.path is None:
         raise NotFound(f"model reference {config.ref}: serving from the registry needs a registry configured")
-    return config.path
+    return config.path, None
 
 
 class ModelRepository:
@@ -79,6 +79,21 @@ class ModelRepository:
             raise NotFound(f"model '{name}' version '{version}' is not served here")
         return entry
 
+    def has(self, name: str) -> bool:
+        return bool(self._entries.get(name))
+
+    def versions(self, name: str) -> list[str]:
+        if not self._entries.get(name):
+            raise NotFound(f"model '{name}' is not loaded")
+        return list(self._entries[name])
+
+    def default_version(self, name: str) -> str:
+        return self.get(name).version
+
+    def note(self, name: str, version: str, reason: str) -> None:
+        """Attach a reason to a serving version (e.g. why its replacement failed) for the repository index."""
+        self.get(name, version).reason = reason
+
     def ready_entry(self, name: str, version: str | None = None) -> ModelEntry:
         entry = self.get(name, version)
         if entry.state is not ModelState.READY or entry.batcher is None:
@@ -89,9 +104,9 @@ class ModelRepository:
         entries = self.entries()
         return bool(entries) and all(entry.state is ModelState.READY for entry in entries)
 
-    async def load(self, config: ModelConfig, workers: int = 1) -> ModelEntry:
+    async def load(self, config: ModelConfig) -> ModelEntry:
         """Load, verify and warm one model off the event loop; register it READY or raise."""
-        entry = ModelEntry(name=config.name or "", config=config)
+        entry = ModelEntry(name=config.name or config.ref or str(config.path), config=config)
         self._pending.append(entry)
         started = time.perf_counter()
         try:
@@ -163,7 +178,8 @@ class ModelRepository:
         self._entries.clear()
 
     def _open(self, config: ModelConfig) -> Model:
-        return load_model(self._resolver(config), intra_op_threads=self._intra_op_threads, name=config.name)
+        path, version = self._resolver(config)
+        return load_model(path, intra_op_threads=self._intra_op_threads, name=config.name, version=version)
 
 
 def _warm(model: Model, config: ModelConfig) -> None:

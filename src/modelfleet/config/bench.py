@@ -1,0 +1,204 @@
+"""The bench spec: what to load-test, how hard, how to measure and what counts as a pass.
+
+Every `modelfleet bench run` flag maps to a field here, so a run can live in a YAML file
+(`modelfleet bench run --config bench.yaml`) and be reviewed like code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from modelfleet.config.base import SpecModel
+
+Mode = Literal["seq", "rnd", "closed", "open"]
+
+
+class ModelTargetSpec(SpecModel):
+    """One model on an Open Inference Protocol (V2) server, with its share of the traffic."""
+
+    name: str = Field(min_length=1, description="Model name as the server knows it.")
+    version: str | None = Field(
+        default=None, description="Model version; requests go to /v2/models/NAME/versions/V."
+    )
+    weight: float = Field(default=1.0, gt=0, description="Relative share of requests in a traffic mix.")
+
+
+class HttpEndpointSpec(SpecModel):
+    """A plain HTTP JSON endpoint and the template its request bodies are made from."""
+
+    url: str = Field(description="Full URL, e.g. http://10.0.0.5:8080/predict.")
+    method: Literal["GET", "POST", "PUT"] = Field(default="POST", description="HTTP method.")
+    body_template: str | None = Field(
+        default=None,
+        description="Request body; `{{sample}}` is replaced by a sample as a JSON string, e.g. "
+        "'{\"text\": {{sample}}}'. None sends no body.",
+    )
+    name: str | None = Field(default=None, description="Label in results; defaults to METHOD path.")
+    weight: float = Field(default=1.0, gt=0, description="Relative share of requests in a traffic mix.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers for this endpoint.")
+
+
+class LoadPoint(SpecModel):
+    """One step of a run: an arrival rate (open loop) or a concurrency (closed loop), for a time or a count.
+
+    Neither `duration_s` nor `requests`: the point runs until it is stable, at most `stability.max_windows`.
+    """
+
+    rate_per_s: float | None = Field(default=None, gt=0, description="Open loop: total arrivals per second.")
+    concurrency: int | None = Field(
+        default=None, ge=1, le=100_000, description="Closed loop: requests in flight."
+    )
+    duration_s: float | None = Field(default=None, gt=0, description="Measured time, after ramp and warm-up.")
+    requests: int | None = Field(default=None, ge=1, description="Measured requests, after ramp and warm-up.")
+    ramp_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Open loop: rise linearly from the previous point's rate; closed: start users evenly. Not measured.",
+    )
+
+    @model_validator(mode="after")
+    def _one_stop_rule(self) -> LoadPoint:
+        if self.duration_s is not None and self.requests is not None:
+            raise ValueError("give a point `duration_s` or `requests`, not both")
+        if self.rate_per_s is not None and self.concurrency is not None:
+            raise ValueError("give a point `rate_per_s` (open loop) or `concurrency` (closed loop), not both")
+        return self
+
+
+class StabilitySpec(SpecModel):
+    """When a point counts as stable: the last `windows` windows agree within `tolerance`."""
+
+    windows: int = Field(default=3, ge=2, le=100, description="Windows that must agree.")
+    tolerance: float = Field(
+        default=0.10, gt=0, le=1, description="Allowed (max - min) / mean of throughput and p99."
+    )
+    max_windows: int = Field(
+        default=30,
+        ge=2,
+        description="A run-until-stable point gives up after this many and is marked unstable.",
+    )
+
+
+class BenchSpec(SpecModel):
+    target: str | None = Field(
+        default=None,
+        description="Base URL of a V2 server (http://host:8000). Not needed with `serve_spec` or `endpoints`.",
+    )
+    protocol: Literal["v2", "http"] = Field(
+        default="v2", description="v2: Open Inference Protocol; http: plain JSON endpoints."
+    )
+    models: list[ModelTargetSpec] = Field(
+        default_factory=list, description="V2 models to load-test and their weights."
+    )
+    endpoints: list[HttpEndpointSpec] = Field(
+        default_factory=list, description="Plain HTTP endpoints (protocol http)."
+    )
+    serve_spec: Path | None = Field(
+        default=None,
+        description="A `modelfleet serve` spec: the server's host/port and its models become the targets.",
+    )
+    samples_file: Path | None = Field(
+        default=None,
+        description="Text file, one sample per line (sentences for BYTES inputs and `{{sample}}`).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers on every request (e.g. authorization)."
+    )
+    verify_tls: bool = Field(default=True, description="Check the target's TLS certificate on https URLs.")
+    mode: Mode = Field(
+        default="closed",
+        description="seq: every model once in order; rnd: N requests to random models; closed: fixed concurrency; open: arrival rate.",
+    )
+    arrival: Literal["constant", "poisson"] = Field(
+        default="constant", description="Open loop arrival process."
+    )
+    points: list[LoadPoint] = Field(
+        default_factory=list, description="Load points, run in order (a sweep when several)."
+    )
+    repeat: int = Field(default=1, ge=1, description="seq mode: requests per model.")
+    warmup_s: float = Field(default=1.0, ge=0, description="Time at full load before each point is measured.")
+    window_s: float = Field(
+        default=1.0, gt=0, description="Length of a stability window and of a time-series step."
+    )
+    stability: StabilitySpec = Field(default_factory=StabilitySpec, description="Rule for a stable point.")
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request not answered this long after its intended send time fails as a timeout.",
+    )
+    max_in_flight: int = Field(
+        default=1024,
+        ge=1,
+        le=100_000,
+        description="Open loop: connections (and requests in flight) per target per process; sends beyond it wait and are counted as capped.",
+    )
+    procs: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Generator processes on this machine; load is split between them.",
+    )
+    late_send_threshold_s: float = Field(
+        default=0.002,
+        gt=0,
+        description="A send this much later than its intended time counts as late (the generator fell behind).",
+    )
+    max_late_fraction: float = Field(
+        default=0.01, ge=0, le=1, description="More late sends than this share marks a point invalid."
+    )
+    slo: str | None = Field(
+        default=None, description='Gates, e.g. "p99<100ms,error_rate<0.1%,throughput>500".'
+    )
+    requests_csv: Path | None = Field(
+        default=None, description="Write one CSV row per request here (streamed to disk)."
+    )
+    track_endpoints_max: int = Field(
+        default=64,
+        ge=0,
+        description="Keep a latency histogram per model up to this many models (counts are always kept).",
+    )
+    seed: int = Field(default=0, description="Seed for arrivals, model choice and generated inputs.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BenchSpec:
+        if self.protocol == "v2":
+            if self.endpoints:
+                raise ValueError("`endpoints` are for protocol http; for V2 list `models`")
+            if self.serve_spec is None and self.target is None:
+                raise ValueError("give `target` (a V2 base URL) or `serve_spec`")
+            if self.serve_spec is None and not self.models:
+                raise ValueError("list at least one model (`models`, or --model on the command line)")
+        elif not self.endpoints:
+            raise ValueError("protocol http needs at least one endpoint (a URL and a body template)")
+        self._check_points()
+        return self
+
+    def _check_points(self) -> None:
+        if self.mode == "seq":
+            if self.points:
+                raise ValueError("seq mode sends every model `repeat` times in order; it takes no `points`")
+            return
+        if not self.points:
+            hint = {
+                "open": "a rate (--rate)",
+                "closed": "a concurrency (--concurrency)",
+                "rnd": "a request count (--requests)",
+            }
+            raise ValueError(f"{self.mode} mode needs at least one point with {hint[self.mode]}")
+        for number, point in enumerate(self.points):
+            if self.mode == "open" and point.rate_per_s is None:
+                raise ValueError(f"points.{number}: open mode needs `rate_per_s`")
+            if self.mode in ("closed", "rnd") and point.rate_per_s is not None:
+                raise ValueError(f"points.{number}: `rate_per_s` is for open mode; use `concurrency`")
+            if self.mode == "rnd" and point.requests is None:
+                raise ValueError(f"points.{number}: rnd mode needs `requests`")
+
+    def resolve_paths(self, base: Path) -> None:
+        for attr in ("serve_spec", "samples_file", "requests_csv"):
+            value = getattr(self, attr)
+            if value is not None and not value.is_absolute():
+                setattr(self, attr, (base / value).resolve())

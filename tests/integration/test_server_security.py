@@ -1,0 +1,147 @@
+"""API keys on every route, TLS, and the audit log, on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+import yaml
+from tests.serving import RunningServer, serve
+
+from modelfleet.security.keys import KeyStore
+from modelfleet.security.tls import generate_self_signed
+
+BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+@dataclass
+class Keys:
+    infer_iris: str
+    infer_other: str
+    read: str
+    admin: str
+
+
+@dataclass
+class SecureServer:
+    server: RunningServer
+    keys: Keys
+    audit_log: Path
+    cert: Path
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Iterator[SecureServer]:
+    folder = tmp_path_factory.mktemp("secure")
+    store = KeyStore(folder / "keys.json")
+    keys = Keys(
+        infer_iris=store.create("client", ["infer:iris"], actor="test").key,
+        infer_other=store.create("other", ["infer:other-*"], actor="test").key,
+        read=store.create("dashboard", ["read"], actor="test").key,
+        admin=store.create("ops", ["admin"], actor="test").key,
+    )
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    generate_self_signed(cert, key)
+    audit_log = folder / "audit.jsonl"
+    spec = {
+        "server": {"tls_cert_file": str(cert), "tls_key_file": str(key)},
+        "auth": {"enabled": True, "keys_file": str(folder / "keys.json"), "audit_log": str(audit_log)},
+        "models": [{"path": str(iris_artifact)}],
+    }
+    spec_file = folder / "serve.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    with serve(["--spec", str(spec_file), "--tls-cert", str(cert), "--tls-key", str(key)], folder) as server:
+        yield SecureServer(server, keys, audit_log, cert)
+
+
+def _client(secure: SecureServer) -> httpx.Client:
+    return httpx.Client(base_url=secure.server.url.replace("http://", "https://"), verify=False, timeout=30)
+
+
+PROTECTED = [
+    ("GET", "/v2", "read"),
+    ("GET", "/v2/models/iris", "read"),
+    ("GET", "/v2/models/iris/ready", "read"),
+    ("POST", "/v2/repository/index", "read"),
+    ("GET", "/metrics", "read"),
+    ("POST", "/v2/models/iris/infer", "infer"),
+    ("POST", "/v2/repository/models/iris/load", "admin"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "needs"), PROTECTED)
+def test_missing_and_wrong_keys_get_401(secure: SecureServer, method: str, path: str, needs: str) -> None:
+    with _client(secure) as client:
+        missing = client.request(method, path, json=BODY)
+        wrong = client.request(method, path, json=BODY, headers={"Authorization": "Bearer mf_nope_notakey"})
+        forged = secure.keys.admin[:-4] + "AAAA"
+        forged_response = client.request(method, path, json=BODY, headers={"X-API-Key": forged})
+    for response in (missing, wrong, forged_response):
+        assert response.status_code == 401, (path, response.text)
+        assert "error" in response.json()
+
+
+@pytest.mark.parametrize(("method", "path", "needs"), PROTECTED)
+def test_scopes_decide_403_or_success(secure: SecureServer, method: str, path: str, needs: str) -> None:
+    allowed = {"read": secure.keys.read, "infer": secure.keys.infer_iris, "admin": secure.keys.admin}[needs]
+    denied = secure.keys.infer_other if needs != "infer" else secure.keys.read
+    with _client(secure) as client:
+        ok = client.request(method, path, json=BODY, headers={"Authorization": f"Bearer {allowed}"})
+        refused = client.request(method, path, json=BODY, headers={"Authorization": f"Bearer {denied}"})
+        admin = client.request(method, path, json=BODY, headers={"X-API-Key": secure.keys.admin})
+    assert ok.status_code == 200, (path, ok.text)
+    assert admin.status_code == 200, "admin may do everything"
+    assert refused.status_code == 403
+    assert "iris" not in refused.text, "a refusal must not hint at which models exist"
+
+
+def test_unknown_model_with_out_of_scope_key_is_403_not_404(secure: SecureServer) -> None:
+    with _client(secure) as client:
+        response = client.post(
+            "/v2/models/secret-model/infer", json=BODY, headers={"X-API-Key": secure.keys.infer_iris}
+        )
+    assert response.status_code == 403
+
+
+def test_health_routes_stay_open_for_probes(secure: SecureServer) -> None:
+    with _client(secure) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_tritonclient_over_tls_with_a_key(secure: SecureServer) -> None:
+    # The server's self-signed certificate is the only trusted CA: the client verifies it, host name included.
+    client = triton.InferenceServerClient(
+        secure.server.address, ssl=True, ssl_options={"ca_certs": str(secure.cert)}
+    )
+    tensor = triton.InferInput("input", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
+    result = client.infer("iris", [tensor], headers={"Authorization": f"Bearer {secure.keys.infer_iris}"})
+    assert result.as_numpy("label").tolist() == [0]
+
+
+def test_plain_http_is_refused_on_a_tls_port(secure: SecureServer) -> None:
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{secure.server.url}/v2/health/live", timeout=5)
+
+
+def test_admin_unload_and_load_are_audited_and_keys_never_logged(secure: SecureServer) -> None:
+    with _client(secure) as client:
+        headers = {"Authorization": f"Bearer {secure.keys.admin}"}
+        assert client.post("/v2/repository/models/iris/unload", headers=headers).status_code == 200
+        assert client.post("/v2/models/iris/infer", json=BODY, headers=headers).status_code == 404
+        assert client.post("/v2/repository/models/iris/load", headers=headers).status_code == 200
+        assert client.post("/v2/models/iris/infer", json=BODY, headers=headers).status_code == 200
+        client.get("/v2", headers={"Authorization": "Bearer mf_bad_key"})
+    audit = secure.audit_log.read_text()
+    assert '"repository.unload"' in audit and '"repository.load"' in audit
+    assert "auth.denied" in audit
+    everything_logged = audit + secure.server.log()
+    for key in (secure.keys.admin, secure.keys.read, secure.keys.infer_iris, secure.keys.infer_other):
+        secret = key.rsplit("_", 1)[-1]
+        assert secret not in everything_logged
