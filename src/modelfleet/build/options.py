@@ -1,0 +1,71 @@
+"""Build options: what the user asks `modelfleet build` to produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from modelfleet.config.base import SpecModel
+
+Precision = Literal["fp32", "int8"]
+OptimizationLevel = Literal["disable", "basic", "extended", "all"]
+Target = Literal["cpu", "cuda", "tensorrt"]
+
+# Verification thresholds from the build contract. Cosine similarity is compared per sample, so the
+# minimum over the sample set is the figure that must clear the bar.
+DEFAULT_MIN_COSINE = {"fp32": 0.999, "int8": 0.98}
+MAX_PROBABILITY_DIFF = 1e-4
+
+
+class BuildOptions(SpecModel):
+    """Everything `build_artifact` needs besides the source and the output folder."""
+
+    name: str | None = Field(
+        default=None,
+        description="Model name in the manifest (letters, digits, '_', '.', '-'); defaults to the source's name.",
+    )
+    version: str = Field(
+        default="1", pattern=r"^[0-9]+$", description="Model version recorded in the manifest."
+    )
+    precision: Precision = Field(
+        default="fp32",
+        description="fp32 keeps the exported weights; int8 applies ONNX Runtime dynamic quantization (QInt8 weights).",
+    )
+    optimization: OptimizationLevel = Field(
+        default="all",
+        description=(
+            "ONNX Runtime graph optimization level recorded for serving and used for verification. "
+            "The artifact keeps the portable graph; the server optimizes it when it loads it."
+        ),
+    )
+    target: Target = Field(
+        default="cpu",
+        description="Execution provider the artifact is built and verified for: cpu, cuda or tensorrt.",
+    )
+    force: bool = Field(default=False, description="Replace an existing output folder.")
+    trust_pickle: bool = Field(
+        default=False,
+        description="Load pickle/joblib sources and skops files with any types. Unpickling runs code: only for files you trust.",
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Extra fully qualified type names to trust when loading a skops file (e.g. mypackage.features.clip).",
+    )
+    samples: Path | None = Field(
+        default=None,
+        description=(
+            "Verification inputs instead of the built-in ones: .txt/.json sentences (text models), "
+            ".npy/.csv rows (scikit-learn), .npz arrays keyed by input name (ONNX files)."
+        ),
+    )
+    min_cosine: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Lowest acceptable cosine similarity per sample; default 0.999 for fp32 and 0.98 for int8.",
+    )
+
+    def cosine_threshold(self) -> float:
+        return self.min_cosine if self.min_cosine is not None else DEFAULT_MIN_COSINE[self.precision]

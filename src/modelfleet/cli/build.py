@@ -1,0 +1,146 @@
+"""`modelfleet build`: a model source → a verified ONNX artifact folder (wraps `build_artifact`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelfleet.build import BUNDLED_SOURCE, BuildOptions, build_artifact
+from modelfleet.cli.common import console, err_console, print_json
+from modelfleet.config import parse_spec
+from modelfleet.errors import InvalidInput
+from modelfleet.manifest import Manifest
+
+_HELP = f"""Build a model source into a verified artifact folder (model.onnx, tokenizer, manifest.json).
+
+SOURCE is a Hugging Face model folder, a scikit-learn .skops file (.pkl/.joblib with --trust-pickle), an .onnx file, or {BUNDLED_SOURCE} (same as --bundled).
+
+Exit codes: 0 built; 2 bad, corrupt or untrusted source or option; 3 source not found; 4 verification failed; 5 target execution provider unavailable; 6 output exists (use --force).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(help=_HELP)
+    def build(
+        source: str | None = typer.Argument(None, help="Model source (path or bundled:all-MiniLM-L6-v2)."),
+        output: Path = typer.Option(
+            ..., "--output", "-o", help="Artifact folder to write.", envvar="MODELFLEET_BUILD_OUTPUT"
+        ),
+        bundled: bool = typer.Option(
+            False, "--bundled", help=f"Build the bundled demo model ({BUNDLED_SOURCE})."
+        ),
+        name: str | None = typer.Option(
+            None, help="Model name (default: from the source).", envvar="MODELFLEET_BUILD_NAME"
+        ),
+        version: str = typer.Option("1", help="Model version (digits).", envvar="MODELFLEET_BUILD_VERSION"),
+        precision: str = typer.Option(
+            "fp32", help="fp32 or int8 (dynamic quantization).", envvar="MODELFLEET_BUILD_PRECISION"
+        ),
+        optimization: str = typer.Option(
+            "all",
+            help="ONNX Runtime graph optimization level: disable, basic, extended, all.",
+            envvar="MODELFLEET_BUILD_OPTIMIZATION",
+        ),
+        target: str = typer.Option("cpu", help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET"),
+        force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+        trust_pickle: bool = typer.Option(
+            False,
+            "--trust-pickle",
+            help="Allow pickle/joblib sources and any skops type (runs code from the file).",
+        ),
+        trust: list[str] = typer.Option(
+            [], "--trust", help="A skops type to trust, e.g. mypackage.features.clip; repeatable."
+        ),
+        samples: Path | None = typer.Option(
+            None,
+            help="Verification inputs: .txt/.json sentences, .npy/.csv rows, or .npz arrays by input name.",
+        ),
+        min_cosine: float | None = typer.Option(
+            None,
+            help="Lowest acceptable per-sample cosine similarity (default 0.999 fp32, 0.98 int8).",
+            envvar="MODELFLEET_BUILD_MIN_COSINE",
+        ),
+        json_output: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    ) -> None:
+        if bundled and source is not None and source != BUNDLED_SOURCE:
+            raise InvalidInput("give either SOURCE or --bundled, not both")
+        chosen = BUNDLED_SOURCE if bundled else source
+        if chosen is None:
+            raise InvalidInput(f"give a model SOURCE (a path, or {BUNDLED_SOURCE}) or --bundled")
+        options = parse_spec(
+            {
+                "name": name,
+                "version": version,
+                "precision": precision,
+                "optimization": optimization,
+                "target": target,
+                "force": force,
+                "trust_pickle": trust_pickle,
+                "trusted_types": trust,
+                "samples": samples,
+                "min_cosine": min_cosine,
+            },
+            BuildOptions,
+            "build options",
+        )
+        started = time.perf_counter()
+        with err_console.status("starting build") as status:
+
+            def progress(stage: str) -> None:
+                status.update(f"{stage} ({time.perf_counter() - started:.1f} s)")
+
+            manifest = build_artifact(chosen, output, options, progress)
+        elapsed_s = time.perf_counter() - started
+        if json_output:
+            print_json(manifest.model_dump(mode="json"))
+            return
+        _print_summary(manifest, output, elapsed_s)
+
+
+def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
+    console.print(
+        f"[bold green]built[/] {manifest.name}:{manifest.version} → {output} "
+        f"({manifest.task}, {manifest.precision}, target {manifest.target}, {elapsed_s:.1f} s)",
+        highlight=False,
+    )
+    tensors = Table(title="Tensors (V2)", title_justify="left")
+    for column in ("", "name", "datatype", "shape"):
+        tensors.add_column(column)
+    for kind, fields in (("input", manifest.inputs), ("output", manifest.outputs)):
+        for field in fields:
+            tensors.add_row(kind, field.name, field.datatype.value, str(field.shape))
+    console.print(tensors)
+    checks = Table(title="Verification against the source framework", title_justify="left")
+    for column in ("metric", "value", "threshold", "samples", "passed"):
+        checks.add_column(column, justify="right" if column != "metric" else "left")
+    for entry in manifest.verification:
+        checks.add_row(
+            entry.metric,
+            _figure(entry.value),
+            _figure(entry.threshold),
+            str(entry.samples),
+            "[green]yes[/]" if entry.passed else "[red]no[/]",
+        )
+    console.print(checks)
+    files = Table(title="Files", title_justify="left")
+    files.add_column("file")
+    files.add_column("size", justify="right")
+    files.add_column("sha256")
+    for relative, digest in manifest.files.items():
+        size_bytes = (output / relative).stat().st_size
+        files.add_row(relative, _size(size_bytes), digest[:16] + "…")
+    console.print(files)
+
+
+def _figure(value: float) -> str:
+    """Similarities near 1 need many digits; small differences read best in scientific notation."""
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.2e}"
+    return f"{value:.6f}"
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 100_000 else f"{size_bytes / 1e3:.1f} kB"
