@@ -49,7 +49,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Ite
     generate_self_signed(cert, key)
     audit_log = folder / "audit.jsonl"
     spec = {
-        "server": {"tls_cert_file": str(cert), "tls_key_file": str(key)},
+        "server": {"tls_cert_file": str(cert), "tls_key_file": str(key), "max_body_bytes": 65536},
         "auth": {"enabled": True, "keys_file": str(folder / "keys.json"), "audit_log": str(audit_log)},
         "models": [{"path": str(iris_artifact)}],
     }
@@ -145,3 +145,15 @@ def test_admin_unload_and_load_are_audited_and_keys_never_logged(secure: SecureS
     for key in (secure.keys.admin, secure.keys.read, secure.keys.infer_iris, secure.keys.infer_other):
         secret = key.rsplit("_", 1)[-1]
         assert secret not in everything_logged
+
+
+def test_request_limits_stay_enforced_with_auth_on(secure: SecureServer) -> None:
+    rows = [[1.0, 2.0, 3.0, 4.0]] * 4000
+    big = {"inputs": [{"name": "input", "shape": [4000, 4], "datatype": "FP32", "data": rows}]}
+    with _client(secure) as client:
+        allowed = client.post(
+            "/v2/models/iris/infer", json=big, headers={"X-API-Key": secure.keys.infer_iris}
+        )
+        anonymous = client.post("/v2/models/iris/infer", json=big)
+    assert allowed.status_code == 413
+    assert anonymous.status_code == 401, "credentials are checked before the body is read"
