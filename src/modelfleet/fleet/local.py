@@ -1,0 +1,502 @@
+"""Run a fleet on this machine: server processes on free ports and one router, kept alive by a supervisor.
+
+`start_fleet` plans the fleet, writes every serve spec and the router's table into the state folder
+(``modelfleet.fleet.state``), and starts the supervisor, detached by default. The supervisor starts
+each process, polls its health, and restarts a process that exits, hangs or never becomes ready,
+waiting longer after each failure (exponential back-off with a cap) and recording every restart.
+`stop_fleet` sends SIGTERM to the supervisor, which stops the router and the servers in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+
+from modelfleet.config.fleet import FleetSpec
+from modelfleet.errors import Conflict, NotFound, SpecError, Unavailable
+from modelfleet.fleet.plan import FleetPlan
+from modelfleet.fleet.router_config import Upstream, router_settings, write_router_settings
+from modelfleet.fleet.sizing import load_fleet_spec, plan_from_spec
+from modelfleet.fleet.state import (
+    FleetPaths,
+    FleetState,
+    ProcessRecord,
+    append_restart,
+    describe_exit,
+    owned_process,
+    read_state,
+    write_atomic,
+    write_state,
+)
+
+Progress = Callable[[str], None]
+_CLI = [sys.executable, "-m", "modelfleet.cli.main"]
+_HEALTH_TIMEOUT_S = 2.0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise Conflict(
+                f"router port {host}:{port} is already in use; set router.port to another port, or 0 for a free one"
+            ) from None
+
+
+def resolve_fleet(fleet: str | Path, state_root: Path | None = None) -> FleetPaths:
+    """A fleet named directly, or by its spec file."""
+    candidate = Path(fleet)
+    name = load_fleet_spec(candidate).name if candidate.is_file() else str(fleet)
+    paths = FleetPaths.for_fleet(name, state_root)
+    if not paths.state_file.is_file():
+        raise NotFound(
+            f"fleet {name!r} has no local state in {paths.root} (start it with `modelfleet fleet up SPEC`)"
+        )
+    return paths
+
+
+def supervisor_alive(state: FleetState, paths: FleetPaths) -> bool:
+    return owned_process(state.supervisor_pid, str(paths.root)) is not None
+
+
+def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetState:
+    """Allocate ports and write serve specs, the router table, the plan and a fresh state file."""
+    spec = plan.fleet
+    if spec.auth.enabled and spec.auth.keys_file is None:
+        raise SpecError(
+            f"fleet {spec.name}: auth is on but auth.keys_file is not set; create keys with "
+            "`modelfleet keys create` and point auth.keys_file at the store, or set auth.enabled: false"
+        )
+    if paths.state_file.is_file():
+        previous = read_state(paths)
+        if supervisor_alive(previous, paths):
+            raise Conflict(
+                f"fleet {spec.name!r} is already running (supervisor pid {previous.supervisor_pid}); "
+                f"run `modelfleet fleet down {spec.name}` first"
+            )
+    for folder in (paths.specs_dir, paths.logs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    keys_file = spec.auth.keys_file if spec.auth.enabled else None
+    host = "127.0.0.1"
+    processes: list[ProcessRecord] = []
+    upstreams: list[Upstream] = []
+    for group in plan.groups:
+        for replica in range(group.replicas):
+            process_id = f"{group.name}-{replica}"
+            port = _free_port(host)
+            spec_file = paths.specs_dir / f"{process_id}.yaml"
+            serve_spec = group.serve_spec(host, port, keys_file=keys_file)
+            write_atomic(
+                spec_file,
+                yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False),
+            )
+            url = f"http://{host}:{port}"
+            processes.append(
+                ProcessRecord(
+                    id=process_id,
+                    kind="server",
+                    group=group.name,
+                    models=list(group.model_names),
+                    port=port,
+                    url=url,
+                    command=[*_CLI, "serve", "--spec", str(spec_file)],
+                    log_file=str(paths.log_file(process_id)),
+                )
+            )
+            upstreams.append(
+                Upstream(name=process_id, group=group.name, url=url, models=list(group.model_names))
+            )
+    router_host = spec.router.host
+    if spec.router.port == 0:
+        router_port = _free_port(router_host)
+    else:
+        _check_port_free(router_host, spec.router.port)
+        router_port = spec.router.port
+    write_router_settings(router_settings(plan, router_host, router_port, upstreams), paths.router_file)
+    router_url = f"http://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"
+    processes.append(
+        ProcessRecord(
+            id="router",
+            kind="router",
+            models=list(plan.model_names),
+            port=router_port,
+            url=router_url,
+            command=[*_CLI, "fleet", "router", str(paths.router_file)],
+            log_file=str(paths.log_file("router")),
+        )
+    )
+    write_atomic(paths.plan_file, _plan_json(plan))
+    now = time.time()
+    state = FleetState(
+        fleet=spec.name,
+        spec_path=str(spec_path.resolve()),
+        state_dir=str(paths.root),
+        router_url=router_url,
+        models=list(plan.model_names),
+        created_at=now,
+        updated_at=now,
+        processes=processes,
+        local=spec.local,
+    )
+    if paths.restarts_file.is_file():
+        # A new run starts a new restart log; the previous run's stays beside it for the record.
+        paths.restarts_file.rename(paths.root / f"restarts-{time.time_ns()}.jsonl")
+    write_state(paths, state)
+    return state
+
+
+def _plan_json(plan: FleetPlan) -> str:
+    return json.dumps({"fleet": plan.fleet.name, "groups": plan.summary()}, indent=2) + "\n"
+
+
+class Supervisor:
+    """Keeps every process of one local fleet running until told to stop."""
+
+    def __init__(self, paths: FleetPaths, on_ready: Callable[[FleetState], None] | None = None) -> None:
+        self.paths = paths
+        self.state = read_state(paths)
+        self.config = self.state.local
+        self.on_ready = on_ready
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._kill_reason: dict[str, str] = {}
+        self._live_failures: dict[str, int] = {}
+        self._stopping = asyncio.Event()
+        self._dirty = True
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stopping.set)
+        self.state.supervisor_pid = os.getpid()
+        self.state.status = "starting"
+        self._save()
+        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S) as client:
+            watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
+            health = asyncio.create_task(self._health_loop(client))
+            await self._stopping.wait()
+            self.state.status = "stopping"
+            self._save()
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health
+            await self._terminate_all()
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        for record in self.state.processes:
+            record.state, record.pid = "stopped", None
+        self.state.status = "stopped"
+        self._save()
+
+    def _save(self) -> None:
+        write_state(self.paths, self.state)
+        self._dirty = False
+
+    def _log(self, record: ProcessRecord, message: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with open(record.log_file, "a", encoding="utf-8") as handle:
+            handle.write(f"--- modelfleet supervisor {stamp}: {message}\n")
+
+    async def _spawn(self, record: ProcessRecord) -> asyncio.subprocess.Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODELFLEET_FLEET": self.state.fleet}
+        self._log(record, f"starting {record.id}: {' '.join(record.command)}")
+        with open(record.log_file, "ab") as log:
+            # Each process leads its own process group, so a crashed server's worker processes can be
+            # cleaned up with it, and a Ctrl-C on the terminal reaches only the supervisor, which stops
+            # everything in order.
+            process = await asyncio.create_subprocess_exec(
+                *record.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=0,
+            )
+        self._procs[record.id] = process
+        record.pid, record.state = process.pid, "starting"
+        record.started_at, record.ready_since = time.time(), None
+        self._live_failures[record.id] = 0
+        self._save()
+        return process
+
+    async def _keep_running(self, record: ProcessRecord) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                process = await self._spawn(record)
+            except OSError as exc:  # e.g. out of file descriptors: wait and try again, never give up
+                self._log(
+                    record,
+                    f"could not start {record.id}: {exc}; retrying in {self.config.restart_backoff_max_s:g} s",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self.config.restart_backoff_max_s)
+                continue
+            exited = asyncio.create_task(process.wait())
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self._stopping.is_set():
+                exited.cancel()
+                return
+            now = time.time()
+            if record.ready_since is not None and now - record.ready_since >= self.config.stable_after_s:
+                failures = 0
+            backoff_s = min(
+                self.config.restart_backoff_max_s, self.config.restart_backoff_initial_s * 2**failures
+            )
+            failures += 1
+            _kill_group(process.pid)  # workers orphaned by a killed server must not keep its port
+            code, signal_name = describe_exit(process.returncode)
+            exit_text = f"killed by {signal_name}" if signal_name else f"exited with code {code}"
+            reason = self._kill_reason.pop(record.id, exit_text)
+            uptime_s = now - (record.started_at or now)
+            append_restart(
+                self.paths,
+                {
+                    "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                    "time_unix": round(now, 3),
+                    "process": record.id,
+                    "pid": record.pid,
+                    "exit_code": code,
+                    "signal": signal_name,
+                    "reason": reason,
+                    "uptime_s": round(uptime_s, 3),
+                    "backoff_s": backoff_s,
+                },
+            )
+            self._log(
+                record,
+                f"{record.id} (pid {record.pid}) {reason} after {uptime_s:.1f} s; restarting in {backoff_s:g} s",
+            )
+            record.restarts += 1
+            record.last_exit = reason
+            record.state, record.pid, record.ready_since = "backoff", None, None
+            self._save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+
+    async def _health_loop(self, client: httpx.AsyncClient) -> None:
+        last_save = time.monotonic()
+        while True:
+            records = [
+                r
+                for r in self.state.processes
+                if r.pid is not None and r.state in ("starting", "ready", "unready")
+            ]
+            await asyncio.gather(*(self._check(client, record) for record in records))
+            if (
+                self.state.status == "starting"
+                and all(r.state == "ready" for r in self.state.processes)
+                # The router's own view too: `up` must not return before a request can be routed.
+                and await self._get_ok(client, f"{self.state.router_url}/v2/health/ready")
+            ):
+                self.state.status = "running"
+                self._dirty = True
+                if self.on_ready is not None:
+                    self.on_ready(self.state)
+            # Save on change, and every few seconds as a heartbeat `status` can read.
+            if self._dirty or time.monotonic() - last_save > 5.0:
+                self._save()
+                last_save = time.monotonic()
+            await asyncio.sleep(self.config.health_interval_s)
+
+    async def _get_ok(self, client: httpx.AsyncClient, url: str) -> bool:
+        try:
+            response = await client.get(url)
+        except (httpx.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
+    async def _check(self, client: httpx.AsyncClient, record: ProcessRecord) -> None:
+        ready_path = "/v2/health/ready" if record.kind == "server" else "/router/ready"
+        now = time.time()
+        if await self._get_ok(client, record.url + ready_path):
+            self._live_failures[record.id] = 0
+            if record.state != "ready":
+                record.state, record.ready_since = "ready", now
+                self._dirty = True
+            return
+        if record.ready_since is None:
+            if now - (record.started_at or now) > self.config.startup_timeout_s:
+                self._kill(record, f"not ready within {self.config.startup_timeout_s:g} s")
+            return
+        if record.state == "ready":
+            record.state = "unready"
+            self._dirty = True
+        if await self._get_ok(client, record.url + "/v2/health/live"):
+            self._live_failures[record.id] = 0
+            return
+        self._live_failures[record.id] = self._live_failures.get(record.id, 0) + 1
+        if self._live_failures[record.id] >= self.config.unhealthy_after_checks:
+            self._kill(record, f"failed {self._live_failures[record.id]} liveness checks in a row")
+
+    def _kill(self, record: ProcessRecord, reason: str) -> None:
+        process = self._procs.get(record.id)
+        if process is not None and process.returncode is None:
+            self._kill_reason[record.id] = reason
+            process.kill()
+
+    async def _terminate_all(self) -> None:
+        # Router first, so no new request reaches a server that is draining.
+        ordered = sorted(self.state.processes, key=lambda r: r.kind != "router")
+        for record in ordered:
+            process = self._procs.get(record.id)
+            if process is not None and process.returncode is None:
+                record.state = "stopping"
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        self._save()
+        running = [p for p in self._procs.values() if p.returncode is None]
+        if not running:
+            return
+        await asyncio.wait([asyncio.create_task(p.wait()) for p in running], timeout=self.config.stop_grace_s)
+        for process in running:
+            _kill_group(process.pid)  # stragglers past the grace period, and any leftover workers
+        await asyncio.gather(*(p.wait() for p in running), return_exceptions=True)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_supervisor(state_dir: Path) -> None:
+    """Blocking entry point of the hidden `modelfleet fleet supervise` command."""
+    paths = FleetPaths(state_dir.resolve())
+    asyncio.run(Supervisor(paths).run())
+
+
+def start_fleet(
+    spec_path: Path,
+    state_root: Path | None = None,
+    foreground: bool = False,
+    wait_s: float = 120.0,
+    progress: Progress | None = None,
+    spec: FleetSpec | None = None,
+) -> FleetState:
+    """Start a local fleet; returns once it is ready (detached) or after it stops (``foreground``)."""
+    report = progress or (lambda _message: None)
+    spec = spec if spec is not None else load_fleet_spec(spec_path)
+    plan = plan_from_spec(spec)
+    paths = FleetPaths.for_fleet(spec.name, state_root)
+    state = prepare_fleet(plan, spec_path, paths)
+    report(
+        f"fleet {spec.name}: {len(plan.groups)} server group(s), {len(state.processes) - 1} server process(es), router on {state.router_url}"
+    )
+    if foreground:
+        supervisor = Supervisor(paths, on_ready=lambda s: report(f"fleet {s.fleet} ready at {s.router_url}"))
+        asyncio.run(supervisor.run())
+        return read_state(paths)
+    with paths.supervisor_log.open("ab") as log:
+        supervisor_process = subprocess.Popen(
+            [*_CLI, "fleet", "supervise", str(paths.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return wait_until_ready(paths, supervisor_process, wait_s, report)
+
+
+def wait_until_ready(
+    paths: FleetPaths, supervisor: subprocess.Popen[bytes], wait_s: float, report: Progress
+) -> FleetState:
+    deadline = time.monotonic() + wait_s
+    last_line = ""
+    while True:
+        state = read_state(paths)
+        if state.status == "running":
+            report(f"fleet {state.fleet} ready at {state.router_url}")
+            return state
+        if supervisor.poll() is not None:
+            tail = _tail(paths.supervisor_log, 5)
+            raise Unavailable(
+                f"the fleet supervisor exited with code {supervisor.returncode}: {tail or 'no output'}"
+            )
+        line = ", ".join(f"{r.id} {r.state}" for r in state.processes)
+        if line != last_line:
+            report(line)
+            last_line = line
+        if time.monotonic() > deadline:
+            raise Unavailable(
+                f"fleet {state.fleet} is not ready after {wait_s:g} s ({line}); it keeps trying: see "
+                f"`modelfleet fleet status {state.fleet}` and `modelfleet fleet logs {state.fleet}`, or stop it with `fleet down`"
+            )
+        time.sleep(0.2)
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return " | ".join(text[-lines:])
+
+
+def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float | None = None) -> FleetState:
+    """Stop a local fleet: SIGTERM to the supervisor, SIGKILL to anything of ours still alive after the grace period."""
+    paths = resolve_fleet(fleet, state_root)
+    state = read_state(paths)
+    grace = state.local.stop_grace_s if grace_s is None else grace_s
+    marker = str(paths.root)
+    supervisor = owned_process(state.supervisor_pid, marker)
+    if supervisor is not None:
+        supervisor.terminate()
+        # The supervisor itself waits `grace` for its children; allow it that plus a margin.
+        _, alive = psutil.wait_procs([supervisor], timeout=grace + 5.0)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    # Anything left (a supervisor killed earlier leaves orphans): terminate, then kill after the grace period.
+    strays = [p for p in (owned_process(r.pid, marker) for r in read_state(paths).processes) if p is not None]
+    for process in strays:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(strays, timeout=grace)
+    for process in alive:
+        _kill_group(process.pid)  # each supervised process leads its own group
+    state = read_state(paths)
+    if state.status != "stopped" or any(r.pid is not None for r in state.processes):
+        for record in state.processes:
+            record.state, record.pid = "stopped", None
+        state.status = "stopped"
+        write_state(paths, state)
+    return state
+
+
+def fleet_endpoints(spec_path: Path | str, state_root: Path | None = None) -> tuple[str, list[str]]:
+    """(router URL, model names) of a running local fleet: what `modelfleet bench --fleet SPEC` needs."""
+    paths = resolve_fleet(Path(spec_path), state_root)
+    state = read_state(paths)
+    if not supervisor_alive(state, paths):
+        raise Unavailable(
+            f"fleet {state.fleet} is not running (start it with `modelfleet fleet up {spec_path}`)"
+        )
+    return state.router_url, list(state.models)

@@ -1,0 +1,85 @@
+"""What a router process needs to know: where it listens and which upstream serves which model.
+
+Written as JSON by the supervisor (local) or into a ConfigMap (Kubernetes) and read by
+``modelfleet fleet router CONFIG``. Kept apart from the router so rendering never imports aiohttp.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from modelfleet.config.base import SpecModel, parse_spec
+from modelfleet.errors import NotFound, SpecError
+from modelfleet.fleet.plan import FleetPlan
+
+
+class Upstream(SpecModel):
+    """One model-server replica (or one Kubernetes Service in front of a group's replicas)."""
+
+    name: str = Field(description="Replica id, e.g. cpu-0/1; shown in status and metrics.")
+    group: str = Field(description="Server group the replica belongs to.")
+    url: str = Field(description="Base URL, e.g. http://127.0.0.1:41234.")
+    models: list[str] = Field(min_length=1, description="Models this upstream serves.")
+
+
+class RouterSettings(SpecModel):
+    """The router's whole configuration."""
+
+    fleet: str = Field(description="Fleet name, for metrics and the server metadata answer.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    request_timeout_s: float = Field(
+        default=11.0, gt=0, description="Longest wait for one upstream answer (504 after)."
+    )
+    health_interval_s: float = Field(
+        default=0.5, gt=0, description="How often each upstream's readiness is polled."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After sent with 503 when no replica is ready."
+    )
+    upstreams: list[Upstream] = Field(min_length=1, description="Every replica the router may send to.")
+
+    @property
+    def model_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for upstream in self.upstreams:
+            for model in upstream.models:
+                seen.setdefault(model)
+        return list(seen)
+
+
+def router_settings(plan: FleetPlan, host: str, port: int, upstreams: list[Upstream]) -> RouterSettings:
+    spec = plan.fleet
+    return RouterSettings(
+        fleet=spec.name,
+        host=host,
+        port=port,
+        request_timeout_s=spec.request_timeout_s,
+        health_interval_s=spec.router.health_interval_s,
+        max_body_bytes=spec.router.max_body_bytes,
+        upstreams=upstreams,
+    )
+
+
+def write_router_settings(settings: RouterSettings, path: Path) -> None:
+    path.write_text(settings.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def read_router_settings(path: Path) -> RouterSettings:
+    if not path.is_file():
+        raise NotFound(f"router config {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"router config {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"router config {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return parse_spec(data, RouterSettings, str(path))

@@ -1,0 +1,201 @@
+"""A local fleet's state folder, shared by the supervisor and every later CLI call.
+
+``.modelfleet/fleets/NAME/`` holds::
+
+    state.json        processes (id, pid, port, state, restarts), router URL, supervisor pid, status
+    restarts.jsonl    one line per restart: time, process, exit code or signal, uptime, reason, back-off
+                      (a new `fleet up` moves the previous run's log aside as restarts-NS.jsonl)
+    plan.json         server groups and their models
+    router.json       the router's configuration
+    specs/ID.yaml     the serve spec of each server replica
+    logs/ID.log       output of each process; logs/supervisor.log for the supervisor itself
+
+Writes are atomic (temporary file, then rename), so a reader never sees half a state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, Field
+
+from modelfleet.config.fleet import LocalConfig
+from modelfleet.errors import InvalidInput, NotFound
+
+DEFAULT_STATE_ROOT = Path(".modelfleet") / "fleets"
+
+ProcessState = Literal["pending", "starting", "ready", "unready", "backoff", "stopping", "stopped"]
+FleetStatus = Literal["starting", "running", "stopping", "stopped"]
+
+
+class ProcessRecord(BaseModel):
+    """One supervised process: a server replica or the router."""
+
+    id: str = Field(description="Replica id GROUP-N (e.g. cpu-0-1), or 'router'.")
+    kind: Literal["server", "router"]
+    group: str | None = None
+    models: list[str] = Field(default_factory=list)
+    port: int
+    url: str
+    pid: int | None = None
+    state: ProcessState = "pending"
+    restarts: int = 0
+    started_at: float | None = None
+    ready_since: float | None = None
+    last_exit: str | None = None
+    command: list[str] = Field(default_factory=list)
+    log_file: str
+
+
+class FleetState(BaseModel):
+    fleet: str
+    spec_path: str
+    state_dir: str
+    status: FleetStatus = "starting"
+    supervisor_pid: int | None = None
+    router_url: str
+    models: list[str]
+    created_at: float
+    updated_at: float
+    processes: list[ProcessRecord]
+    local: LocalConfig = Field(default_factory=LocalConfig)
+
+    def process(self, process_id: str) -> ProcessRecord:
+        for record in self.processes:
+            if record.id == process_id:
+                return record
+        known = ", ".join(r.id for r in self.processes)
+        raise NotFound(f"fleet {self.fleet} has no process {process_id!r} (processes: {known})")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPaths:
+    root: Path
+
+    @classmethod
+    def for_fleet(cls, name: str, state_root: Path | None = None) -> FleetPaths:
+        return cls((state_root or DEFAULT_STATE_ROOT).resolve() / name)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def restarts_file(self) -> Path:
+        return self.root / "restarts.jsonl"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def router_file(self) -> Path:
+        return self.root / "router.json"
+
+    @property
+    def specs_dir(self) -> Path:
+        return self.root / "specs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.logs_dir / "supervisor.log"
+
+    def log_file(self, process_id: str) -> Path:
+        return self.logs_dir / f"{process_id}.log"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_state(paths: FleetPaths, state: FleetState) -> None:
+    state.updated_at = time.time()
+    write_atomic(paths.state_file, state.model_dump_json(indent=2) + "\n")
+
+
+def read_state(paths: FleetPaths) -> FleetState:
+    if not paths.state_file.is_file():
+        raise NotFound(f"no local fleet state in {paths.root} (start it with `modelfleet fleet up SPEC`)")
+    try:
+        return FleetState.model_validate_json(paths.state_file.read_bytes())
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{paths.state_file} is not a valid fleet state file: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def append_restart(paths: FleetPaths, record: dict[str, Any]) -> None:
+    line = json.dumps(record, sort_keys=True) + "\n"
+    # One short line per append: O_APPEND writes of this size land whole even with concurrent readers.
+    # A line cut short by an earlier crash gets its own line ended first, so it cannot swallow this one.
+    with paths.restarts_file.open("ab") as handle:
+        if handle.tell() > 0:
+            with paths.restarts_file.open("rb") as reader:
+                reader.seek(-1, 2)
+                if reader.read(1) != b"\n":
+                    line = "\n" + line
+        handle.write(line.encode("utf-8"))
+
+
+def read_restarts(paths: FleetPaths) -> list[dict[str, Any]]:
+    if not paths.restarts_file.is_file():
+        return []
+    records = []
+    for line in paths.restarts_file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write; the others still count
+    return records
+
+
+def describe_exit(returncode: int | None) -> tuple[int | None, str | None]:
+    """(exit code, signal name) from a subprocess return code (negative means killed by a signal)."""
+    if returncode is None:
+        return None, None
+    if returncode < 0:
+        try:
+            return None, signal.Signals(-returncode).name
+        except ValueError:
+            return None, f"signal {-returncode}"
+    return returncode, None
+
+
+def owned_process(pid: int | None, marker: str) -> psutil.Process | None:
+    """The process ``pid`` if it is alive and its command line mentions ``marker`` (our state folder).
+
+    A recorded pid may have been reused by an unrelated process after a reboot; checking the command
+    line keeps `down` from ever signalling a process this fleet did not start.
+    """
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if any(marker in part for part in process.cmdline()):
+            return process
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return None

@@ -1,0 +1,135 @@
+"""What `fleet status` and `fleet logs` report: the saved state, the restart log, the router's figures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelfleet.fleet.local import resolve_fleet, supervisor_alive
+from modelfleet.fleet.state import read_restarts, read_state
+
+_ROUTER_TIMEOUT_S = 2.0
+RECENT_RESTARTS = 20
+
+
+def _router_figures(router_url: str) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"{router_url}/fleet/status", timeout=_ROUTER_TIMEOUT_S)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def fleet_status(fleet: str | Path, state_root: Path | None = None) -> dict[str, Any]:
+    """Each model with its replicas, their states and restarts, and request/latency figures from the router."""
+    paths = resolve_fleet(fleet, state_root)
+    state = read_state(paths)
+    running = supervisor_alive(state, paths)
+    router = _router_figures(state.router_url) if running else None
+    router_models: dict[str, Any] = (router or {}).get("models", {})
+    restarts = read_restarts(paths)
+    models = []
+    for name in state.models:
+        processes = [r for r in state.processes if r.kind == "server" and name in r.models]
+        figures = router_models.get(name, {})
+        models.append(
+            {
+                "name": name,
+                "group": processes[0].group if processes else None,
+                "replicas": len(processes),
+                "ready_replicas": sum(1 for r in processes if r.state == "ready"),
+                "states": {r.id: r.state for r in processes},
+                "restarts": sum(r.restarts for r in processes),
+                "requests": figures.get("requests", 0),
+                "errors": figures.get("errors", 0),
+                "retries": figures.get("retries", 0),
+                "p50_ms": figures.get("p50_ms"),
+                "p99_ms": figures.get("p99_ms"),
+            }
+        )
+    return {
+        "fleet": state.fleet,
+        "status": state.status if running or state.status == "stopped" else "supervisor not running",
+        "supervisor_pid": state.supervisor_pid if running else None,
+        "router_url": state.router_url,
+        "router_ready": bool(router and router.get("ready")),
+        "state_dir": str(paths.root),
+        "updated_at": state.updated_at,
+        "models": models,
+        "processes": [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "group": r.group,
+                "pid": r.pid,
+                "port": r.port,
+                "state": r.state,
+                "restarts": r.restarts,
+                "last_exit": r.last_exit,
+            }
+            for r in state.processes
+        ],
+        "restarts": restarts[-RECENT_RESTARTS:],
+        "restart_count": len(restarts),
+    }
+
+
+def log_files(
+    fleet: str | Path, state_root: Path | None = None, process: str | None = None
+) -> list[tuple[str, Path]]:
+    """(process id, log file) for one process, or for the supervisor and every process."""
+    paths = resolve_fleet(fleet, state_root)
+    state = read_state(paths)
+    if process is not None:
+        if process == "supervisor":
+            return [("supervisor", paths.supervisor_log)]
+        return [(process, Path(state.process(process).log_file))]
+    return [("supervisor", paths.supervisor_log)] + [(r.id, Path(r.log_file)) for r in state.processes]
+
+
+def tail_lines(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file, read from the end so big logs stay cheap."""
+    if not path.is_file():
+        return []
+    block = 64 * 1024
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        data = b""
+        position = size
+        while position > 0 and data.count(b"\n") <= lines:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:] if lines > 0 else []
+
+
+def follow_file(path: Path, poll_s: float = 0.5) -> Iterator[str]:
+    """Text appended to ``path`` from now on, as it arrives (like `tail -f`); runs until the caller stops."""
+    # Measured here, not inside the generator, which would only start at the first next().
+    position = path.stat().st_size if path.is_file() else 0
+    return _appended(path, position, poll_s)
+
+
+def _appended(path: Path, position: int, poll_s: float) -> Iterator[str]:
+    while True:
+        time.sleep(poll_s)
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size < position:  # truncated or replaced: start again from the top
+            position = 0
+        if size > position:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read(size - position)
+            position = size
+            yield chunk.decode("utf-8", errors="replace")

@@ -1,0 +1,195 @@
+"""The local supervisor with real servers: SIGKILL under load heals by itself, restarts are recorded,
+requests admitted meanwhile succeed (retried) or fail with a clear 503, never hang."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from tests.fleet_fixtures import infer_body, make_artifact, write_fleet_spec
+
+from modelfleet.errors import Conflict, SpecError, Unavailable
+from modelfleet.fleet.local import fleet_endpoints, start_fleet, stop_fleet
+from modelfleet.fleet.state import FleetPaths, read_restarts, read_state
+from modelfleet.fleet.status import fleet_status, log_files, tail_lines
+
+pytestmark = pytest.mark.timeout(180)
+CLIENT_TIMEOUT_S = 8.0
+
+
+async def _load(
+    router_url: str, models: list[str], duration_s: float, kill_at_s: float, victim_pid: int
+) -> list[tuple[int, dict[str, object], str | None]]:
+    """4 closed-loop clients for ``duration_s``; SIGKILL ``victim_pid`` at ``kill_at_s``."""
+    results: list[tuple[int, dict[str, object], str | None]] = []
+    started = time.monotonic()
+    body = infer_body()
+
+    async def client(index: int) -> None:
+        async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as http:
+            count = 0
+            while time.monotonic() - started < duration_s:
+                model = models[(index + count) % len(models)]
+                count += 1
+                # Any exception (a hang would be a ReadTimeout) fails the test below.
+                response = await http.post(f"{router_url}/v2/models/{model}/infer", json=body)
+                results.append((response.status_code, response.json(), response.headers.get("Retry-After")))
+
+    async def killer() -> None:
+        await asyncio.sleep(kill_at_s)
+        os.kill(victim_pid, signal.SIGKILL)
+
+    await asyncio.gather(killer(), *(client(i) for i in range(4)))
+    return results
+
+
+def _wait_until_healed(spec_file: Path, state_root: Path, timeout_s: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = fleet_status(spec_file, state_root)
+        processes = status["processes"]
+        assert isinstance(processes, list)
+        if status["router_ready"] and all(p["state"] == "ready" for p in processes):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(
+        f"fleet not back to full readiness within {timeout_s} s: {fleet_status(spec_file, state_root)}"
+    )
+
+
+def test_sigkill_under_load_heals_records_and_never_hangs(tmp_path: Path) -> None:
+    artifacts = {
+        "alpha": make_artifact(tmp_path / "alpha", "alpha", 1),
+        "beta": make_artifact(tmp_path / "beta", "beta", 2),
+    }
+    spec_file = write_fleet_spec(
+        tmp_path / "fleet.yaml",
+        artifacts,
+        pools=[{"name": "cpu", "replicas": 2, "resources": {"memory_mib": 1024}}],
+    )
+    state_root = tmp_path / "state"
+    state = start_fleet(spec_file, state_root=state_root, wait_s=120)
+    paths = FleetPaths.for_fleet("testfleet", state_root)
+    try:
+        assert state.status == "running"
+        router_url, models = fleet_endpoints(spec_file, state_root)
+        assert router_url == state.router_url and models == ["alpha", "beta"]
+        with pytest.raises(Conflict, match="already running"):
+            start_fleet(spec_file, state_root=state_root, wait_s=5)
+
+        victim = state.process("cpu-0-0")
+        assert victim.pid is not None
+        results = asyncio.run(_load(router_url, models, duration_s=4.0, kill_at_s=1.0, victim_pid=victim.pid))
+
+        # Admitted requests succeed, or fail with a clear 503 and Retry-After; nothing else, nothing hangs.
+        assert len(results) > 50
+        unexpected = [r for r in results if r[0] not in (200, 503)]
+        assert not unexpected, unexpected[:3]
+        for status_code, payload, retry_after in results:
+            if status_code == 503:
+                assert "error" in payload and retry_after is not None
+            else:
+                assert payload["model_name"] in models
+        assert sum(1 for r in results if r[0] == 200) > 0.9 * len(results)
+
+        healed = _wait_until_healed(spec_file, state_root, timeout_s=60)
+        restarts = read_restarts(paths)
+        assert [r["process"] for r in restarts] == ["cpu-0-0"]
+        assert restarts[0]["signal"] == "SIGKILL" and restarts[0]["pid"] == victim.pid
+        assert restarts[0]["reason"] == "killed by SIGKILL"
+        after = read_state(paths).process("cpu-0-0")
+        assert (
+            after.restarts == 1
+            and after.pid not in (None, victim.pid)
+            and after.last_exit == "killed by SIGKILL"
+        )
+        assert healed["restart_count"] == 1
+        by_model = {m["name"]: m for m in healed["models"]}  # type: ignore[union-attr]
+        assert by_model["alpha"]["ready_replicas"] == 2 and by_model["alpha"]["restarts"] == 1
+        assert by_model["alpha"]["requests"] + by_model["beta"]["requests"] == len(results)
+        assert by_model["alpha"]["p99_ms"] is not None
+
+        logs = dict(log_files("testfleet", state_root))
+        assert set(logs) == {"supervisor", "cpu-0-0", "cpu-0-1", "router"}
+        assert any("killed by SIGKILL" in line for line in tail_lines(logs["cpu-0-0"], 50))
+    finally:
+        pids = [r.pid for r in read_state(paths).processes if r.pid is not None]
+        supervisor_pid = read_state(paths).supervisor_pid
+        stopped = stop_fleet(spec_file, state_root, grace_s=10)
+    assert stopped.status == "stopped"
+    for pid in [*pids, supervisor_pid]:
+        assert (
+            pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        )
+    with pytest.raises(Unavailable, match="not running"):
+        fleet_endpoints(spec_file, state_root)
+
+
+def test_a_server_that_keeps_crashing_is_restarted_with_growing_back_off(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()  # not an artifact: the server exits at start-up
+    spec_file = write_fleet_spec(
+        tmp_path / "fleet.yaml",
+        {"broken": broken},
+        models=[{"name": "broken", "path": str(broken), "memory_mib": 10}],
+    )
+    state_root = tmp_path / "state"
+    with pytest.raises(Unavailable, match="not ready after 6 s"):
+        start_fleet(spec_file, state_root=state_root, wait_s=6)
+    paths = FleetPaths.for_fleet("testfleet", state_root)
+    try:
+        deadline = time.monotonic() + 30
+        while len(read_restarts(paths)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        restarts = read_restarts(paths)
+        assert len(restarts) >= 3
+        assert all(r["process"] == "cpu-0-0" and r["exit_code"] not in (None, 0) for r in restarts)
+        backoffs = [r["backoff_s"] for r in restarts[:3]]
+        assert backoffs == [0.2, 0.4, 0.8]
+        status = fleet_status(spec_file, state_root)
+        assert status["status"] == "starting" and not status["router_ready"]
+    finally:
+        stop_fleet(spec_file, state_root, grace_s=5)
+
+
+def test_auth_on_the_fleet_is_enforced_through_the_router(tmp_path: Path) -> None:
+    from modelfleet.security.keys import KeyStore
+
+    keys_file = tmp_path / "keys.json"
+    key = KeyStore(keys_file).create("fleet-test", ["infer:alpha"], actor="test").key
+    artifacts = {
+        "alpha": make_artifact(tmp_path / "alpha", "alpha", 1),
+        "beta": make_artifact(tmp_path / "beta", "beta", 2),
+    }
+    spec_file = write_fleet_spec(
+        tmp_path / "fleet.yaml", artifacts, auth={"enabled": True, "keys_file": str(keys_file)}
+    )
+    state_root = tmp_path / "state"
+    state = start_fleet(spec_file, state_root=state_root, wait_s=120)
+    try:
+        url = f"{state.router_url}/v2/models"
+        anonymous = httpx.post(f"{url}/alpha/infer", json=infer_body())
+        assert anonymous.status_code == 401 and "missing API key" in anonymous.json()["error"]
+        allowed = httpx.post(
+            f"{url}/alpha/infer", json=infer_body(), headers={"Authorization": f"Bearer {key}"}
+        )
+        assert allowed.status_code == 200
+        other_model = httpx.post(f"{url}/beta/infer", json=infer_body(), headers={"X-API-Key": key})
+        assert other_model.status_code == 403
+        assert httpx.get(f"{state.router_url}/v2/health/ready").status_code == 200  # probes stay open
+    finally:
+        stop_fleet(spec_file, state_root, grace_s=5)
+
+
+def test_local_auth_without_a_key_store_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    artifacts = {"alpha": make_artifact(tmp_path / "alpha", "alpha", 1)}
+    spec_file = write_fleet_spec(tmp_path / "fleet.yaml", artifacts, auth={"enabled": True})
+    with pytest.raises(SpecError, match=r"auth\.keys_file is not set"):
+        start_fleet(spec_file, state_root=tmp_path / "state", wait_s=5)
+    assert not (tmp_path / "state" / "testfleet" / "state.json").exists()

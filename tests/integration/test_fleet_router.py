@@ -1,0 +1,276 @@
+"""The router against real model servers on loopback: routing, pass-through, errors, retries, metrics."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tests.fleet_fixtures import (
+    free_port,
+    infer_body,
+    make_artifact,
+    start_router,
+    start_server,
+    stop,
+    wait_for,
+)
+
+from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.artifacts = [
+            make_artifact(root / "alpha", "alpha", seed=1),
+            make_artifact(root / "beta", "beta", seed=2),
+        ]
+        self.ports = [free_port(), free_port()]
+        self.servers = [start_server(self.artifacts, port) for port in self.ports]
+        self.routers: list[object] = []
+
+    def url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    def router(self, name: str, upstream_ports: list[int] | None = None, **settings: object) -> str:
+        ports = self.ports if upstream_ports is None else upstream_ports
+        port = free_port()
+        config = self.root / f"router-{name}.json"
+        upstreams = [
+            Upstream(name=f"g-{i}", group="g", url=f"http://127.0.0.1:{p}", models=["alpha", "beta"])
+            for i, p in enumerate(ports)
+        ]
+        defaults: dict[str, object] = {"health_interval_s": 0.1}
+        write_router_settings(
+            RouterSettings(fleet="itest", port=port, upstreams=upstreams, **{**defaults, **settings}),  # type: ignore[arg-type]
+            config,
+        )
+        process = start_router(config)
+        self.routers.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/router/ready")
+        return url
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path_factory.mktemp("router"))
+    try:
+        for index in range(2):
+            wait_for(f"{fleet.url(index)}/v2/health/ready")
+        yield fleet
+    finally:
+        for process in [*fleet.routers, *fleet.servers]:
+            stop(process)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def router(fleet: Fleet) -> str:
+    url = fleet.router("main")
+    wait_for(f"{url}/v2/health/ready")
+    return url
+
+
+def test_routes_by_model_name_and_answers_like_the_server(fleet: Fleet, router: str) -> None:
+    body = json.dumps(infer_body(rows=3)).encode()
+    for model in ("alpha", "beta"):
+        direct = httpx.post(f"{fleet.url(0)}/v2/models/{model}/infer", content=body)
+        routed = httpx.post(f"{router}/v2/models/{model}/infer", content=body)
+        assert routed.status_code == 200
+        assert routed.json() == direct.json()
+        assert routed.json()["model_name"] == model
+    versioned = httpx.post(f"{router}/v2/models/alpha/versions/1/infer", content=body)
+    assert versioned.status_code == 200
+    metadata = httpx.get(f"{router}/v2/models/beta")
+    assert metadata.status_code == 200 and metadata.json()["name"] == "beta"
+    assert httpx.get(f"{router}/v2/models/alpha/ready").status_code == 200
+
+
+def test_binary_extension_and_gzip_pass_through_untouched(fleet: Fleet, router: str) -> None:
+    data = np.random.default_rng(7).normal(size=(5, 4)).astype(np.float32)
+    results = {}
+    for name, url in (("direct", fleet.url(0)), ("router", router)):
+        client = triton.InferenceServerClient(url.removeprefix("http://"))
+        tensor = triton.InferInput("input", list(data.shape), "FP32")
+        tensor.set_data_from_numpy(data, binary_data=True)
+        binary = client.infer(
+            "alpha", [tensor], outputs=[triton.InferRequestedOutput("scores", binary_data=True)]
+        )
+        compressed = client.infer("alpha", [tensor], request_compression_algorithm="gzip")
+        results[name] = (binary.as_numpy("scores"), compressed.as_numpy("scores"))
+        client.close()
+    np.testing.assert_array_equal(results["router"][0], results["direct"][0])
+    np.testing.assert_array_equal(results["router"][1], results["direct"][1])
+    # The exact bytes: a gzip body with its Content-Encoding reaches the server as sent.
+    raw = gzip.compress(json.dumps(infer_body()).encode())
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    direct = httpx.post(f"{fleet.url(1)}/v2/models/beta/infer", content=raw, headers=headers)
+    routed = httpx.post(f"{router}/v2/models/beta/infer", content=raw, headers=headers)
+    assert (routed.status_code, routed.content) == (direct.status_code, direct.content)
+
+
+def test_chunked_request_bodies_are_forwarded_whole(fleet: Fleet, router: str) -> None:
+    body = json.dumps(infer_body(rows=4)).encode()
+
+    def chunks() -> Iterator[bytes]:  # a generator body makes httpx send Transfer-Encoding: chunked
+        for start in range(0, len(body), 17):
+            yield body[start : start + 17]
+
+    routed = httpx.post(f"{router}/v2/models/alpha/infer", content=chunks())
+    direct = httpx.post(f"{fleet.url(0)}/v2/models/alpha/infer", content=body)
+    assert routed.status_code == 200 and routed.json() == direct.json()
+
+
+def test_errors_are_json_with_the_right_status(fleet: Fleet, router: str) -> None:
+    unknown = httpx.post(f"{router}/v2/models/gamma/infer", content=b"{}")
+    assert unknown.status_code == 404 and "not in fleet 'itest'" in unknown.json()["error"]
+    assert httpx.get(f"{router}/nowhere").status_code == 404
+    bad = httpx.post(f"{router}/v2/models/alpha/infer", content=b"{not json")
+    direct_bad = httpx.post(f"{fleet.url(0)}/v2/models/alpha/infer", content=b"{not json")
+    assert bad.status_code == direct_bad.status_code == 400
+    assert bad.json() == direct_bad.json()
+
+
+def test_health_metadata_index_metrics_and_status(router: str) -> None:
+    assert httpx.get(f"{router}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{router}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{router}/v2").json()["name"] == "modelfleet-router/itest"
+    index = httpx.post(f"{router}/v2/repository/index", content=b"{}").json()
+    assert sorted(entry["name"] for entry in index) == ["alpha", "beta"]
+    assert all(entry["state"] == "READY" for entry in index)
+    httpx.post(f"{router}/v2/models/alpha/infer", json=infer_body())
+    metrics = httpx.get(f"{router}/metrics").text
+    assert 'modelfleet_router_requests_total{code="200",fleet="itest",model="alpha"}' in metrics
+    assert 'modelfleet_router_ready_replicas{fleet="itest",model="alpha"} 2.0' in metrics
+    assert "modelfleet_router_request_duration_seconds_bucket" in metrics
+    status = httpx.get(f"{router}/fleet/status").json()
+    assert status["ready"] is True
+    assert status["models"]["alpha"]["requests"] >= 1
+    assert status["models"]["alpha"]["p50_ms"] is not None
+
+
+def test_load_is_spread_over_both_replicas(fleet: Fleet, router: str) -> None:
+    def served(index: int) -> float:
+        text = httpx.get(f"{fleet.url(index)}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("modelfleet_requests_total") and 'model="beta"' in line
+        )
+
+    before = [served(0), served(1)]
+    with httpx.Client() as client:
+        for _ in range(20):
+            assert client.post(f"{router}/v2/models/beta/infer", json=infer_body()).status_code == 200
+    gained = [served(i) - before[i] for i in range(2)]
+    assert sum(gained) == 20
+    assert min(gained) >= 5  # idle replicas take turns
+
+
+def test_keep_alive_pipelining_and_expect_continue_on_one_connection(router: str) -> None:
+    port = int(router.rsplit(":", 1)[1])
+    body = json.dumps(infer_body()).encode()
+    request = (
+        b"POST /v2/models/alpha/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request + request)  # two pipelined requests in one write
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed early: {received!r}"
+            received += chunk
+        expect = (
+            b"POST /v2/models/beta/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        sock.sendall(expect)
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        final = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while b'"model_name":"beta"' not in final:
+            chunk = sock.recv(65536)
+            assert chunk
+            final += chunk
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert rest.startswith(b"HTTP/1.1 400 Bad Request")  # then the router closes the connection
+
+
+def test_body_over_the_limit_gets_413(fleet: Fleet) -> None:
+    url = fleet.router("small-body", max_body_bytes=4096)
+    response = httpx.post(f"{url}/v2/models/alpha/infer", content=b"x" * 10_000)
+    assert response.status_code == 413
+    assert "larger than 4096 bytes" in response.json()["error"]
+
+
+def test_upstream_slower_than_the_deadline_gets_504_not_a_hang(fleet: Fleet) -> None:
+    # A real server that holds every batch open for 300 ms, behind a router that waits 50 ms.
+    slow_port = free_port()
+    slow = start_server(fleet.artifacts, slow_port, "--max-delay-s", "0.3", "--max-batch-size", "64")
+    try:
+        wait_for(f"http://127.0.0.1:{slow_port}/v2/health/ready")
+        url = fleet.router("slow", upstream_ports=[slow_port], request_timeout_s=0.05)
+        wait_for(f"{url}/v2/health/ready")
+        started = time.monotonic()
+        response = httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body(), timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 504
+        assert "within 0.05 s" in response.json()["error"]
+    finally:
+        stop(slow)
+
+
+def test_no_ready_replica_gets_503_with_retry_after(fleet: Fleet) -> None:
+    closed_port = free_port()  # nothing listens here
+    url = fleet.router("dead", upstream_ports=[closed_port])
+    response = httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "no ready replica" in response.json()["error"]
+    ready = httpx.get(f"{url}/v2/health/ready")
+    assert ready.status_code == 503 and "alpha" in ready.json()["error"]
+    index = httpx.post(f"{url}/v2/repository/index", content=b"{}").json()
+    assert {entry["state"] for entry in index} == {"UNAVAILABLE"}
+
+
+def test_a_killed_replica_costs_a_retry_not_a_failed_request(fleet: Fleet, tmp_path: Path) -> None:
+    # Two fresh servers; the router polls rarely so it learns of the death from a failed connection.
+    ports = [free_port(), free_port()]
+    servers = [start_server(fleet.artifacts, port) for port in ports]
+    try:
+        for port in ports:
+            wait_for(f"http://127.0.0.1:{port}/v2/health/ready")
+        url = fleet.router("retry", upstream_ports=ports, health_interval_s=30)
+        wait_for(f"{url}/v2/health/ready")
+        with httpx.Client() as client:
+            for _ in range(4):  # warm keep-alive connections to both
+                assert client.post(f"{url}/v2/models/alpha/infer", json=infer_body()).status_code == 200
+            os.kill(servers[0].pid, signal.SIGKILL)
+            servers[0].wait()
+            statuses = [
+                client.post(f"{url}/v2/models/alpha/infer", json=infer_body()).status_code for _ in range(10)
+            ]
+        assert statuses == [200] * 10
+        status = httpx.get(f"{url}/fleet/status").json()["models"]["alpha"]
+        assert status["retries"] >= 1
+        assert status["ready_replicas"] == 1
+    finally:
+        for server in servers:
+            stop(server)

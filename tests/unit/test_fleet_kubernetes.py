@@ -1,0 +1,340 @@
+"""Rendered manifests: valid against the Kubernetes OpenAPI schema, and hardened object by object.
+
+The properties checked are the ones Polaris, kube-score and the EKS best-practices guide look for:
+non-root, read-only root filesystem, no privilege escalation, all capabilities dropped, seccomp
+RuntimeDefault, requests and limits, startup/readiness/liveness probes on the V2 health routes,
+PDB, HPA without a competing replica count, default-deny NetworkPolicy, no service-account token,
+topology spread over zones and nodes, image pinned by digest when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from modelfleet.config.base import parse_spec
+from modelfleet.config.fleet import FleetSpec
+from modelfleet.fleet.kubernetes import render_fleet, write_manifests
+from modelfleet.fleet.plan import plan_fleet
+from modelfleet.fleet.sizing import load_plan
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+KUBERNETES_VERSION = "1.30.0"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # not in the core schema; checked by hand below
+
+
+def _render(data: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = parse_spec(data, FleetSpec)
+    return render_fleet(plan_fleet(spec, {m.name: 200 for m in spec.models}))
+
+
+def _base(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "demo",
+        "models": [{"name": "a", "path": "/m/a"}, {"name": "b", "path": "/m/b"}],
+    }
+    data.update(overrides)
+    return data
+
+
+def _all_example_objects() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{example.name}:{obj['kind']}/{obj['metadata']['name']}", obj)
+        for example in sorted(EXAMPLES.glob("fleet-*.yaml"))
+        for obj in render_fleet(load_plan(example))
+    ]
+
+
+def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+@pytest.mark.parametrize(
+    ("label", "obj"), _all_example_objects(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_rendered_object_matches_the_kubernetes_schema(label: str, obj: dict[str, Any]) -> None:
+    if obj["kind"] in CRD_KINDS:
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        return
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_schema_validation_rejects_a_broken_object() -> None:
+    # The check above must be able to fail: a typo'd field is caught in strict mode.
+    objects = _render(_base())
+    deployment = _of_kind(objects, "Deployment")[0]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_object_set_per_group_and_router() -> None:
+    objects = _render(_base())
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+    assert kinds == sorted(
+        [
+            ("ServiceAccount", "demo"),
+            ("NetworkPolicy", "demo-default-deny"),
+            ("NetworkPolicy", "demo-server-ingress"),
+            ("NetworkPolicy", "demo-router-ingress"),
+            ("NetworkPolicy", "demo-router-egress"),
+            ("ConfigMap", "demo-cpu-0-serve"),
+            ("Deployment", "demo-cpu-0"),
+            ("Service", "demo-cpu-0"),
+            ("PodDisruptionBudget", "demo-cpu-0"),
+            ("HorizontalPodAutoscaler", "demo-cpu-0"),
+            ("ConfigMap", "demo-router-config"),
+            ("Deployment", "demo-router"),
+            ("Service", "demo-router"),
+            ("PodDisruptionBudget", "demo-router"),
+        ]
+    )
+    assert all(o["metadata"]["namespace"] == "modelfleet" for o in objects)
+    assert all(len(o["metadata"]["name"]) <= 63 for o in objects)
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    _of_kind(render_fleet(load_plan(EXAMPLES / "fleet-gpu.yaml")), "Deployment"),
+    ids=lambda d: d["metadata"]["name"],
+)
+def test_pods_are_hardened_probed_limited_and_spread(deployment: dict[str, Any]) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert all(deployment["spec"]["template"]["metadata"]["labels"][k] == v for k, v in selector.items())
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 10000 and pod["securityContext"]["runAsGroup"] > 10000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    [container] = pod["containers"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    # A read-only root needs a writable scratch volume.
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+    resources = container["resources"]
+    for key in ("cpu", "memory", "ephemeral-storage"):
+        assert key in resources["requests"] and key in resources["limits"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+    assert container["livenessProbe"] != container["readinessProbe"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    if deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "server":
+        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    else:
+        assert container["readinessProbe"]["httpGet"]["path"] == "/router/ready"
+    assert "@sha256:" in container["image"]  # the example pins a digest
+    assert container["imagePullPolicy"] == "Always"
+    keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in pod["topologySpreadConstraints"]:
+        assert constraint["labelSelector"]["matchLabels"] == selector
+    assert pod["terminationGracePeriodSeconds"] > 5
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+
+
+def test_gpu_pool_asks_for_the_accelerator_and_selects_nodes() -> None:
+    objects = render_fleet(load_plan(EXAMPLES / "fleet-gpu.yaml"))
+    gpu = next(o for o in _of_kind(objects, "Deployment") if o["metadata"]["name"] == "search-gpu-0")
+    pod = gpu["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "1" and resources["requests"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    cpu = next(o for o in _of_kind(objects, "Deployment") if o["metadata"]["name"] == "search-cpu-0")
+    cpu_pod = cpu["spec"]["template"]["spec"]
+    assert cpu_pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert cpu_pod["containers"][0]["resources"]["limits"]["cpu"] == "4000m"
+    assert cpu_pod["containers"][0]["resources"]["requests"]["cpu"] == "2000m"
+
+
+def test_hpa_owns_replicas_and_respects_model_floors() -> None:
+    objects = render_fleet(load_plan(EXAMPLES / "fleet-gpu.yaml"))
+    hpa = next(
+        o for o in _of_kind(objects, "HorizontalPodAutoscaler") if o["metadata"]["name"] == "search-gpu-0"
+    )
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "search-gpu-0",
+    }
+    assert hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] == 12
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    server_deployments = [
+        d for d in _of_kind(objects, "Deployment") if d["metadata"]["name"] != "search-router"
+    ]
+    assert all("replicas" not in d["spec"] for d in server_deployments)
+
+
+def test_without_autoscaling_the_deployment_carries_replicas_and_no_hpa() -> None:
+    objects = _render(_base(pools=[{"name": "cpu", "replicas": 3, "autoscaling": {"enabled": False}}]))
+    assert not _of_kind(objects, "HorizontalPodAutoscaler")
+    server = next(d for d in _of_kind(objects, "Deployment") if d["metadata"]["name"] == "demo-cpu-0")
+    assert server["spec"]["replicas"] == 3
+
+
+def test_every_deployment_has_a_matching_pdb_and_service() -> None:
+    objects = _render(_base())
+    pdbs = {p["metadata"]["name"]: p for p in _of_kind(objects, "PodDisruptionBudget")}
+    services = {s["metadata"]["name"]: s for s in _of_kind(objects, "Service")}
+    for deployment in _of_kind(objects, "Deployment"):
+        name = deployment["metadata"]["name"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert pdbs[name]["spec"]["selector"]["matchLabels"] == selector
+        assert pdbs[name]["spec"]["maxUnavailable"] == 1
+        assert services[name]["spec"]["selector"] == selector
+        assert services[name]["spec"]["type"] == "ClusterIP"
+
+
+def test_network_policies_deny_by_default_and_open_only_router_and_metrics() -> None:
+    objects = _render(_base(kubernetes={"client_namespaces": ["web"], "monitoring": {"namespace": "prom"}}))
+    policies = {p["metadata"]["name"]: p["spec"] for p in _of_kind(objects, "NetworkPolicy")}
+    deny = policies["demo-default-deny"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/instance": "demo"}
+    server_in = policies["demo-server-ingress"]["ingress"][0]
+    assert {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/instance": "demo", "app.kubernetes.io/component": "router"}
+        }
+    } in server_in["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}} in server_in[
+        "from"
+    ]
+    assert server_in["ports"] == [{"protocol": "TCP", "port": 8000}]
+    router_in = policies["demo-router-ingress"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "web"}}} in router_in
+    assert {"namespaceSelector": {}} not in router_in
+    egress = policies["demo-router-egress"]["egress"]
+    assert egress[0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert {"protocol": "UDP", "port": 53} in egress[1]["ports"]
+
+
+def test_service_account_and_namespace() -> None:
+    objects = _render(_base(kubernetes={"create_namespace": True, "namespace": "ml"}))
+    [account] = _of_kind(objects, "ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    [namespace] = _of_kind(objects, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert objects[0]["kind"] == "Namespace"  # applied first
+
+
+def test_serve_spec_configmap_points_at_image_paths_and_is_hashed_into_the_pod() -> None:
+    objects = _render(_base())
+    configmap = next(o for o in objects if o["metadata"]["name"] == "demo-cpu-0-serve")
+    serve = yaml.safe_load(configmap["data"]["serve.yaml"])
+    assert serve["server"]["host"] == "0.0.0.0" and serve["server"]["port"] == 8000
+    assert [m["path"] for m in serve["models"]] == ["/models/a", "/models/b"]
+    deployment = next(o for o in objects if o["metadata"]["name"] == "demo-cpu-0")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["modelfleet.io/serve-spec-sha256"]) == 64
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--spec",
+        "/etc/modelfleet/serve.yaml",
+    ]
+    changed = _render(
+        _base(models=[{"name": "a", "path": "/m/a", "timeout_s": 3}, {"name": "b", "path": "/m/b"}])
+    )
+    changed_deployment = next(o for o in changed if o["metadata"]["name"] == "demo-cpu-0")
+    assert (
+        changed_deployment["spec"]["template"]["metadata"]["annotations"]["modelfleet.io/serve-spec-sha256"]
+        != annotations["modelfleet.io/serve-spec-sha256"]
+    )
+
+
+def test_router_config_routes_each_model_to_its_group_service() -> None:
+    objects = _render(_base(pools=[{"name": "cpu", "max_models_per_server": 1}]))
+    configmap = next(o for o in objects if o["metadata"]["name"] == "demo-router-config")
+    router = json.loads(configmap["data"]["router.json"])
+    assert {u["url"]: u["models"] for u in router["upstreams"]} == {
+        "http://demo-cpu-0.modelfleet.svc.cluster.local:8000": ["a"],
+        "http://demo-cpu-1.modelfleet.svc.cluster.local:8000": ["b"],
+    }
+    deployment = next(o for o in objects if o["metadata"]["name"] == "demo-router")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"][:3] == [
+        "modelfleet",
+        "fleet",
+        "router",
+    ]
+
+
+def test_auth_mounts_a_secret_reference_and_never_secret_data() -> None:
+    objects = _render(_base(auth={"enabled": True, "secret_name": "keys-secret"}))
+    assert not _of_kind(objects, "Secret")
+    server = next(o for o in objects if o["metadata"]["name"] == "demo-cpu-0")
+    pod = server["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert volume["secret"]["secretName"] == "keys-secret"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "auth")
+    assert mount["readOnly"] is True and not mount["mountPath"].startswith("/etc/modelfleet/")
+    configmap = next(o for o in objects if o["metadata"]["name"] == "demo-cpu-0-serve")
+    serve = yaml.safe_load(configmap["data"]["serve.yaml"])
+    assert serve["auth"]["enabled"] is True
+    assert serve["auth"]["keys_file"] == f"{mount['mountPath']}/keys"
+    open_objects = _render(_base(auth={"enabled": False}))
+    open_server = next(o for o in open_objects if o["metadata"]["name"] == "demo-cpu-0")
+    assert all(v["name"] != "auth" for v in open_server["spec"]["template"]["spec"]["volumes"])
+    open_configmap = next(o for o in open_objects if o["metadata"]["name"] == "demo-cpu-0-serve")
+    assert yaml.safe_load(open_configmap["data"]["serve.yaml"])["auth"]["enabled"] is False
+
+
+def test_image_is_pinned_by_digest_only_when_given() -> None:
+    tagged = _render(_base(image={"repository": "r.example/mf", "tag": "1.2.3"}))
+    assert (
+        _of_kind(tagged, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "r.example/mf:1.2.3"
+    )
+    digest = "sha256:" + "ab" * 32
+    pinned = _render(_base(image={"repository": "r.example/mf", "tag": "1.2.3", "digest": digest}))
+    assert (
+        _of_kind(pinned, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == f"r.example/mf@{digest}"
+    )
+
+
+def test_monitoring_objects_are_optional_and_alert_on_each_model_slo() -> None:
+    assert not _of_kind(_render(_base()), "ServiceMonitor")
+    objects = _render(
+        _base(
+            models=[{"name": "a", "path": "/m/a", "slo": {"latency_ms": 40, "percentile": 95}}],
+            kubernetes={
+                "monitoring": {"service_monitor": True, "prometheus_rule": True, "scrape_interval_s": 30}
+            },
+        )
+    )
+    [monitor] = _of_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    [rule] = _of_kind(objects, "PrometheusRule")
+    rules = rule["spec"]["groups"][0]["rules"]
+    latency = next(r for r in rules if r["alert"] == "ModelfleetLatencySLO")
+    assert "histogram_quantile(0.95" in latency["expr"] and "> 0.04" in latency["expr"]
+    assert 'model="a"' in latency["expr"]
+    assert {r["alert"] for r in rules} == {
+        "ModelfleetLatencySLO",
+        "ModelfleetErrorRate",
+        "ModelfleetModelUnavailable",
+    }
+
+
+def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:
+    objects = _render(_base())
+    written = write_manifests(objects, tmp_path / "out")
+    kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert len(kustomization["resources"]) == len(objects) == len(written) - 1
+    for name, obj in zip(kustomization["resources"], objects, strict=True):
+        text = (tmp_path / "out" / name).read_text()
+        assert "&id" not in text and "*id" not in text  # no YAML anchors: every tool reads it
+        assert yaml.safe_load(text) == obj

@@ -1,0 +1,82 @@
+"""The router's pure parts: least-outstanding choice among ready replicas, readiness, bucket quantiles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modelfleet.fleet.router_config import Upstream
+from modelfleet.fleet.routing import RoutingTable, quantile_from_buckets
+
+
+def _table() -> RoutingTable:
+    return RoutingTable(
+        [
+            Upstream(name="g0-0", group="g0", url="http://127.0.0.1:1", models=["a", "b"]),
+            Upstream(name="g0-1", group="g0", url="http://127.0.0.1:2", models=["a", "b"]),
+            Upstream(name="g1-0", group="g1", url="http://127.0.0.1:3", models=["c"]),
+        ]
+    )
+
+
+def test_replicas_start_not_ready_so_no_request_reaches_a_cold_server() -> None:
+    table = _table()
+    assert table.choose("a") is None
+    assert not table.fleet_ready()
+    assert table.not_ready_models() == ["a", "b", "c"]
+
+
+def test_choice_prefers_the_fewest_outstanding_requests() -> None:
+    table = _table()
+    for replica in table.replicas:
+        replica.ready = True
+    first, second = table.by_model["a"]
+    first.outstanding, second.outstanding = 3, 1
+    assert all(table.choose("a") is second for _ in range(10))
+    second.outstanding = 5
+    assert all(table.choose("a") is first for _ in range(10))
+
+
+def test_ties_rotate_so_idle_replicas_share_the_load() -> None:
+    table = _table()
+    for replica in table.replicas:
+        replica.ready = True
+    chosen = [table.choose("a").name for _ in range(10)]  # type: ignore[union-attr]
+    assert set(chosen) == {"g0-0", "g0-1"}
+    assert chosen.count("g0-0") == 5
+
+
+def test_unready_and_excluded_replicas_are_skipped() -> None:
+    table = _table()
+    first, second = table.by_model["a"]
+    first.ready = True
+    assert table.choose("a") is first
+    assert table.choose("a", exclude=first) is None
+    second.ready = True
+    assert table.choose("a", exclude=first) is second
+    assert table.choose("unknown") is None
+    assert table.ready_replicas("a") == 2
+
+
+def test_fleet_is_ready_when_every_model_has_a_ready_replica() -> None:
+    table = _table()
+    table.by_model["a"][0].ready = True
+    assert table.not_ready_models() == ["c"]
+    table.by_model["c"][0].ready = True
+    assert table.fleet_ready()
+
+
+@pytest.mark.parametrize(
+    ("quantile", "expected"),
+    [(0.5, 0.0015), (0.25, 0.001), (0.9, 0.0038), (0.99, 0.00488), (1.0, 0.005)],
+)
+def test_quantiles_interpolate_inside_buckets_like_prometheus(quantile: float, expected: float) -> None:
+    bounds = [0.001, 0.002, 0.005, math.inf]
+    cumulative = [25.0, 75.0, 100.0, 100.0]  # 25 in (0, 1 ms], 50 in (1, 2 ms], 25 in (2, 5 ms]
+    assert quantile_from_buckets(quantile, bounds, cumulative) == pytest.approx(expected)
+
+
+def test_quantile_above_the_last_bucket_reports_its_bound_and_empty_is_none() -> None:
+    assert quantile_from_buckets(0.99, [0.001, math.inf], [1.0, 10.0]) == 0.001
+    assert quantile_from_buckets(0.5, [0.001, math.inf], [0.0, 0.0]) is None
