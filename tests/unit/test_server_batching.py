@@ -58,9 +58,21 @@ async def test_each_request_gets_its_own_rows_back() -> None:
     await batcher.close()
 
 
+async def test_idle_model_starts_at_once_without_waiting_for_the_delay() -> None:
+    model = DoublingModel()
+    batcher = Batcher(model, max_batch_size=64, max_delay_s=2.0, max_queue_items=100)
+    batcher.start()
+    started = time.perf_counter()
+    await _submit_all(batcher, [_rows(1.0)])
+    assert time.perf_counter() - started < 0.5
+    await batcher.close()
+
+
 async def test_batch_closes_after_max_delay_when_not_full() -> None:
     model = DoublingModel()
-    batcher = Batcher(model, max_batch_size=64, max_delay_s=0.05, max_queue_items=100)
+    batcher = Batcher(
+        model, max_batch_size=64, max_delay_s=0.05, max_queue_items=100, dispatch_when_idle=False
+    )
     batcher.start()
     started = time.perf_counter()
     await _submit_all(batcher, [_rows(1.0)])
@@ -72,7 +84,7 @@ async def test_batch_closes_after_max_delay_when_not_full() -> None:
 
 async def test_full_batch_does_not_wait_for_the_delay() -> None:
     model = DoublingModel()
-    batcher = Batcher(model, max_batch_size=4, max_delay_s=2.0, max_queue_items=100)
+    batcher = Batcher(model, max_batch_size=4, max_delay_s=2.0, max_queue_items=100, dispatch_when_idle=False)
     batcher.start()
     started = time.perf_counter()
     await _submit_all(batcher, [_rows(1.0) for _ in range(4)])

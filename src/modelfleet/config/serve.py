@@ -19,6 +19,13 @@ class BatchingConfig(SpecModel):
         le=1.0,
         description="Longest a request waits for others to join its batch. 0 runs whatever is queued at once.",
     )
+    dispatch_when_idle: bool = Field(
+        default=True,
+        description=(
+            "Start a run at once when the model is idle instead of waiting max_delay_s; batches still form "
+            "from requests that arrive during a run. False trades latency at low load for fuller batches (GPUs)."
+        ),
+    )
     max_queue_items: int = Field(
         default=2048,
         ge=1,

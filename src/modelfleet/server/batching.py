@@ -1,6 +1,8 @@
 """Dynamic batching for one model: a pure asyncio unit with no HTTP and no model knowledge.
 
 A batch closes when it holds `max_batch_size` items or `max_delay_s` after its first request arrived.
+With `dispatch_when_idle` (the default) an idle model starts at once instead of waiting: at low load no
+request pays the delay, and under load batches still form from the requests that queue during a run.
 The model runs in a worker thread so the event loop keeps accepting; while a run is in flight the
 queue keeps filling, so the next batch is ready the moment the run ends. The queue is bounded:
 beyond `max_queue_items` a request is refused at once (503 + Retry-After) instead of waiting for
@@ -64,12 +66,14 @@ class Batcher:
         max_delay_s: float,
         max_queue_items: int,
         instances: int = 1,
+        dispatch_when_idle: bool = True,
         observer: BatchObserver | None = None,
         name: str = "model",
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
+        self.dispatch_when_idle = dispatch_when_idle
         self.max_queue_items = max_queue_items
         self._instances = instances
         self._observer: BatchObserver = observer or _NullObserver()
@@ -131,7 +135,12 @@ class Batcher:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            if self._queued_items < self.max_batch_size and self.max_delay_s > 0:
+            idle = self._inflight == 0
+            if (
+                self._queued_items < self.max_batch_size
+                and self.max_delay_s > 0
+                and not (self.dispatch_when_idle and idle)
+            ):
                 close_at = self._queue[0].enqueued_at + self.max_delay_s
                 remaining = close_at - loop.time()
                 if remaining > 0:

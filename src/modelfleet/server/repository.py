@@ -129,6 +129,7 @@ class ModelRepository:
             model.predict,
             max_batch_size=config.batching.max_batch_size,
             max_delay_s=config.batching.max_delay_s,
+            dispatch_when_idle=config.batching.dispatch_when_idle,
             max_queue_items=config.batching.max_queue_items,
             instances=config.instances,
             observer=entry.metrics,
