@@ -223,7 +223,15 @@ def test_body_over_the_limit_gets_413(fleet: Fleet) -> None:
 def test_upstream_slower_than_the_deadline_gets_504_not_a_hang(fleet: Fleet) -> None:
     # A real server that holds every batch open for 300 ms, behind a router that waits 50 ms.
     slow_port = free_port()
-    slow = start_server(fleet.artifacts, slow_port, "--max-delay-s", "0.3", "--max-batch-size", "64")
+    slow = start_server(
+        fleet.artifacts,
+        slow_port,
+        "--max-delay-s",
+        "0.3",
+        "--max-batch-size",
+        "64",
+        "--no-dispatch-when-idle",
+    )
     try:
         wait_for(f"http://127.0.0.1:{slow_port}/v2/health/ready")
         url = fleet.router("slow", upstream_ports=[slow_port], request_timeout_s=0.05)

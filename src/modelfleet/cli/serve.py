@@ -75,6 +75,12 @@ def register(app: typer.Typer) -> None:
         max_delay_s: float | None = typer.Option(
             None, help="Longest wait for a batch to fill.", envvar="MODELFLEET_MAX_DELAY_S"
         ),
+        dispatch_when_idle: bool | None = typer.Option(
+            None,
+            "--dispatch-when-idle/--no-dispatch-when-idle",
+            help="Start a run at once when the model is idle (default) or wait up to --max-delay-s.",
+            envvar="MODELFLEET_DISPATCH_WHEN_IDLE",
+        ),
         max_queue_items: int | None = typer.Option(
             None, help="Queue bound per model (503 beyond).", envvar="MODELFLEET_MAX_QUEUE_ITEMS"
         ),
@@ -100,6 +106,7 @@ def register(app: typer.Typer) -> None:
                 "max_batch_size": max_batch_size,
                 "max_delay_s": max_delay_s,
                 "max_queue_items": max_queue_items,
+                "dispatch_when_idle": dispatch_when_idle,
             },
             ref,
             registry,
