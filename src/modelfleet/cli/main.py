@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "modelfleet.cli.image",
     "modelfleet.cli.registry",
     "modelfleet.cli.keys",
+    "modelfleet.cli.bench",
+    "modelfleet.cli.report",
 ]
 
 

@@ -1,0 +1,356 @@
+"""How much load one `modelfleet bench` generator process can offer honestly, next to `wrk`.
+
+1. Capacity: against a no-op loopback server, the highest open-loop rate one generator process holds
+   (fewer than 1 % late sends, no errors, at least 98 % of the rate delivered), found by doubling and
+   then bisecting; next to wrk's closed-loop maximum with one thread on the same server.
+2. Accuracy: against the reference server with a fixed 20 ms service time (one request at a time),
+   the throughput modelfleet bench measures in a closed loop, next to wrk's with the same connections.
+
+Run: ``.venv/bin/python benchmarks/loadgen_capacity.py [--repeat 3]`` (needs wrk: ``apt-get install -y wrk``).
+The capacity part runs ``--repeat`` times because a shared machine gives different answers run to run.
+Writes ``benchmarks/results/loadgen_capacity.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelfleet.bench import run_bench
+from modelfleet.config.bench import BenchSpec
+
+HERE = Path(__file__).resolve().parent
+REFSERVER = HERE / "bench_refserver.py"
+V2_BODY = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}'
+
+
+@contextlib.contextmanager
+def server(kind: str, service_ms: float = 20.0) -> Iterator[int]:
+    process = subprocess.Popen(
+        [sys.executable, str(REFSERVER), "--kind", kind, "--port", "0", "--service-ms", str(service_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline().split()[1])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def wrk(url: str, connections: int, duration_s: int, body: str = "{}") -> float:
+    """wrk's requests/s with one thread, POSTing ``body`` as JSON (the same request the generator sends)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration_s + 30,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if match is None:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    return float(match.group(1))
+
+
+@dataclass
+class Trial:
+    rate: float
+    throughput: float
+    late_fraction: float
+    capped: int
+    errors: int
+    cpu_percent: float
+    p99_ms: float | None
+
+    @property
+    def holds(self) -> bool:
+        return self.late_fraction < 0.01 and self.errors == 0 and self.throughput >= 0.98 * self.rate
+
+
+def open_loop(url: str, rate: float, duration_s: float) -> Trial:
+    spec = BenchSpec.model_validate(
+        {
+            "protocol": "http",
+            "endpoints": [{"url": url, "body_template": "{}"}],
+            "mode": "open",
+            "points": [{"rate_per_s": rate, "duration_s": duration_s}],
+            "warmup_s": 0.5,
+            "max_in_flight": 256,
+        }
+    )
+    point = run_bench(spec).points[0]
+    summary = point.summary
+    assert summary is not None
+    return Trial(
+        rate,
+        summary.throughput_per_s,
+        summary.late_fraction,
+        point.capped_sends,
+        sum(point.errors.values()),
+        summary.client_cpu_percent_max,
+        summary.latency.p99_ms,
+    )
+
+
+def _attempt(url: str, rate: float, duration_s: float, trials: list[Trial]) -> bool:
+    """Best of two: a rate that fails is tried once more, since a neighbour's burst on a shared machine
+    can stall any process; a generator that cannot hold the rate fails both times."""
+    for _ in range(2):
+        trial = open_loop(url, rate, duration_s)
+        trials.append(trial)
+        print(
+            f"  rate {rate:>8,.0f}/s: {'holds' if trial.holds else 'FAILS'}  late {trial.late_fraction:.2%}  "
+            f"thr {trial.throughput:,.0f}/s  cpu {trial.cpu_percent:.0f}%",
+            flush=True,
+        )
+        if trial.holds:
+            return True
+    return False
+
+
+def find_capacity(url: str, duration_s: float, start_rate: float) -> tuple[float, list[Trial]]:
+    """Double the rate until it fails, then bisect four times between the last hold and the first failure."""
+    trials: list[Trial] = []
+    good, bad = 0.0, None
+    rate = start_rate
+    while bad is None and rate <= 200_000:
+        if _attempt(url, rate, duration_s, trials):
+            good, rate = rate, rate * 2
+        else:
+            bad = rate
+    if bad is None:
+        return good, trials
+    for _ in range(4):
+        rate = round((good + bad) / 2, -1)
+        if _attempt(url, rate, duration_s, trials):
+            good = rate
+        else:
+            bad = rate
+    return good, trials
+
+
+def closed_loop(url: str, concurrency: int, duration_s: float, v2: bool) -> tuple[float, float]:
+    """(throughput/s, generator CPU %) of a closed loop."""
+    target: dict[str, object] = (
+        {"target": url, "models": [{"name": "echo"}]}
+        if v2
+        else {"protocol": "http", "endpoints": [{"url": url, "body_template": "{}"}]}
+    )
+    spec = BenchSpec.model_validate(
+        {
+            **target,
+            "mode": "closed",
+            "points": [{"concurrency": concurrency, "duration_s": duration_s}],
+            "warmup_s": 0.5,
+        }
+    )
+    summary = run_bench(spec).points[0].summary
+    assert summary is not None
+    return summary.throughput_per_s, summary.client_cpu_percent_max
+
+
+def timer_overshoot(duration_s: float, threshold_s: float = 0.002) -> float:
+    """Share of 1 ms event-loop sleeps that wake more than ``threshold_s`` late, with no network at all.
+
+    This is the machine's own floor: any open-loop generator on it sends that share late at least.
+    """
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    overshoots: list[float] = []
+    end = time.monotonic() + duration_s
+    done = loop.create_future()
+    target = 0.0
+
+    def tick() -> None:
+        nonlocal target
+        now = time.monotonic()
+        if target:
+            overshoots.append(now - target)
+        if now > end:
+            done.set_result(None)
+            return
+        target = now + 0.001
+        loop.call_later(0.001, tick)
+
+    loop.call_soon(tick)
+    loop.run_until_complete(done)
+    loop.close()
+    return sum(1 for o in overshoots if o > threshold_s) / max(len(overshoots), 1)
+
+
+@dataclass
+class CapacityRun:
+    load_before: float
+    load_after: float
+    wrk_rates: dict[int, float]
+    closed: dict[int, tuple[float, float]]
+    capacity: float
+    trials: list[Trial]
+    floor: Trial
+    timer_late: float
+
+    @property
+    def best_wrk(self) -> float:
+        return max(self.wrk_rates.values())
+
+    @property
+    def best_closed(self) -> float:
+        return max(rate for rate, _ in self.closed.values())
+
+
+def capacity_run(duration_s: float, start_rate: float) -> CapacityRun:
+    """wrk, the generator's closed loop and its open-loop capacity, back to back on one no-op server."""
+    load_before = os.getloadavg()[0]
+    duration = int(max(duration_s, 1))
+    timer_late = timer_overshoot(duration_s)
+    print(f"  idle 1 ms timer sleeps waking > 2 ms late: {timer_late:.2%}", flush=True)
+    with server("noop") as port:
+        url = f"http://127.0.0.1:{port}/noop"
+        print("wrk on the no-op server …", flush=True)
+        wrk_rates = {c: wrk(url, c, duration) for c in (16, 64)}
+        print(f"  {wrk_rates}", flush=True)
+        print("modelfleet bench closed loop on the no-op server …", flush=True)
+        closed = {c: closed_loop(url, c, duration_s, v2=False) for c in (16, 64)}
+        print(f"  {closed}", flush=True)
+        # The share of late sends at a rate any generator holds: what the machine itself adds.
+        floor = open_loop(url, 200.0, duration_s)
+        print(f"  late-send floor at 200/s: {floor.late_fraction:.2%}", flush=True)
+        print("modelfleet bench open loop on the no-op server …", flush=True)
+        capacity, trials = find_capacity(url, duration_s, start_rate)
+    return CapacityRun(
+        load_before, os.getloadavg()[0], wrk_rates, closed, capacity, trials, floor, timer_late
+    )
+
+
+def _run_section(number: int, run: CapacityRun, duration_s: float) -> list[str]:
+    duration = int(max(duration_s, 1))
+    return [
+        f"### Run {number} (load average {run.load_before:.2f} before, {run.load_after:.2f} after)",
+        "",
+        "| generator | requests/s | how measured |",
+        "|---|---:|---|",
+        *(f"| wrk -t1 -c{c} | {r:,.0f} | closed loop, {duration} s |" for c, r in run.wrk_rates.items()),
+        *(
+            f"| modelfleet bench, closed loop, concurrency {c} | {r:,.0f} | {duration_s:g} s; generator CPU "
+            f"{cpu:.0f}% of one core ({cpu / 100 / r * 1e6:.0f} µs per request) |"
+            for c, (r, cpu) in run.closed.items()
+        ),
+        f"| modelfleet bench, open loop | {run.capacity:,.0f} | highest rate with < 1 % late sends (> 2 ms), no "
+        f"errors, ≥ 98 % delivered; {duration_s:g} s per trial |",
+        "",
+        "| offered rate/s | holds | throughput/s | late sends | capped sends | errors | generator CPU | p99 ms |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {t.rate:,.0f} | {'yes' if t.holds else 'no'} | {t.throughput:,.0f} | {t.late_fraction:.2%} | "
+            f"{t.capped:,} | {t.errors} | {t.cpu_percent:.0f}% | {t.p99_ms if t.p99_ms is not None else '-'} |"
+            for t in run.trials
+        ),
+        "",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=3.0, help="Measured seconds per trial.")
+    parser.add_argument("--start-rate", type=float, default=1000.0, help="First open-loop rate tried.")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Independent capacity runs (the machine may be shared)."
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "loadgen_capacity.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is not installed; install it with `apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk`."
+        )
+        return 2
+    runs = []
+    for number in range(1, args.repeat + 1):
+        print(f"run {number} of {args.repeat}", flush=True)
+        runs.append(capacity_run(args.duration_s, args.start_rate))
+    duration = int(max(args.duration_s, 1))
+    with server("v2", 20.0) as port:
+        url = f"http://127.0.0.1:{port}"
+        print("20 ms reference server: wrk and modelfleet bench, 4 connections …", flush=True)
+        wrk_v2 = wrk(f"{url}/v2/models/echo/infer", 4, duration + 2, V2_BODY)
+        ours_v2, _ = closed_loop(url, 4, duration + 2, v2=True)
+        print(f"  wrk {wrk_v2:.1f}/s, modelfleet bench {ours_v2:.1f}/s", flush=True)
+    open_ratios = sorted(run.capacity / run.best_wrk for run in runs)
+    closed_ratios = sorted(run.best_closed / run.best_wrk for run in runs)
+    lines = [
+        "# Load generator capacity (one process) and accuracy against wrk",
+        "",
+        f"Measured {datetime.now(UTC).isoformat(timespec='seconds')} on {platform.node()}: {os.cpu_count()} CPUs, "
+        f"{platform.platform()}, Python {platform.python_version()}; server, wrk and generator all on this machine.",
+        "",
+        f"Command: `.venv/bin/python benchmarks/loadgen_capacity.py --duration-s {args.duration_s:g} --repeat {args.repeat}`",
+        "",
+        "## Summary",
+        "",
+        "| run | load avg | idle timer > 2 ms late | late sends at 200/s | wrk best/s | bench closed loop best/s "
+        "| bench open loop/s | open ÷ wrk | closed ÷ wrk |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {n} | {r.load_before:.2f} | {r.timer_late:.2%} | {r.floor.late_fraction:.2%} | {r.best_wrk:,.0f} | "
+            f"{r.best_closed:,.0f} | "
+            f"{r.capacity:,.0f} | {r.capacity / r.best_wrk:.0%} | {r.best_closed / r.best_wrk:.0%} |"
+            for n, r in enumerate(runs, start=1)
+        ),
+        "",
+        f"Open-loop capacity per process, median of {len(runs)} runs: **{open_ratios[len(runs) // 2]:.0%}** of wrk's "
+        f"rate (target ≥ 50 %); best {open_ratios[-1]:.0%}. Closed loop: median {closed_ratios[len(runs) // 2]:.0%}.",
+        "",
+        "Reading these figures: the open-loop rate is the demanding one. A generator that sleeps until each "
+        "send is due must be woken on time; on a 2-core machine it shares the cores with the server under test "
+        "and with any other work, and when another process holds the core the wake-up comes late, so every send "
+        "due meanwhile counts as late. Two columns measure that floor: the share of idle 1 ms event-loop sleeps "
+        "(no network, no server) that wake more than 2 ms late, and the late-send share of the generator at 200/s, "
+        "a rate far below any limit. When the floor approaches 1 %, the capacity figure measures the machine "
+        "(a virtual machine whose host also takes CPU time from it), not the generator. The closed-loop rows show the generator's own cost per request (it never "
+        "sleeps). Runs on a shared machine differ; plan capacity on a dedicated generator machine. A failing rate "
+        "is tried twice (best of two) before the search calls it a failure.",
+        "",
+        "## Accuracy: throughput on the 20 ms reference server (one request at a time, 4 connections)",
+        "",
+        "| tool | throughput/s |",
+        "|---|---:|",
+        f"| wrk -t1 -c4 | {wrk_v2:.1f} |",
+        f"| modelfleet bench, closed loop, concurrency 4 | {ours_v2:.1f} |",
+        "",
+        f"Difference: {abs(ours_v2 - wrk_v2) / wrk_v2:.1%} (target within 10 %). The server's true capacity is "
+        "1000 / 20 ms = 50/s less its own per-request overhead.",
+        "",
+        "## Runs",
+        "",
+    ]
+    for number, run in enumerate(runs, start=1):
+        lines += _run_section(number, run, args.duration_s)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,596 @@
+"""The load generator of one process: open and closed loops on one event loop, recorded into HDR histograms.
+
+Open loop: a timer fires at each intended send time (from `arrivals`), sends every request that is due
+and re-arms for the next one. A slow response never delays a send; latency counts from the intended
+send time (coordinated-omission corrected) and, separately, from the moment the request was written.
+A send that leaves more than ``late_send_threshold_s`` after its intended time is late: the generator
+fell behind, and a point with too many late sends is invalid. A send that had to wait because every
+allowed connection was busy is *capped*: the target fell behind, and the corrected latency shows it.
+
+Closed loop: ``concurrency`` users, each sending its next request the moment the previous one ends.
+
+Statistics: requests sent during ramp and warm-up are not measured. Measured responses go into
+per-window histograms by completion time; a closed window is encoded and added to the point's totals,
+so memory stays flat however long the point runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import gc
+import random
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+import numpy as np
+import psutil
+
+from modelfleet.bench import stats
+from modelfleet.bench.arrivals import ArrivalSchedule
+from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw, WindowRaw
+from modelfleet.bench.targets import PreparedEndpoint
+from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, TIMEOUT, ConnectionPool, Origin
+
+_now = time.monotonic
+_HEARTBEAT_S = 0.1
+# Event-loop timers have 1 ms resolution (uvloop rounds to whole ms; a shorter wait becomes a busy
+# spin). So a tick sends what is due within half a millisecond and never waits less than 1 ms; a send
+# that leaves early has its latency counted from the actual send, so it is never understated.
+_EARLY_S = 0.0005
+# Latencies buffered before a bulk record: ~0.5 ms of numpy work, 256 KiB of memory.
+_FLUSH_AT = 16_384
+_MIN_WAIT_S = 0.001
+_PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PointPlan:
+    """One point as one process runs it: rates, concurrencies and counts are this process's share."""
+
+    index: int
+    label: str
+    loop: Literal["open", "closed"]
+    arrival: Literal["constant", "poisson", "none"]
+    rate_per_s: float | None
+    from_rate_per_s: float
+    concurrency: int | None
+    duration_s: float | None
+    requests: int | None
+    ramp_s: float
+    warmup_s: float
+    picker: Literal["weighted", "cycle"] = "weighted"
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorPlan:
+    endpoints: tuple[PreparedEndpoint, ...]
+    points: tuple[PointPlan, ...]
+    timeout_s: float
+    max_in_flight: int
+    window_s: float
+    late_send_threshold_s: float
+    stability_windows: int
+    stability_tolerance: float
+    max_windows: int
+    track_endpoints: bool
+    seed: int
+    host: str
+    proc_index: int = 0
+    procs: int = 1
+    requests_csv: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A live snapshot for progress displays."""
+
+    proc: int
+    point_index: int
+    point_label: str
+    phase: str  # warmup, measure, drain
+    elapsed_s: float
+    sent: int
+    ok: int
+    errors: int
+    in_flight: int
+    window_rate_per_s: float | None
+    window_p99_ms: float | None
+
+
+@dataclass(slots=True)
+class Hooks:
+    """How a generator talks to whoever runs it.
+
+    With several processes, process 0 leads: it decides when a run-until-stable point is stable
+    (``announce_stop(point_index)``) and the others stop when ``stop_requested(point_index)`` says so.
+    """
+
+    progress: Callable[[Progress], None] | None = None
+    stop_requested: Callable[[int], bool] = field(default=lambda index: False)
+    announce_stop: Callable[[int], None] = field(default=lambda index: None)
+    leader: bool = True
+
+
+def outcome_kind(status: int) -> str:
+    if status == TIMEOUT:
+        return "timeout"
+    if status == CONNECTION_ERROR:
+        return "connection"
+    return f"http_{status}"
+
+
+class _PointRun:
+    def __init__(
+        self, plan: GeneratorPlan, point: PointPlan, hooks: Hooks, csv: TextIO | None, run_start: float
+    ) -> None:
+        self.plan = plan
+        self.point = point
+        self.hooks = hooks
+        self.csv = csv
+        self.run_start = run_start
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(plan.seed * 1_000_003 + plan.proc_index * 7919 + point.index)
+        endpoints = plan.endpoints
+        self.requests = [e.requests for e in endpoints]
+        self.cursor = [self.rng.randrange(len(e.requests)) for e in endpoints]
+        cumulative, total = [], 0.0
+        for endpoint in endpoints:
+            total += endpoint.weight
+            cumulative.append(total)
+        self.cum_weights, self.total_weight = cumulative, total
+        self.cycle_next = plan.proc_index
+        cap = point.concurrency if point.loop == "closed" and point.concurrency else plan.max_in_flight
+        pools: dict[Origin, ConnectionPool] = {}
+        for endpoint in endpoints:
+            if endpoint.origin not in pools:
+                pools[endpoint.origin] = ConnectionPool(
+                    endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0)
+                )
+        self.pools = pools
+        self.pool_of = [pools[e.origin] for e in endpoints]
+        # timeline
+        self.start = 0.0
+        self.measure_start = 0.0
+        self.send_end: float | None = None
+        self.stopping = False
+        self.stop_reason = "duration"
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        # counters
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        self.scheduled = self.sent = self.ok = self.late = self.capped = self.warmup_requests = 0
+        self.errors: dict[int, int] = {}
+        self.last_finished = 0.0
+        count = len(endpoints)
+        self.ep_sent, self.ep_ok, self.ep_sum_s = [0] * count, [0] * count, [0.0] * count
+        self.ep_errors: list[dict[int, int]] = [{} for _ in range(count)]
+        # With one endpoint its histogram is the point's own; no need to record every value twice.
+        self.ep_hist = (
+            [stats.new_histogram() for _ in range(count)] if plan.track_endpoints and count > 1 else None
+        )
+        # windows
+        self.window_index = 0
+        self.win_ok = self.win_errors = 0
+        self.win_corrected = stats.new_histogram()
+        self.win_uncorrected = stats.new_histogram()
+        # Latencies (µs) wait here until recorded in bulk; flushed at _FLUSH_AT so memory stays bounded.
+        self.pending_corrected = array("q")
+        self.pending_uncorrected = array("q")
+        self.pending_endpoint = array("I")
+        self.total_corrected = stats.new_histogram()
+        self.total_uncorrected = stats.new_histogram()
+        self.windows: list[WindowRaw] = []
+        self.recent_rates: list[float] = []
+        self.recent_p99: list[float | None] = []
+        self.cpu_start: float | None = None
+        self.last_progress = 0.0
+        self.schedule: ArrivalSchedule | None = None
+        self.next_due = 0.0
+        self.measured_limit = point.requests
+
+    # --- choosing what to send --------------------------------------------------------------------
+
+    def _pick(self) -> int:
+        if len(self.cum_weights) == 1:
+            return 0
+        if self.point.picker == "cycle":
+            index = self.cycle_next % len(self.cum_weights)
+            self.cycle_next += self.plan.procs
+            return index
+        return bisect.bisect_right(self.cum_weights, self.rng.random() * self.total_weight)
+
+    def _dispatch(self, intended: float) -> None:
+        endpoint = self._pick()
+        if endpoint >= len(self.requests):  # float rounding at the top of the cumulative weights
+            endpoint = len(self.requests) - 1
+        requests = self.requests[endpoint]
+        position = self.cursor[endpoint]
+        self.cursor[endpoint] = position + 1
+        request = requests[position % len(requests)]
+        measured = intended >= self.measure_start
+        if measured:
+            self.sent += 1
+            self.ep_sent[endpoint] += 1
+            if _now() - intended > self.plan.late_send_threshold_s:
+                self.late += 1
+        else:
+            self.warmup_requests += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight_seen:
+            self.max_in_flight_seen = self.in_flight
+        code = self.pool_of[endpoint].submit(request, (endpoint, intended), intended + self.plan.timeout_s)
+        if code == QUEUED_AT_CAP and measured:
+            self.capped += 1
+        if measured and self.measured_limit is not None and self.sent >= self.measured_limit:
+            self.stop_reason = "requests"
+            self._stop_sending()
+
+    # --- completions ------------------------------------------------------------------------------
+
+    def _on_done(self, token: Any, written_at: float, finished: float, status: int) -> None:
+        endpoint, intended = token
+        self.in_flight -= 1
+        if intended >= self.measure_start:
+            self._record(endpoint, intended, written_at, finished, status)
+        if self.csv is not None:
+            self._write_row(endpoint, intended, written_at, finished, status)
+        if self.point.loop == "closed" and not self.stopping:
+            self._dispatch(_now())
+        elif self.stopping and self.in_flight == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def _record(
+        self, endpoint: int, intended: float, written_at: float, finished: float, status: int
+    ) -> None:
+        window = int((finished - self.measure_start) / self.plan.window_s)
+        if window != self.window_index:
+            self._roll_windows(window)
+        if finished > self.last_finished:
+            self.last_finished = finished
+        if 200 <= status < 300:
+            self.ok += 1
+            self.win_ok += 1
+            began = intended if intended < written_at else written_at  # an early send counts from its send
+            pending = self.pending_corrected
+            pending.append(int((finished - began) * 1_000_000.0) + 1)
+            self.pending_uncorrected.append(int((finished - written_at) * 1_000_000.0) + 1)
+            self.ep_ok[endpoint] += 1
+            self.ep_sum_s[endpoint] += finished - began
+            if self.ep_hist is not None:
+                self.pending_endpoint.append(endpoint)
+            if len(pending) >= _FLUSH_AT:
+                self._flush()
+        else:
+            self.errors[status] = self.errors.get(status, 0) + 1
+            self.win_errors += 1
+            errors = self.ep_errors[endpoint]
+            errors[status] = errors.get(status, 0) + 1
+
+    def _write_row(
+        self, endpoint: int, intended: float, written_at: float, finished: float, status: int
+    ) -> None:
+        assert self.csv is not None
+        base = self.run_start
+        written = f"{written_at - base:.6f}" if written_at else ""
+        service = f"{(finished - written_at) * 1000:.3f}" if written_at else ""
+        ok = 200 <= status < 300
+        self.csv.write(
+            f"{self.point.index},{self.plan.proc_index},{self.plan.endpoints[endpoint].name},"
+            f"{int(intended >= self.measure_start)},{intended - base:.6f},{written},{finished - base:.6f},"
+            f"{(finished - intended) * 1000:.3f},{service},{status if status > 0 else ''},"
+            f"{'ok' if ok else outcome_kind(status)}\n"
+        )
+
+    def _flush(self) -> None:
+        """Record the buffered latencies into the current window's histograms (and per endpoint)."""
+        if not self.pending_corrected:
+            return
+        corrected = np.frombuffer(self.pending_corrected, dtype=np.int64)
+        stats.record_many_us(self.win_corrected, corrected)
+        stats.record_many_us(self.win_uncorrected, np.frombuffer(self.pending_uncorrected, dtype=np.int64))
+        if self.ep_hist is not None:
+            endpoints = np.frombuffer(self.pending_endpoint, dtype=np.uint32)
+            for number in np.unique(endpoints):
+                stats.record_many_us(self.ep_hist[int(number)], corrected[endpoints == number])
+        # New buffers: the old ones may still back numpy views, and an exported buffer cannot be resized.
+        self.pending_corrected = array("q")
+        self.pending_uncorrected = array("q")
+        self.pending_endpoint = array("I")
+
+    def _close_window(self, length_s: float) -> None:
+        self._flush()
+        corrected, uncorrected = self.win_corrected, self.win_uncorrected
+        has_data = corrected.get_total_count() > 0
+        self.windows.append(
+            WindowRaw(
+                index=self.window_index,
+                length_s=length_s,
+                ok=self.win_ok,
+                errors=self.win_errors,
+                corrected=stats.encode(corrected) if has_data else None,
+                uncorrected=stats.encode(uncorrected) if has_data else None,
+            )
+        )
+        rate = self.win_ok / length_s if length_s > 0 else 0.0
+        p99 = stats.values_at_percentiles_us(corrected, (99.0,))[0] / 1000.0 if has_data else None
+        self.recent_rates.append(rate)
+        self.recent_p99.append(p99)
+        del self.recent_rates[: -self.plan.stability_windows], self.recent_p99[: -self.plan.stability_windows]
+        if has_data:
+            self.total_corrected = stats.add_into(self.total_corrected, corrected)
+            self.total_uncorrected = stats.add_into(self.total_uncorrected, uncorrected)
+            self.win_corrected, self.win_uncorrected = stats.new_histogram(), stats.new_histogram()
+        self.win_ok = self.win_errors = 0
+
+    def _roll_windows(self, new_index: int) -> None:
+        while self.window_index < new_index:
+            self._close_window(self.plan.window_s)
+            self.window_index += 1
+            self._check_until_stable()
+
+    def _check_until_stable(self) -> None:
+        point = self.point
+        if (
+            point.duration_s is not None
+            or point.requests is not None
+            or self.stopping
+            or not self.hooks.leader
+        ):
+            return
+        verdict = stats.check_stability(
+            self.recent_rates, self.recent_p99, self.plan.stability_windows, self.plan.stability_tolerance
+        )
+        if verdict.stable:
+            self.stop_reason = "stable"
+            self.hooks.announce_stop(point.index)
+            self._stop_sending()
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def _stop_sending(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.send_end = _now()
+        if self.in_flight == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def _send_end_limit(self) -> float | None:
+        point = self.point
+        if point.duration_s is not None:
+            return self.measure_start + point.duration_s
+        if point.requests is None:
+            return self.measure_start + self.plan.max_windows * self.plan.window_s
+        return None
+
+    def _tick(self) -> None:
+        """Open loop: send everything that is due, then sleep until the next intended time."""
+        if self.stopping:
+            return
+        assert self.schedule is not None
+        limit = self._send_end_limit()
+        now = _now()
+        while self.next_due <= now + _EARLY_S:
+            due = self.next_due
+            if limit is not None and due >= limit:
+                self.stop_reason = "duration" if self.point.duration_s is not None else "max_windows"
+                self._stop_sending()
+                self.send_end = limit
+                return
+            if due >= self.measure_start:
+                self.scheduled += 1
+            self._dispatch(due)
+            if self.stopping:
+                return
+            self.next_due = self.start + self.schedule.next()
+            now = _now()
+        wait = self.next_due - now
+        self.loop.call_later(wait if wait > _MIN_WAIT_S else _MIN_WAIT_S, self._tick)
+
+    def _start_open(self) -> None:
+        point = self.point
+        assert point.rate_per_s is not None
+        phase = self.plan.proc_index / self.plan.procs if point.arrival == "constant" else 0.0
+        self.schedule = ArrivalSchedule(
+            point.rate_per_s, point.arrival == "poisson", self.rng, point.ramp_s, point.from_rate_per_s, phase
+        )
+        self.next_due = self.start + self.schedule.next()
+        self._tick()
+
+    def _start_closed(self) -> None:
+        users = self.point.concurrency or 1
+        for user in range(users):
+            delay = self.point.ramp_s * user / users
+            if delay <= 0:
+                self._dispatch(_now())
+            else:
+                self.loop.call_later(delay, self._start_user)
+        limit = self._send_end_limit()
+        if limit is not None:
+            self.loop.call_later(limit - _now(), self._end_by_time)
+
+    def _start_user(self) -> None:
+        if not self.stopping:
+            self._dispatch(_now())
+
+    def _end_by_time(self) -> None:
+        if not self.stopping:
+            self.stop_reason = "duration" if self.point.duration_s is not None else "max_windows"
+            self._stop_sending()
+
+    # --- housekeeping -----------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        if self.done.done():
+            return
+        now = _now()
+        if self.cpu_start is None and now >= self.measure_start:
+            self.cpu_start = _cpu_s()
+        if not self.stopping and not self.hooks.leader and self.hooks.stop_requested(self.point.index):
+            self.stop_reason = "stable"
+            self._stop_sending()
+        if self.hooks.progress is not None and now - self.last_progress >= _PROGRESS_EVERY_S:
+            self.last_progress = now
+            self.hooks.progress(self._snapshot(now))
+        self.loop.call_later(_HEARTBEAT_S, self._heartbeat)
+
+    def _snapshot(self, now: float) -> Progress:
+        phase = "warmup" if now < self.measure_start else ("drain" if self.stopping else "measure")
+        return Progress(
+            proc=self.plan.proc_index,
+            point_index=self.point.index,
+            point_label=self.point.label,
+            phase=phase,
+            elapsed_s=now - self.start,
+            sent=self.sent + self.warmup_requests,
+            ok=self.ok,
+            errors=sum(self.errors.values()),
+            in_flight=self.in_flight,
+            window_rate_per_s=self.recent_rates[-1] if self.recent_rates else None,
+            window_p99_ms=self.recent_p99[-1] if self.recent_p99 else None,
+        )
+
+    async def run(self) -> PointRaw:
+        point = self.point
+        self.start = _now()
+        self.measure_start = self.start + point.ramp_s + point.warmup_s
+        if self.measure_start <= self.start:
+            self.cpu_start = _cpu_s()
+        self._heartbeat()
+        if point.loop == "open":
+            self._start_open()
+        else:
+            self._start_closed()
+        await self.done
+        for pool in self.pools.values():
+            await pool.close()
+        return self._finish()
+
+    def _endpoint_histogram(self, number: int) -> str | None:
+        if not self.plan.track_endpoints or not self.ep_ok[number]:
+            return None
+        if self.ep_hist is None:  # the only endpoint: its latencies are the point's
+            return stats.encode(self.total_corrected)
+        return stats.encode(self.ep_hist[number])
+
+    def _finish(self) -> PointRaw:
+        send_end = self.send_end if self.send_end is not None else _now()
+        end = max(send_end, self.last_finished)
+        measured_s = max(end - self.measure_start, 0.0)
+        if measured_s > 0:
+            # A completion exactly on the end boundary may already have opened the next window.
+            last_index = max(int(measured_s / self.plan.window_s - 1e-9), self.window_index)
+            self._roll_windows(last_index)
+            self._close_window(max(measured_s - last_index * self.plan.window_s, 0.0))
+        cpu_s = _cpu_s() - (self.cpu_start if self.cpu_start is not None else _cpu_s())
+        cpu_wall = end - max(self.measure_start, self.start)
+        generator = GeneratorInfo(
+            host=self.plan.host,
+            proc=self.plan.proc_index,
+            cpu_percent=round(100.0 * cpu_s / cpu_wall, 1) if cpu_wall > 0 else 0.0,
+            max_in_flight_seen=self.max_in_flight_seen,
+        )
+        return PointRaw(
+            index=self.point.index,
+            label=self.point.label,
+            loop=self.point.loop,
+            arrival=self.point.arrival,
+            target_rate_per_s=self.point.rate_per_s,
+            concurrency=self.point.concurrency,
+            started_offset_s=self.start - self.run_start,
+            warmup_s=self.point.ramp_s + self.point.warmup_s,
+            send_s=max(send_end - self.measure_start, 0.0),
+            measured_s=measured_s,
+            window_s=self.plan.window_s,
+            stop_reason=self.stop_reason,
+            scheduled=self.scheduled if self.point.loop == "open" else self.sent,
+            sent=self.sent,
+            ok=self.ok,
+            errors={outcome_kind(code): count for code, count in sorted(self.errors.items())},
+            late_sends=self.late,
+            capped_sends=self.capped,
+            warmup_requests=self.warmup_requests,
+            corrected=stats.encode(self.total_corrected),
+            uncorrected=stats.encode(self.total_uncorrected),
+            windows=self.windows,
+            endpoints=[
+                EndpointRaw(
+                    name=endpoint.name,
+                    sent=self.ep_sent[number],
+                    ok=self.ep_ok[number],
+                    errors={outcome_kind(c): n for c, n in sorted(self.ep_errors[number].items())},
+                    latency=self._endpoint_histogram(number),
+                    latency_sum_s=self.ep_sum_s[number],
+                )
+                for number, endpoint in enumerate(self.plan.endpoints)
+            ],
+            generators=[generator],
+        )
+
+
+def _cpu_s() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+CSV_HEADER = (
+    "point,proc,endpoint,measured,intended_s,written_s,finished_s,latency_ms,service_ms,status,outcome\n"
+)
+
+
+def _prepare_process() -> None:
+    """Do the slow one-off work now rather than in the middle of a point.
+
+    The HDR lookup tables take ~100 ms to build, and a full garbage collection over the objects
+    that importing pydantic, aiohttp and friends leaves behind takes 50-100 ms; either inside a point
+    would stall the loop and make sends late. ``gc.freeze`` moves everything alive now out of the
+    collector's view, so later collections only walk what the run itself allocates.
+    """
+    stats.values_at_percentiles_us(stats.new_histogram(), (99.0,))
+    gc.collect()
+    gc.freeze()
+
+
+async def run_points(plan: GeneratorPlan, hooks: Hooks) -> list[PointRaw]:
+    """Run every point of ``plan`` in order on the running event loop."""
+    run_start = _now()
+    results = []
+    csv: TextIO | None = None
+    try:
+        if plan.requests_csv is not None:
+            csv = open(plan.requests_csv, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
+            csv.write(CSV_HEADER)
+        for point in plan.points:
+            results.append(await _PointRun(plan, point, hooks, csv, run_start).run())
+    finally:
+        if csv is not None:
+            csv.close()
+    return results
+
+
+def run_generator(
+    plan: GeneratorPlan, hooks: Hooks, ready: Callable[[], None] | None = None
+) -> list[PointRaw]:
+    """Run ``plan`` on a fresh event loop (uvloop when installed) in this thread.
+
+    ``ready`` is called once the process is prepared and just before the first point starts; several
+    generator processes wait on a barrier there so that they start together.
+    """
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        loop_factory = asyncio.new_event_loop
+    _prepare_process()
+    try:
+        if ready is not None:
+            ready()
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(run_points(plan, hooks))
+    finally:
+        gc.unfreeze()

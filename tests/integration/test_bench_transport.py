@@ -1,0 +1,175 @@
+"""The generator's HTTP/1.1 connection pool against real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from tests.bench_fixtures import free_port
+
+from modelfleet.bench.targets import encode_request
+from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, SENT, TIMEOUT, ConnectionPool, Origin
+
+
+async def _serve(handler: Any) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _response(body: bytes = b"{}", status: int = 200, close: bool = False) -> bytes:
+    connection = b"close" if close else b"keep-alive"
+    return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s" % (
+        status,
+        len(body),
+        connection,
+        body,
+    )
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bool:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return True
+
+
+def _collect() -> tuple[list[tuple[Any, float, float, int]], Any]:
+    done: list[tuple[Any, float, float, int]] = []
+    return done, lambda token, written, finished, status: done.append((token, written, finished, status))
+
+
+async def _wait_for(done: list[Any], count: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(done) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def test_keep_alive_reuses_one_connection_and_reports_statuses() -> None:
+    async def scenario() -> None:
+        connections = 0
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            statuses = iter([200, 503, 200, 404])
+            try:
+                while await _read_request(reader):
+                    writer.write(_response(status=next(statuses)))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, StopIteration):
+                writer.close()
+
+        server, port = await _serve(handler)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 4, on_done)
+        request = encode_request("POST", "h", "/x", {}, b'{"a":1}')
+        for token in range(4):
+            pool.submit(request, token, time.monotonic() + 5)
+            await _wait_for(done, token + 1)
+        await pool.close()
+        server.close()
+        assert [(t, s) for t, _, _, s in done] == [(0, 200), (1, 503), (2, 200), (3, 404)]
+        assert connections == 1
+        assert all(0 < written <= finished for _, written, finished, _ in done)
+
+    asyncio.run(scenario())
+
+
+def test_connection_close_responses_open_new_connections() -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _read_request(reader)
+            writer.write(_response(close=True))
+            await writer.drain()
+            writer.close()
+
+        server, port = await _serve(handler)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 1, on_done)
+        request = encode_request("GET", "h", "/", {}, None)
+        codes = [pool.submit(request, token, time.monotonic() + 5) for token in range(3)]
+        await _wait_for(done, 3)
+        await pool.close()
+        server.close()
+        assert codes[1:] == [QUEUED_AT_CAP, QUEUED_AT_CAP]  # one connection allowed: the rest wait
+        assert [s for *_, s in done] == [200, 200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_timeouts_and_refused_connections_are_outcomes_not_exceptions() -> None:
+    async def scenario() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(10)
+
+        server, port = await _serve(silent)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 2, on_done)
+        request = encode_request("GET", "h", "/", {}, None)
+        started = time.monotonic()
+        for token in range(3):  # two on the wire, one queued; all time out
+            pool.submit(request, token, started + 0.2)
+        await _wait_for(done, 3)
+        assert sorted((t, s) for t, _, _, s in done) == [(0, TIMEOUT), (1, TIMEOUT), (2, TIMEOUT)]
+        assert all(0.19 <= finished - started < 1.0 for _, _, finished, _ in done)
+        await pool.close()
+        server.close()
+
+        refused_done, refused_on_done = _collect()
+        refused = ConnectionPool(Origin("127.0.0.1", free_port()), 2, refused_on_done)
+        refused.submit(request, "r", time.monotonic() + 5)
+        await _wait_for(refused_done, 1)
+        assert (
+            refused_done[0][0] == "r" and refused_done[0][3] == CONNECTION_ERROR and refused_done[0][1] == 0.0
+        )
+        await refused.close()
+
+    asyncio.run(scenario())
+
+
+def test_send_now_when_a_connection_is_idle() -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await _read_request(reader):
+                writer.write(_response())
+
+        server, port = await _serve(handler)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 8, on_done)
+        request = encode_request("GET", "h", "/", {}, None)
+        pool.submit(request, 0, time.monotonic() + 5)
+        await _wait_for(done, 1)
+        assert pool.submit(request, 1, time.monotonic() + 5) == SENT
+        await _wait_for(done, 2)
+        await pool.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n"]
+)
+def test_a_broken_response_is_a_connection_error(garbage: bytes) -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _read_request(reader)
+            writer.write(garbage)
+            await writer.drain()
+            await asyncio.sleep(1)
+
+        server, port = await _serve(handler)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 1, on_done)
+        pool.submit(encode_request("GET", "h", "/", {}, None), 0, time.monotonic() + 5)
+        await _wait_for(done, 1)
+        await pool.close()
+        server.close()
+        assert done[0][3] == CONNECTION_ERROR
+
+    asyncio.run(scenario())
