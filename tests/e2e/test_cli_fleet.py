@@ -127,6 +127,28 @@ def test_up_status_logs_down_from_separate_invocations(tmp_path: Path) -> None:
         assert "fleet testfleet: running" in human.stdout and "cpu-0-0" in human.stdout
         logs = run("fleet", "logs", "testfleet", "--process", "cpu-0-0", "-n", "5", cwd=tmp_path)
         assert logs.returncode == 0 and "serving 1 model(s)" in logs.stdout
+        bench = run(
+            "bench",
+            "run",
+            "--fleet",
+            str(spec),
+            "--mode",
+            "closed",
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0",
+            "--quiet",
+            "--json",
+            "-o",
+            str(tmp_path / "fleet-bench.json"),
+            cwd=tmp_path,
+        )
+        assert bench.returncode == 0, bench.stderr
+        result = json.loads((tmp_path / "fleet-bench.json").read_text())
+        assert router_url in json.dumps(result) and "alpha" in json.dumps(result)
         unknown = run("fleet", "logs", "testfleet", "--process", "nope", cwd=tmp_path)
         assert_one_line_error(unknown, 3, "has no process 'nope'")
         assert_one_line_error(

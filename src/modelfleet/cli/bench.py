@@ -227,6 +227,12 @@ def run_command(
     spec: Path | None = typer.Option(
         None, "--spec", help="A serve spec: its server address and models become the targets."
     ),
+    fleet: Path | None = typer.Option(
+        None, "--fleet", help="A running local fleet (spec file or name): every model, through its router."
+    ),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where local fleets keep their state.", envvar="MODELFLEET_STATE_DIR"
+    ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="A bench spec (YAML); flags override its fields."
     ),
@@ -313,6 +319,13 @@ def run_command(
 ) -> None:
     """Load-test a V2 server or a plain HTTP endpoint and write a results file. Exit 1 when an SLO gate fails."""
     from modelfleet.bench.options import RunOptions, spec_from_options
+
+    if fleet is not None:
+        from modelfleet.fleet.local import fleet_endpoints
+
+        router_url, fleet_models = fleet_endpoints(fleet, state_dir)
+        url = url or router_url
+        model = model or fleet_models
 
     options = RunOptions(
         url=url,
