@@ -1,29 +1,38 @@
-"""`make demo`: build the bundled model, serve it, query it over V2 with tritonclient.
+"""`make demo`: the whole job end to end, on this machine.
 
-Every step calls the same library functions the CLI wraps; run it with `.venv/bin/python examples/demo.py`.
-Output lands in ./demo-output/.
+1. build the bundled all-MiniLM-L6-v2 (fp32 and int8) and a scikit-learn iris classifier, each verified;
+2. bring a local fleet up: several supervised model-server replicas behind one router;
+3. query every model through the router with tritonclient;
+4. load-test the fleet through the router (open loop, rate sweep, SLO gates) and write the HTML report;
+5. bring the fleet down and say where the report is.
+
+Every step calls the library functions the CLI wraps, or the CLI itself. Output lands in ./demo-output/.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from modelfleet.build import BUNDLED_SOURCE, BuildOptions, build_artifact
+from modelfleet.fleet.local import start_fleet, stop_fleet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_iris import train_and_save
 
 console = Console()
 OUT = Path("demo-output").resolve()
+STATE = OUT / "fleet-state"
+MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
 RELATED = [b"A man is playing a guitar.", b"Someone is playing an instrument."]
 UNRELATED = [b"A man is playing a guitar.", b"The central bank raised interest rates."]
 
@@ -33,69 +42,69 @@ def step(title: str) -> None:
 
 
 def build_models() -> dict[str, Path]:
-    artifacts = {"minilm": OUT / "artifacts" / "minilm", "minilm-int8": OUT / "artifacts" / "minilm-int8"}
-    options = {
-        "minilm": BuildOptions(name="minilm", force=True),
-        "minilm-int8": BuildOptions(name="minilm-int8", precision="int8", force=True),
+    artifacts = OUT / "artifacts"
+    iris_source = OUT / "iris.skops"
+    accuracy = train_and_save(iris_source)
+    console.print(f"trained iris classifier (held-out accuracy {accuracy:.2f}) → {iris_source}")
+    builds = {
+        "minilm": (BUNDLED_SOURCE, BuildOptions(name="minilm", force=True)),
+        "minilm-int8": (BUNDLED_SOURCE, BuildOptions(name="minilm-int8", precision="int8", force=True)),
+        "iris": (str(iris_source), BuildOptions(name="iris", force=True)),
     }
     table = Table("artifact", "precision", "model.onnx MiB", "verification", "build s")
-    for name, path in artifacts.items():
+    paths: dict[str, Path] = {}
+    for name, (source, options) in builds.items():
         started = time.perf_counter()
-        manifest = build_artifact(BUNDLED_SOURCE, path, options[name])
+        manifest = build_artifact(source, artifacts / name, options)
         check = manifest.verification[0]
-        size_mib = (path / manifest.model_file).stat().st_size / 2**20
+        size_mib = (artifacts / name / manifest.model_file).stat().st_size / 2**20
         table.add_row(
             name,
             manifest.precision,
             f"{size_mib:.1f}",
-            f"{check.metric} {check.value:.4f} ≥ {check.threshold}",
+            f"{check.metric} {check.value:.4f} (bar {check.threshold})",
             f"{time.perf_counter() - started:.1f}",
         )
+        paths[name] = artifacts / name
     console.print(table)
-    return artifacts
+    return paths
 
 
-@contextlib.contextmanager
-def serving(artifacts: dict[str, Path]) -> Iterator[str]:
-    port_file = OUT / "serve.port"
-    port_file.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "modelfleet.cli.main",
-        "serve",
-        "--port",
-        "0",
-        "--port-file",
-        str(port_file),
-    ]
-    for path in artifacts.values():
-        command += ["--model", str(path)]
-    process = subprocess.Popen(command)
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
-        if not port_file.exists():
-            sys.exit("the server did not start; see the messages above")
-        url = f"127.0.0.1:{port_file.read_text().strip()}"
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{url}/v2/health/ready").status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def query(url: str, models: list[str]) -> None:
+def write_fleet_spec(artifacts: dict[str, Path]) -> Path:
+    spec = {
+        "name": "demo",
+        "models": [
+            {"name": "minilm", "path": str(artifacts["minilm"]), "batching": {"max_batch_size": 32}},
+            {
+                "name": "minilm-int8",
+                "path": str(artifacts["minilm-int8"]),
+                "batching": {"max_batch_size": 32},
+            },
+            {"name": "iris", "path": str(artifacts["iris"])},
+        ],
+        "pools": [
+            {"name": "cpu", "replicas": 2, "workers": 1, "resources": {"cpu_cores": 1, "memory_mib": 1024}}
+        ],
+        "router": {"port": free_port()},
+        "auth": {"enabled": False},  # a local try-out on loopback; `fleet render` turns auth on
+    }
+    path = OUT / "fleet.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def query(router_url: str) -> None:
     import tritonclient.http as triton
 
-    client = triton.InferenceServerClient(url)
-    table = Table("model", "embeddings shape", "related pair cosine", "unrelated pair cosine")
-    for model in models:
+    client = triton.InferenceServerClient(router_url.removeprefix("http://"))
+    table = Table("model", "output", "check")
+    for model in ("minilm", "minilm-int8"):
 
         def embed(texts: list[bytes], model: str = model) -> np.ndarray:
             tensor = triton.InferInput("text", [len(texts)], "BYTES")
@@ -104,22 +113,67 @@ def query(url: str, models: list[str]) -> None:
 
         related, unrelated = embed(RELATED), embed(UNRELATED)
         table.add_row(
-            model, str(related.shape), f"{related[0] @ related[1]:.3f}", f"{unrelated[0] @ unrelated[1]:.3f}"
+            model,
+            f"embedding {related.dtype}{list(related.shape)}",
+            f"cosine related {related[0] @ related[1]:.3f} vs unrelated {unrelated[0] @ unrelated[1]:.3f}",
         )
+    rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+    tensor = triton.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    result = client.infer("iris", [tensor])
+    table.add_row("iris", f"label {result.as_numpy('label').tolist()}", "setosa, virginica expected: [0, 2]")
     console.print(table)
+
+
+def bench(spec_path: Path) -> tuple[Path, int]:
+    results = OUT / "bench-results.json"
+    command = [
+        *MODELFLEET,
+        "bench",
+        "run",
+        "--fleet",
+        str(spec_path),
+        "--state-dir",
+        str(STATE),
+        "--mode",
+        "open",
+        "--rate",
+        "20,40,80",
+        "--duration-s",
+        "6",
+        "--warmup-s",
+        "1",
+        "--slo",
+        "p99<500ms,error_rate<1%",
+        "-o",
+        str(results),
+    ]
+    console.print("$ " + " ".join(command[2:]))
+    gate = subprocess.run(command).returncode
+    report = OUT / "report.html"
+    subprocess.run([*MODELFLEET, "report", str(results), "-o", str(report)], check=True)
+    return report, gate
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(exist_ok=True)
-    step("1. build the bundled all-MiniLM-L6-v2 (fp32 and int8, verified against the source)")
+    step("1. build: bundled MiniLM (fp32, int8) and a scikit-learn model, verified against their sources")
     artifacts = build_models()
-    step("2. serve both models from one process (dynamic batching, Open Inference Protocol V2)")
-    with serving(artifacts) as url:
-        console.print(f"server ready at http://{url}")
-        step("3. query them with tritonclient (binary tensors)")
-        query(url, list(artifacts))
-    console.print(f"[green]done[/] — artifacts in {OUT / 'artifacts'}")
+    step("2. fleet up: 3 models, 2 supervised replicas each group, one router")
+    spec_path = write_fleet_spec(artifacts)
+    state = start_fleet(spec_path, state_root=STATE, progress=lambda line: console.print(f"  {line}"))
+    try:
+        step("3. query every model through the router (tritonclient, binary tensors)")
+        query(state.router_url)
+        step("4. bench through the router: open loop, rate sweep, SLO gates")
+        report, gate = bench(spec_path)
+    finally:
+        step("5. fleet down")
+        stop_fleet("demo", state_root=STATE)
+        console.print("fleet stopped")
+    verdict = "[green]SLOs met[/]" if gate == 0 else f"[yellow]an SLO gate failed (exit {gate})[/]"
+    console.print(f"\n{verdict} — report: [bold]{report}[/] (open it in a browser; it works offline)")
 
 
 if __name__ == "__main__":
