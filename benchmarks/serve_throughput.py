@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
+
+from modelfleet.manifest import read_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import WrkResult, free_port, require_wrk, run_wrk, server_process, write_result
@@ -56,24 +61,52 @@ def build_artifacts(work: Path) -> tuple[Path, Path]:
     return minilm, iris
 
 
-def measure_ceiling(artifact: Path, duration_s: float) -> tuple[int, float, dict[int, float]]:
-    """Embeddings/s of tokenize + ORT in this process, per batch size; returns the best."""
+def _run_until(model: Any, texts: np.ndarray, stop_at: float, counts: list[int], index: int) -> None:
+    while time.perf_counter() < stop_at:
+        model.predict({"text": texts})
+        counts[index] += len(texts)
+
+
+def measure_ceiling(artifact: Path, duration_s: float) -> tuple[str, int, float, dict[str, dict[int, float]]]:
+    """Embeddings/s of tokenize + ORT in this process, no HTTP, for each thread layout and batch size.
+
+    Two layouts: one session using every core, and one single-threaded session per core run from parallel
+    threads (ORT releases the GIL). Returns the best (layout, batch size, rate) and every figure.
+    """
     from modelfleet.runtime import load_model
     from modelfleet.runtime.onnx import default_intra_op_threads
 
-    model = load_model(artifact, intra_op_threads=default_intra_op_threads(1))
-    rates: dict[int, float] = {}
-    for batch_size in (1, 8, 16, 32, 64, 128):
-        texts = np.array([SENTENCE.encode()] * batch_size, dtype=object)
-        model.predict({"text": texts})
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < duration_s:
-            model.predict({"text": texts})
-            done += batch_size
-        rates[batch_size] = done / (time.perf_counter() - started)
-    model.close()
-    best = max(rates, key=rates.__getitem__)
-    return best, rates[best], rates
+    cores = default_intra_op_threads(1)
+    layouts = {
+        f"1 session x {cores} threads": [load_model(artifact, intra_op_threads=cores)],
+        f"{cores} sessions x 1 thread": [load_model(artifact, intra_op_threads=1) for _ in range(cores)],
+    }
+    rates: dict[str, dict[int, float]] = {}
+    for layout, models in layouts.items():
+        rates[layout] = {}
+        for batch_size in (1, 8, 16, 32, 64, 128):
+            texts = np.array([SENTENCE.encode()] * batch_size, dtype=object)
+            counts = [0] * len(models)
+            for model in models:
+                model.predict({"text": texts})
+            stop_at = time.perf_counter() + duration_s
+
+            threads = [
+                threading.Thread(target=_run_until, args=(model, texts, stop_at, counts, i))
+                for i, model in enumerate(models)
+            ]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            rates[layout][batch_size] = sum(counts) / (time.perf_counter() - started)
+        for model in models:
+            model.close()
+    layout, batch = max(
+        ((name, b) for name in rates for b in rates[name]), key=lambda nb: rates[nb[0]][nb[1]]
+    )
+    return layout, batch, rates[layout][batch], rates
 
 
 def load_points(
@@ -81,7 +114,10 @@ def load_points(
 ) -> tuple[list[WrkResult], float]:
     run_wrk(url, body, 64, warmup_s)
     results = [run_wrk(url, body, connections, duration_s) for connections in CONNECTIONS]
-    return results, psutil.Process(pid).memory_info().rss / 2**20
+    server = psutil.Process(pid)
+    # With --workers N the parent only supervises: count every worker process too.
+    processes = [server, *server.children(recursive=True)]
+    return results, sum(p.memory_info().rss for p in processes) / 2**20
 
 
 def ratio(a: float, b: float) -> str:
@@ -108,26 +144,42 @@ def main() -> None:
         minilm, iris = build_artifacts(work)
 
     print("in-process ceiling …", flush=True)
-    best_batch, ceiling, ceiling_rates = measure_ceiling(minilm, min(duration_s, 5.0))
-    print(f"  best batch {best_batch}: {ceiling:.1f} embeddings/s", flush=True)
+    best_layout, best_batch, ceiling, ceiling_rates = measure_ceiling(minilm, min(duration_s, 5.0))
+    print(f"  best: {best_layout}, batch {best_batch}: {ceiling:.1f} embeddings/s", flush=True)
 
     port_mf, port_ref = free_port(), free_port()
     mf_url, ref_url = f"http://127.0.0.1:{port_mf}", f"http://127.0.0.1:{port_ref}"
     serve_flags = ["--max-batch-size", str(args.max_batch_size), "--max-delay-s", str(args.max_delay_s)]
-    print("modelfleet serve …", flush=True)
-    with server_process(
-        [*MODELFLEET, "--model", str(minilm), "--port", str(port_mf), *serve_flags], mf_url
-    ) as process:
-        mf_results, mf_rss_mib = load_points(
-            f"{mf_url}/v2/models/minilm/infer", TEXT_BODY, duration_s, warmup_s, process.pid
-        )
+    model_name = read_manifest(minilm).name
+
+    def infer_url(base: str) -> str:
+        return f"{base}/v2/models/{model_name}/infer"
+
+    cores = os.cpu_count() or 1
+    runs: dict[int, tuple[list[WrkResult], float]] = {}
+    for workers in sorted({1, cores}):
+        print(f"modelfleet serve --workers {workers} …", flush=True)
+        command = [
+            *MODELFLEET,
+            "--model",
+            str(minilm),
+            "--port",
+            str(port_mf),
+            "--workers",
+            str(workers),
+            *serve_flags,
+        ]
+        with server_process(command, mf_url) as process:
+            runs[workers] = load_points(infer_url(mf_url), TEXT_BODY, duration_s, warmup_s, process.pid)
+    best_workers = max(runs, key=lambda w: runs[w][0][-1].requests_per_s)
+    mf_results, mf_rss_mib = runs[best_workers]
     print("reference server (FastAPI, no batching) …", flush=True)
     reference = [sys.executable, str(Path(__file__).parent / "reference_server.py")]
     with server_process(
         [*reference, "--artifact", str(minilm), "--port", str(port_ref)], ref_url, "/docs"
     ) as process:
         ref_results, ref_rss_mib = load_points(
-            f"{ref_url}/v2/models/minilm/infer", TEXT_BODY, duration_s, warmup_s, process.pid
+            infer_url(ref_url), TEXT_BODY, duration_s, warmup_s, process.pid
         )
 
     print("serving overhead pair (iris vs constant endpoint) …", flush=True)
@@ -165,16 +217,30 @@ def main() -> None:
             overhead_ratio >= 1.0,
         ),
     ]
-    ceiling_table = " · ".join(f"batch {b}: {r:.0f}/s" for b, r in ceiling_rates.items())
+    ceiling_table = "\n".join(
+        f"- {layout}: " + " · ".join(f"batch {b}: {r:.0f}/s" for b, r in by_batch.items())
+        for layout, by_batch in ceiling_rates.items()
+    )
+    worker_rows = [
+        f"| {w} | {res[0].requests_per_s:.1f} | {res[1].requests_per_s:.1f} | {res[2].requests_per_s:.1f} | {res[2].p99_s * 1e3:.0f} |"
+        for w, (res, _) in sorted(runs.items())
+    ]
     body = "\n".join(
         [
             f"Model: bundled all-MiniLM-L6-v2, fp32 ONNX; one sentence per request ({len(SENTENCE)} characters).",
-            f"modelfleet flags: `{' '.join(serve_flags)}`, 1 worker. wrk: 1 thread, {duration_s:.0f} s per point after a {warmup_s:.0f} s warm-up at 64 connections.",
+            f"modelfleet flags: `{' '.join(serve_flags)}`. wrk: 1 thread, {duration_s:.0f} s per point after a {warmup_s:.0f} s warm-up at 64 connections.",
             "",
             "## In-process ceiling (tokenize + ONNX Runtime, no HTTP)",
-            f"Best: **{ceiling:.1f} embeddings/s** at batch {best_batch}. ({ceiling_table})",
+            f"Best: **{ceiling:.1f} embeddings/s** with {best_layout}, batch {best_batch}.",
             "",
-            "## modelfleet serve vs reference server (MiniLM)",
+            ceiling_table,
+            "",
+            "## modelfleet serve: workers (ONNX Runtime threads per worker = cores ÷ workers)",
+            "| workers | emb/s at 1 | at 16 | at 64 | p99 ms at 64 |",
+            "|---|---|---|---|---|",
+            *worker_rows,
+            "",
+            f"## modelfleet serve (--workers {best_workers}, the faster) vs reference server (MiniLM)",
             *rows,
             "",
             f"Resident memory after the run: modelfleet {mf_rss_mib:.0f} MiB, reference {ref_rss_mib:.0f} MiB.",
