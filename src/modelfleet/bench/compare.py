@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.bench.charts import PALETTE, Chart, Series, page, render
-from modelfleet.bench.files import write_atomic
 from modelfleet.bench.report import sweep_chart
 from modelfleet.bench.results import BenchResult, PointResult
+from modelfleet.fileio import write_atomic
 
 NEUTRAL_BAND = 0.05
 

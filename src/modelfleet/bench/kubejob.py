@@ -17,24 +17,10 @@ import yaml
 from modelfleet.bench.targets import model_targets
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput
+from modelfleet.yamlio import dump_manifests
 
 CONFIG_DIR = "/etc/modelfleet-bench"
 _MAX_CONFIGMAP_BYTES = 900_000  # Kubernetes caps a ConfigMap at 1 MiB; leave room for the specs
-
-
-class _Dumper(yaml.SafeDumper):
-    """Plain manifests: no anchors or aliases, multi-line strings (the pod specs) as readable blocks."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,4 +203,4 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
         f"#   kubectl apply -f job.yaml && kubectl wait -n {options.namespace} --for=condition=complete job/{options.name} --timeout=1h\n"
         f"#   {job['metadata']['annotations']['modelfleet.io/merge']}\n"  # type: ignore[index]
     )
-    return header + yaml.dump_all([config_map, job], Dumper=_Dumper, sort_keys=False)
+    return header + dump_manifests([config_map, job])

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelfleet.bench.targets import parse_model_option
 from modelfleet.config.base import parse_spec
 from modelfleet.config.bench import BenchSpec
-from modelfleet.errors import InvalidInput, NotFound, SpecError
+from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.yamlio import read_yaml_mapping
 
 DEFAULT_DURATION_S = 10.0
 
@@ -82,17 +81,7 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise NotFound(f"bench config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level")
-    return data
+    return read_yaml_mapping(path, "bench config")
 
 
 def _model_lines(path: Path) -> list[str]:

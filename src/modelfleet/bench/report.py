@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from modelfleet.bench.charts import PALETTE, Chart, Series, fmt_number, page, render
-from modelfleet.bench.files import write_atomic
 from modelfleet.bench.results import BenchResult, PointResult, WindowRaw, read_result
+from modelfleet.fileio import write_atomic
 
 _PASS = '<span class="badge pass">pass</span>'
 _FAIL = '<span class="badge fail">FAIL</span>'

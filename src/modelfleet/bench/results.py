@@ -14,8 +14,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelfleet.bench.files import write_atomic
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.fileio import write_atomic
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "modelfleet.bench.result"

@@ -21,7 +21,6 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
-import yaml
 
 from modelfleet import __version__
 from modelfleet.bench.transport import Origin
@@ -31,6 +30,7 @@ from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SpecError, Unavailable
 from modelfleet.manifest import read_manifest
 from modelfleet.types import Datatype, ModelRef
+from modelfleet.yamlio import read_yaml_mapping
 
 SAMPLE_PLACEHOLDER = "{{sample}}"
 MAX_BODIES_PER_ENDPOINT = 1024  # distinct bodies kept per endpoint; requests cycle through them
@@ -96,14 +96,7 @@ SPEC_ADAPTERS: tuple[tuple[type[SpecModel], SpecAdapter], ...] = ((ServeSpec, ta
 
 def targets_from_spec_file(path: Path) -> list[ModelTarget]:
     """Read any spec an adapter knows and return its model targets."""
-    if not path.is_file():
-        raise NotFound(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise SpecError(f"{path}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path)
     first_error: SpecError | None = None
     for spec_type, adapter in SPEC_ADAPTERS:
         try:

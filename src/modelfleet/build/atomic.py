@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelfleet.errors import Conflict, InvalidInput
+from modelfleet.fileio import fsync_dir
 
 _FOLDER_MODE = 0o755
 
@@ -34,16 +35,8 @@ def fsync_tree(root: Path) -> None:
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
         elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_dir(path)
+    fsync_dir(root)
 
 
 @contextlib.contextmanager
@@ -67,7 +60,7 @@ def _move_into_place(staging: Path, output: Path, force: bool) -> None:
     check_output_free(output, force)  # again: another process may have written it meanwhile
     if not output.exists():
         os.rename(staging, output)
-        _fsync_dir(output.parent)
+        fsync_dir(output.parent)
         return
     # Replacing: move the old folder aside first so a failed rename can put it back.
     retired = Path(tempfile.mkdtemp(prefix=f"{output.name}.old-", dir=output.parent))
@@ -78,5 +71,5 @@ def _move_into_place(staging: Path, output: Path, force: bool) -> None:
     except BaseException:
         os.rename(retired, output)
         raise
-    _fsync_dir(output.parent)
+    fsync_dir(output.parent)
     shutil.rmtree(retired, ignore_errors=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelfleet.errors import NotFound, SpecError
+from modelfleet.errors import SpecError
+from modelfleet.yamlio import read_yaml_mapping
 
 
 class SpecModel(BaseModel):
@@ -41,16 +41,7 @@ def parse_spec(data: object, spec_type: type[SpecT], source: str = "spec") -> Sp
 def load_spec(path: Path | str, spec_type: type[SpecT]) -> SpecT:
     """Read a YAML (or JSON) spec file and validate it, with errors that name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     # Paths inside a spec are relative to the spec file, as a user reading the file would expect.
     spec = parse_spec(data, spec_type, str(path))
     resolve = getattr(spec, "resolve_paths", None)

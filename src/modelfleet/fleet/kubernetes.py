@@ -23,6 +23,7 @@ from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, Res
 from modelfleet.errors import InvalidInput
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 from modelfleet.fleet.router_config import Upstream, router_settings
+from modelfleet.yamlio import dump_manifest, dump_manifests
 
 Manifest = dict[str, Any]
 
@@ -603,23 +604,8 @@ def render_fleet(plan: FleetPlan) -> list[Manifest]:
     return fresh
 
 
-class _ManifestDumper(yaml.SafeDumper):
-    """Block style for multi-line strings (readable ConfigMaps) and no YAML anchors or aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_ManifestDumper.add_representer(str, _represent_str)
-
-
 def dump_yaml(obj: Any) -> str:
-    return yaml.dump(obj, Dumper=_ManifestDumper, sort_keys=False)
+    return dump_manifest(obj)
 
 
 def manifest_file_name(obj: Manifest) -> str:
@@ -653,7 +639,7 @@ def write_manifests(objects: list[Manifest], out_dir: Path) -> list[Path]:
 
 def manifests_to_yaml(objects: list[Manifest]) -> str:
     """A single multi-document YAML stream, for `fleet render` without `-o`."""
-    return yaml.dump_all(objects, Dumper=_ManifestDumper, sort_keys=False)
+    return dump_manifests(objects)
 
 
 def manifests_to_json(objects: list[Manifest]) -> str:

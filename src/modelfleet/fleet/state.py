@@ -16,9 +16,7 @@ Writes are atomic (temporary file, then rename), so a reader never sees half a s
 from __future__ import annotations
 
 import json
-import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, Literal
 import psutil
 from pydantic import BaseModel, Field
 
+from modelfleet import fileio
 from modelfleet.config.fleet import LocalConfig
 from modelfleet.errors import InvalidInput, NotFound
 
@@ -117,15 +116,7 @@ class FleetPaths:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fileio.write_atomic(path, text.encode("utf-8"))
 
 
 def write_state(paths: FleetPaths, state: FleetState) -> None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers import (
 )
 
 from modelfleet.errors import IntegrityError, InvalidInput
+from modelfleet.fileio import fsync_dir
 
 CHUNK_BYTES = 1 << 20
 ENCRYPTION_KEY_BYTES = 32
@@ -42,15 +43,6 @@ _HEX = frozenset("0123456789abcdef")
 
 def is_sha256_hex(text: str) -> bool:
     return len(text) == 64 and set(text) <= _HEX
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable (POSIX needs the directory itself synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Readable(Protocol):

@@ -23,10 +23,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from modelfleet.fileio import fsync_dir
 from modelfleet.manifest import MANIFEST_FILE
 from modelfleet.registry import index
 from modelfleet.registry.aliases import check_alias_name
-from modelfleet.registry.blobs import BlobStore, fsync_dir, is_sha256_hex
+from modelfleet.registry.blobs import BlobStore, is_sha256_hex
 from modelfleet.registry.checkout import check_relative_path
 from modelfleet.registry.models import AliasEvent, ExportReport, ImportReport, ModelVersion
 

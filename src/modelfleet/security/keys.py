@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.fileio import write_atomic
 from modelfleet.security.scopes import parse_scopes
 
 KEY_PREFIX = "mf_"
@@ -195,22 +196,7 @@ class KeyStore:
             json.dumps(KeysFile(keys=records).model_dump(mode="json"), indent=2, sort_keys=True).encode()
             + b"\n"
         )
-        temp = self.path.with_name(f".{self.path.name}.tmp-{secrets.token_hex(4)}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, data, mode=0o600)  # keys file: owner only
 
 
 def _new_id(taken: set[str]) -> str:

@@ -25,6 +25,7 @@ import uvicorn
 
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.fileio import write_atomic
 from modelfleet.server.dataplane import DataPlane
 
 log = logging.getLogger("modelfleet.server")
@@ -219,6 +220,4 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
 
 
 def write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{port}\n".encode())
