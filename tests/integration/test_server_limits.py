@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import yaml
+from tests.serving import serve
 from tritonclient.utils import InferenceServerException
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
-from tests.serving import serve
 
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
 

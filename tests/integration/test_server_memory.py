@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 import psutil
-from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 from tests.serving import serve
+
+from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 
 
 def _settled_rss_bytes(pid: int) -> int:

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from tests.serving import RunningServer, serve
 from tritonclient.utils import InferenceServerException
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
-from tests.serving import RunningServer, serve
 
 SENTENCES = [
     b"A man is playing a guitar.",

@@ -27,5 +27,7 @@ def _spec_models() -> list[type[BaseModel]]:
 
 @pytest.mark.parametrize("model", _spec_models(), ids=lambda m: f"{m.__module__}.{m.__name__}")
 def test_every_field_has_a_description(model: type[BaseModel]) -> None:
-    undocumented = [name for name, field in model.model_fields.items() if not (field.description or "").strip()]
+    undocumented = [
+        name for name, field in model.model_fields.items() if not (field.description or "").strip()
+    ]
     assert not undocumented, f"{model.__name__} fields without description=: {undocumented}"
