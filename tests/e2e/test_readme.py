@@ -1,0 +1,62 @@
+"""The README's commands exist and its library example runs as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _commands() -> list[list[str]]:
+    """`modelfleet GROUP [SUBCOMMAND]` of every command line in the README's bash blocks."""
+    found: set[tuple[str, ...]] = set()
+    for block in _blocks("bash"):
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line.startswith("modelfleet "):
+                continue
+            words = [w for w in shlex.split(line)[1:] if not w.startswith("-")]
+            found.add(tuple(words[:2]))
+    return [list(words) for words in sorted(found)]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    first_block = _blocks("bash")[0]
+    assert first_block.splitlines()[0].startswith("make demo")
+    assert first_block.splitlines()[1].startswith("make test")
+
+
+@pytest.mark.parametrize("words", _commands(), ids=" ".join)
+def test_every_readme_command_exists(words: list[str]) -> None:
+    # A subcommand position may hold an argument (a path): fall back to the group's help.
+    result = subprocess.run([*MODELFLEET, *words, "--help"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        result = subprocess.run([*MODELFLEET, words[0], "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_library_example_runs(tmp_path: Path) -> None:
+    example = next(block for block in _blocks("python") if "build_artifact" in block)
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) >= 0.98  # the int8 build's min cosine similarity
+    assert (tmp_path / "registry").is_dir()
