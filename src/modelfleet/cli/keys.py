@@ -6,15 +6,13 @@ ever prints or logs it. Admin actions go to the audit log (`audit.jsonl` beside 
 
 from __future__ import annotations
 
-import getpass
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from modelfleet.cli.common import console, err_console, print_json
+from modelfleet.cli.common import Actor, actor_name, console, err_console, print_json
 
 if TYPE_CHECKING:
     from modelfleet.security.audit import AuditLog
@@ -43,10 +41,6 @@ AuditPath = Annotated[
         help="Audit log [default: audit.jsonl beside the keys file].",
     ),
 ]
-Actor = Annotated[
-    str | None,
-    typer.Option("--actor", envvar="MODELFLEET_ACTOR", help="Who to record [default: your user name]."),
-]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
@@ -68,15 +62,6 @@ def _audit(keys_file: Path | None, audit_log: Path | None) -> AuditLog:
     from modelfleet.security.audit import AuditLog
 
     return AuditLog(audit_log or _keys_path(keys_file).parent / "audit.jsonl")
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
 
 
 def _key_id(text: str) -> str:
@@ -103,7 +88,7 @@ def create_command(
     as_json: Json = False,
 ) -> None:
     """Create a key and print it once. Only its salted hash is stored."""
-    who = _actor(actor)
+    who = actor_name(actor)
     store = _store(keys_file)
     created = store.create(
         name, scope, actor=who, expires_in_s=None if expires_in_days is None else expires_in_days * 86_400
@@ -168,7 +153,7 @@ def revoke_command(
     as_json: Json = False,
 ) -> None:
     """Revoke a key. Running servers reject it within a second of the keys file changing."""
-    who = _actor(actor)
+    who = actor_name(actor)
     record = _store(keys_file).revoke(_key_id(key_id), actor=who, reason=reason)
     _audit(keys_file, audit_log).record("keys.revoke", actor=who, key_id=record.key_id, reason=reason)
     if as_json:

@@ -7,7 +7,6 @@ Every command wraps one `modelfleet.registry.Registry` method. Admin actions als
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from modelfleet.cli.common import console, err_console, print_json
+from modelfleet.cli.common import Actor, actor_name, console, err_console, print_json
 from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -62,10 +61,6 @@ AuditPath = Annotated[
         help="Audit log (JSON lines) [default: <root>/audit.jsonl].",
     ),
 ]
-Actor = Annotated[
-    str | None,
-    typer.Option("--actor", envvar="MODELFLEET_ACTOR", help="Who to record [default: your user name]."),
-]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 TrustedKeys = Annotated[
     list[Path] | None,
@@ -100,15 +95,6 @@ def _open(root: Path | None, key_file: Path | None, create: bool = True) -> Regi
     from modelfleet.registry import Registry
 
     return Registry(_root(root), read_encryption_key(key_file), create=create)
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
 
 
 def _audit(root: Path | None, audit_log: Path | None) -> AuditLog:
@@ -221,7 +207,7 @@ def add_command(
 
     data_sha256 = digest_path(training_data) if training_data is not None else training_data_sha256
     registry = _open(root, encryption_key_file)
-    who = _actor(actor)
+    who = actor_name(actor)
     with _progress(f"registering {artifact_dir}") as progress:
         version = registry.add(
             artifact_dir,
@@ -323,7 +309,7 @@ def alias_command(
     as_json: Json = False,
 ) -> None:
     """Point an alias at a version."""
-    who = _actor(actor)
+    who = actor_name(actor)
     event = _open(root, encryption_key_file, create=False).alias(ref, alias, actor=who, reason=reason)
     _print_event("registry.alias", event, root, audit_log, as_json)
 
@@ -341,7 +327,7 @@ def promote_command(
 ) -> None:
     """Point an alias (production by default) at a version; the one it replaces stays registered."""
     event = _open(root, encryption_key_file, create=False).promote(
-        ref, alias=to, actor=_actor(actor), reason=reason
+        ref, alias=to, actor=actor_name(actor), reason=reason
     )
     _print_event("registry.promote", event, root, audit_log, as_json)
 
@@ -362,7 +348,7 @@ def rollback_command(
 ) -> None:
     """Move an alias back to the version it pointed at before its last promotion."""
     event = _open(root, encryption_key_file, create=False).rollback(
-        name, alias=alias, to_version=to, actor=_actor(actor), reason=reason
+        name, alias=alias, to_version=to, actor=actor_name(actor), reason=reason
     )
     _print_event("registry.rollback", event, root, audit_log, as_json)
 
@@ -468,7 +454,7 @@ def gc_command(
     if not dry_run:
         _audit(root, audit_log).record(
             "registry.gc",
-            actor=_actor(actor),
+            actor=actor_name(actor),
             removed_blobs=report.removed_blobs,
             freed_bytes=report.freed_bytes,
         )
@@ -521,7 +507,7 @@ def import_command(
     with _progress(f"importing {bundle}") as progress:
         report = registry.import_bundle(bundle, progress=progress)
     _audit(root, audit_log).record(
-        "registry.import", actor=_actor(actor), bundle=str(bundle), versions_added=report.versions_added
+        "registry.import", actor=actor_name(actor), bundle=str(bundle), versions_added=report.versions_added
     )
     if as_json:
         print_json(report.model_dump(mode="json"))
@@ -550,7 +536,7 @@ def sign_command(
     """Sign a version's name, number and file hashes with Ed25519."""
     registry = _open(root, encryption_key_file, create=False)
     version = registry.get(ref)
-    who = _actor(actor)
+    who = actor_name(actor)
     from modelfleet.registry import load_private_key
 
     record = registry.sign(version.ref, load_private_key(key), actor=who)
