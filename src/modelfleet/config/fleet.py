@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from modelfleet.config.base import SpecModel
-from modelfleet.config.serve import BatchingConfig
+from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
 
 # Kubernetes object names: DNS-1123 labels. Group names get a suffix, so keep room for it.
@@ -175,7 +175,7 @@ class SloConfig(SpecModel):
     )
 
 
-class FleetModelConfig(SpecModel):
+class FleetModelConfig(ModelRuntimeConfig):
     """One model of the fleet. Mirrors the serve spec's model entry, plus placement and objectives."""
 
     name: str = Field(description="Name clients use in /v2/models/NAME; unique in the fleet.")
@@ -196,21 +196,6 @@ class FleetModelConfig(SpecModel):
         default=None,
         ge=1,
         description="Estimated memory of the loaded model in MiB; when absent it is estimated from the artifact's files.",
-    )
-    batching: BatchingConfig = Field(
-        default_factory=BatchingConfig, description="Dynamic batching, as in the serve spec."
-    )
-    instances: int = Field(
-        default=1, ge=1, le=64, description="Model runs that may execute at once in one process."
-    )
-    intra_op_threads: int = Field(
-        default=0, ge=0, description="ONNX Runtime threads per run; 0 lets the server pick."
-    )
-    timeout_s: float = Field(
-        default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after)."
-    )
-    warmup_runs: int = Field(
-        default=2, ge=0, description="Runs on generated inputs before the model reports ready."
     )
     slo: SloConfig = Field(
         default_factory=SloConfig, description="Latency and error objective for this model."

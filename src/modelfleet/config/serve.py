@@ -33,12 +33,9 @@ class BatchingConfig(SpecModel):
     )
 
 
-class ModelConfig(SpecModel):
-    """One model to serve."""
+class ModelRuntimeConfig(SpecModel):
+    """How a server runs one model: shared by the serve spec and the fleet spec's model entries."""
 
-    path: Path | None = Field(default=None, description="Artifact folder written by `modelfleet build`.")
-    ref: str | None = Field(default=None, description="Registry reference NAME, NAME:VERSION or NAME@ALIAS.")
-    name: str | None = Field(default=None, description="Name clients use; defaults to the artifact's name.")
     batching: BatchingConfig = Field(
         default_factory=BatchingConfig, description="Dynamic batching for this model."
     )
@@ -54,6 +51,18 @@ class ModelConfig(SpecModel):
     warmup_runs: int = Field(
         default=2, ge=0, description="Runs on generated inputs before the model reports ready."
     )
+
+    def runtime_fields(self) -> dict[str, object]:
+        """These settings alone, to build another spec's model entry from this one."""
+        return self.model_dump(include=set(ModelRuntimeConfig.model_fields))
+
+
+class ModelConfig(ModelRuntimeConfig):
+    """One model to serve."""
+
+    path: Path | None = Field(default=None, description="Artifact folder written by `modelfleet build`.")
+    ref: str | None = Field(default=None, description="Registry reference NAME, NAME:VERSION or NAME@ALIAS.")
+    name: str | None = Field(default=None, description="Name clients use; defaults to the artifact's name.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

@@ -50,18 +50,7 @@ class ServerGroup:
         models = []
         for model in self.models:
             path = model.path if artifact_path is None or model.path is None else artifact_path(model)
-            models.append(
-                ModelConfig(
-                    path=path,
-                    ref=model.ref,
-                    name=model.name,
-                    batching=model.batching,
-                    instances=model.instances,
-                    intra_op_threads=model.intra_op_threads,
-                    timeout_s=model.timeout_s,
-                    warmup_runs=model.warmup_runs,
-                )
-            )
+            models.append(ModelConfig(path=path, ref=model.ref, name=model.name, **model.runtime_fields()))
         shutdown = {} if graceful_shutdown_s is None else {"graceful_shutdown_s": graceful_shutdown_s}
         server = ServerConfig(host=host, port=port, workers=self.pool.workers, **shutdown)
         auth = ServeAuthConfig() if keys_file is None else ServeAuthConfig(enabled=True, keys_file=keys_file)
