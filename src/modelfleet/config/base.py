@@ -16,6 +16,19 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    def resolve_path_fields(self, base: Path, *names: str) -> None:
+        """Make the named Path (or list-of-Path) fields absolute, relative to `base` (the spec's folder)."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, [_against(base, item) for item in value])
+            elif value is not None:
+                setattr(self, name, _against(base, value))
+
+
+def _against(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 

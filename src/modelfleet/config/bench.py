@@ -198,7 +198,4 @@ class BenchSpec(SpecModel):
                 raise ValueError(f"points.{number}: rnd mode needs `requests`")
 
     def resolve_paths(self, base: Path) -> None:
-        for attr in ("serve_spec", "samples_file", "requests_csv"):
-            value = getattr(self, attr)
-            if value is not None and not value.is_absolute():
-                setattr(self, attr, (base / value).resolve())
+        self.resolve_path_fields(base, "serve_spec", "samples_file", "requests_csv")

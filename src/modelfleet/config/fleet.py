@@ -223,8 +223,7 @@ class FleetModelConfig(ModelRuntimeConfig):
         return self
 
     def resolve_paths(self, base: Path) -> None:
-        if self.path is not None and not self.path.is_absolute():
-            self.path = (base / self.path).resolve()
+        self.resolve_path_fields(base, "path")
 
 
 class AuthConfig(SpecModel):
@@ -242,8 +241,7 @@ class AuthConfig(SpecModel):
     )
 
     def resolve_paths(self, base: Path) -> None:
-        if self.keys_file is not None and not self.keys_file.is_absolute():
-            self.keys_file = (base / self.keys_file).resolve()
+        self.resolve_path_fields(base, "keys_file")
 
 
 class ImageConfig(SpecModel):

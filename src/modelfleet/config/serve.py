@@ -73,8 +73,7 @@ class ModelConfig(ModelRuntimeConfig):
         return self
 
     def resolve_paths(self, base: Path) -> None:
-        if self.path is not None and not self.path.is_absolute():
-            self.path = (base / self.path).resolve()
+        self.resolve_path_fields(base, "path")
 
 
 class ServerConfig(SpecModel):
@@ -100,10 +99,7 @@ class ServerConfig(SpecModel):
     )
 
     def resolve_paths(self, base: Path) -> None:
-        for attr in ("tls_cert_file", "tls_key_file"):
-            value = getattr(self, attr)
-            if value is not None and not value.is_absolute():
-                setattr(self, attr, (base / value).resolve())
+        self.resolve_path_fields(base, "tls_cert_file", "tls_key_file")
 
 
 class AuthConfig(SpecModel):
@@ -127,10 +123,7 @@ class AuthConfig(SpecModel):
         return self
 
     def resolve_paths(self, base: Path) -> None:
-        for attr in ("keys_file", "audit_log"):
-            value = getattr(self, attr)
-            if value is not None and not value.is_absolute():
-                setattr(self, attr, (base / value).resolve())
+        self.resolve_path_fields(base, "keys_file", "audit_log")
 
 
 class RegistryConfig(SpecModel):
@@ -153,13 +146,7 @@ class RegistryConfig(SpecModel):
     )
 
     def resolve_paths(self, base: Path) -> None:
-        if self.root is not None and not self.root.is_absolute():
-            self.root = (base / self.root).resolve()
-        if self.encryption_key_file is not None and not self.encryption_key_file.is_absolute():
-            self.encryption_key_file = (base / self.encryption_key_file).resolve()
-        self.trusted_public_keys = [
-            p if p.is_absolute() else (base / p).resolve() for p in self.trusted_public_keys
-        ]
+        self.resolve_path_fields(base, "root", "encryption_key_file", "trusted_public_keys")
 
 
 class ServeSpec(SpecModel):
