@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import tritonclient.http as triton
 import yaml
@@ -144,5 +145,30 @@ def test_workers_share_one_port(tmp_path: Path, iris_artifact: Path) -> None:
         assert served >= 20, "metrics from every worker are merged into one exposition"
         pids = {line for line in metrics.splitlines() if line.startswith("modelfleet_model_ready")}
         assert pids
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+
+
+def _worker_processes(pid: int) -> list[psutil.Process]:
+    # multiprocessing's resource tracker is a child too; workers run spawn_main
+    return [child for child in psutil.Process(pid).children() if "spawn_main" in " ".join(child.cmdline())]
+
+
+def test_a_killed_worker_is_restarted_and_readiness_waits_for_it(tmp_path: Path, iris_artifact: Path) -> None:
+    with serve(["--model", str(iris_artifact), "--workers", "2"], tmp_path) as server:
+        workers = _worker_processes(server.process.pid)
+        assert len(workers) == 2
+        workers[0].kill()
+        statuses: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            statuses.append(httpx.get(f"{server.url}/v2/health/ready").status_code)
+            if 503 in statuses and statuses[-1] == 200:
+                break
+            time.sleep(0.05)
+        assert 503 in statuses, "a pod with a dead worker is not ready"
+        assert statuses[-1] == 200, "the supervisor restarted the worker and the pod is ready again"
+        replacement = {child.pid for child in _worker_processes(server.process.pid)}
+        assert workers[0].pid not in replacement and len(replacement) == 2
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0

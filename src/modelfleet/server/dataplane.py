@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from modelfleet import __version__
 from modelfleet.config.serve import ModelConfig
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailable
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, RepositoryIndexEntry, ServerMetadata
 from modelfleet.runtime.base import Arrays
@@ -31,6 +31,8 @@ class DataPlane:
         self.draining = False
         self.load_error: ModelfleetError | None = None
         self._loading: asyncio.Task[None] | None = None
+        # Other worker processes sharing this port: the pod is ready only when every one of them is.
+        self.peers_ready: Callable[[], bool] = lambda: True
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, on_fatal: Callable[[ModelfleetError], None] | None = None) -> None:
@@ -54,6 +56,24 @@ class DataPlane:
         if self._loading is not None:
             await self._loading
 
+    @property
+    def loading(self) -> bool:
+        """True until the models of the spec have been loaded (or failed to)."""
+        return self._loading is None or not self._loading.done()
+
+    def _entry(self, name: str, version: str | None, ready: bool = False) -> ModelEntry:
+        # A served name is only known once its artifact is open, so while the spec is still loading
+        # an unknown name may be one that is about to appear: answer "retry" (503), not "no such model".
+        try:
+            return self.repository.ready_entry(name, version) if ready else self.repository.get(name, version)
+        except NotFound:
+            if self.loading and self.load_error is None:
+                raise Unavailable(
+                    f"model '{name}' is not available yet: the server is still loading its models",
+                    retry_after_s=1.0,
+                ) from None
+            raise
+
     async def shutdown(self, drain_timeout_s: float) -> None:
         self.draining = True
         if self._loading is not None and not self._loading.done():
@@ -63,13 +83,19 @@ class DataPlane:
 
     # -- health and metadata --------------------------------------------------------------------
     def ready(self) -> bool:
-        return not self.draining and self.load_error is None and self.repository.all_ready()
+        return (
+            not self.draining
+            and not self.loading
+            and self.load_error is None
+            and self.repository.all_ready()
+            and self.peers_ready()
+        )
 
     def server_metadata(self) -> ServerMetadata:
         return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
 
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
-        entry = self.repository.get(name, version)
+        entry = self._entry(name, version)
         model = entry.model
         metadata: ModelMetadata = {
             "name": entry.name,
@@ -87,7 +113,10 @@ class DataPlane:
         return metadata
 
     def model_ready(self, name: str, version: str | None) -> bool:
-        return self.repository.get(name, version).state.value == "READY"
+        try:
+            return self._entry(name, version).state.value == "READY"
+        except Unavailable:
+            return False
 
     def repository_index(self) -> list[RepositoryIndexEntry]:
         return [
@@ -116,7 +145,7 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
-        entry = self.repository.ready_entry(name, version)
+        entry = self._entry(name, version, ready=True)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
             known = {spec.name for spec in entry.model.outputs}  # type: ignore[union-attr]

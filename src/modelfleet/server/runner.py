@@ -52,11 +52,30 @@ class _Result:
         self.error: ModelfleetError | None = None
 
 
+class _WorkerSlots:
+    """One shared byte per worker process: 1 once its models are loaded, 0 while (re)starting.
+
+    With SO_REUSEPORT the kernel hands each new connection to any worker, so a probe answered by a
+    loaded worker says nothing of the others: every worker reports ready only when all of them are.
+    """
+
+    def __init__(self, flags: Any, index: int) -> None:
+        self._flags = flags
+        self._index = index
+
+    def mark(self, loaded: bool) -> None:
+        self._flags[self._index] = 1 if loaded else 0
+
+    def all_loaded(self) -> bool:
+        return all(self._flags)
+
+
 def _run_uvicorn(
     spec: ServeSpec,
     sock: socket.socket,
     on_started: Callable[[], None] | None = None,
     app_factory: Callable[..., Any] | None = None,
+    slots: _WorkerSlots | None = None,
 ) -> _Result:
     import prometheus_client
 
@@ -74,6 +93,8 @@ def _run_uvicorn(
             server_box[0].should_exit = True
 
     app = (app_factory or create_app)(spec, on_fatal=on_fatal)
+    if slots is not None:
+        app.dataplane.peers_ready = slots.all_loaded
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -92,9 +113,13 @@ def _run_uvicorn(
     sock.listen(4096)
 
     async def main() -> None:
-        watcher = asyncio.get_running_loop().create_task(_announce_when_started(server, on_started))
+        watcher = asyncio.get_running_loop().create_task(
+            _announce_when_started(server, on_started, app.dataplane, slots)
+        )
         await server.serve(sockets=[sock])
         watcher.cancel()
+        if slots is not None:
+            slots.mark(False)
 
     try:
         import uvloop
@@ -105,11 +130,16 @@ def _run_uvicorn(
     return result
 
 
-async def _announce_when_started(server: Any, on_started: Callable[[], None] | None) -> None:
+async def _announce_when_started(
+    server: Any, on_started: Callable[[], None] | None, dataplane: DataPlane, slots: _WorkerSlots | None
+) -> None:
     while not server.started:
         await asyncio.sleep(0.01)
     if on_started is not None:
         on_started()
+    if slots is not None:
+        await dataplane.wait_loaded()
+        slots.mark(dataplane.load_error is None)
 
 
 class _DrainingServer(uvicorn.Server):
@@ -148,11 +178,11 @@ def serve(spec: ServeSpec, on_listening: Callable[[str, int], None] | None = Non
     return _serve_workers(spec, on_listening)
 
 
-def _worker_main(spec_json: str, port: int) -> None:
+def _worker_main(spec_json: str, port: int, loaded_flags: Any, index: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="modelfleet[%(process)d]: %(message)s")
     spec = ServeSpec.model_validate_json(spec_json)
     sock = bind_socket(spec.server.host, port, reuse_port=True)
-    result = _run_uvicorn(spec, sock)
+    result = _run_uvicorn(spec, sock, slots=_WorkerSlots(loaded_flags, index))
     if result.error is not None:
         sys.stderr.write(f"error: {result.error.message}\n")
         sys.exit(result.error.exit_code)
@@ -170,9 +200,13 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
     context = multiprocessing.get_context("spawn")
     spec_json = spec.model_dump_json()
     stopping = threading.Event()
+    loaded_flags = context.RawArray("b", spec.server.workers)
 
-    def start_worker() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker_main, args=(spec_json, port), daemon=False)
+    def start_worker(index: int) -> multiprocessing.process.BaseProcess:
+        loaded_flags[index] = 0
+        process = context.Process(
+            target=_worker_main, args=(spec_json, port, loaded_flags, index), daemon=False
+        )
         process.start()
         return process
 
@@ -180,7 +214,7 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    workers = [start_worker() for _ in range(spec.server.workers)]
+    workers = [start_worker(index) for index in range(spec.server.workers)]
     if on_listening is not None:
         on_listening(spec.server.host, port)
     restarts = [0] * len(workers)
@@ -191,6 +225,7 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
                 if process.is_alive():
                     continue
                 code = process.exitcode or 0
+                loaded_flags[index] = 0  # a killed worker cannot clear its own flag
                 mark_worker_dead(process.pid or 0)
                 if code in (2, 3, 4):  # bad spec, missing or corrupt model: restarting cannot help
                     log.error("worker %d exited with code %d; stopping", process.pid, code)
@@ -201,7 +236,7 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
                 log.warning("worker %d exited with code %d; restarting in %.1fs", process.pid, code, delay_s)
                 time.sleep(delay_s)
                 restarts[index] += 1
-                workers[index] = start_worker()
+                workers[index] = start_worker(index)
             stopping.wait(0.2)
     finally:
         for process in workers:
