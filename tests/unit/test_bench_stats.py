@@ -112,3 +112,23 @@ def test_bulk_recording_gives_exactly_the_counts_of_record_value() -> None:
         one_by_one.get_min_value(),
         one_by_one.get_max_value(),
     )
+
+
+def test_in_place_add_and_reset_match_the_library() -> None:
+    rng = random.Random(9)
+    first = [rng.randint(30, 900_000) for _ in range(4_000)]
+    second = [rng.randint(10, 2_000_000) for _ in range(4_000)]
+    target = _histogram(first)
+    assert stats.add_into(target, _histogram(second)) is target
+    assert stats.encode(target) == stats.encode(_histogram(first + second))
+    assert (target.get_min_value(), target.get_max_value()) == (
+        _histogram(first + second).get_min_value(),
+        _histogram(first + second).get_max_value(),
+    )
+
+    stats.reset(target)
+    assert target.get_total_count() == 0
+    assert stats.encode(target) == stats.encode(stats.new_histogram())
+    target.record_value(1234)  # a reset histogram records like a new one
+    assert stats.encode(target) == stats.encode(_histogram([1234]))
+    assert target.get_min_value() == _histogram([1234]).get_min_value()

@@ -1,7 +1,8 @@
 """The load generator of one process: open and closed loops on one event loop, recorded into HDR histograms.
 
 Open loop: a timer fires at each intended send time (from `arrivals`), sends every request that is due
-and re-arms for the next one. A slow response never delays a send; latency counts from the intended
+and re-arms for the next one; each response also sends whatever fell due while it was being read, so a
+burst of responses cannot hold sends back. A slow response never delays a send; latency counts from the intended
 send time (coordinated-omission corrected) and, separately, from the moment the request was written.
 A send that leaves more than ``late_send_threshold_s`` after its intended time is late: the generator
 fell behind, and a point with too many late sends is invalid. A send that had to wait because every
@@ -10,8 +11,7 @@ allowed connection was busy is *capped*: the target fell behind, and the correct
 Closed loop: ``concurrency`` users, each sending its next request the moment the previous one ends.
 
 Statistics: requests sent during ramp and warm-up are not measured. Measured responses go into
-per-window histograms by completion time; a closed window is encoded and added to the point's totals,
-so memory stays flat however long the point runs.
+per-window histograms by completion time (see `windows`), so memory stays flat however long the point runs.
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ import bisect
 import gc
 import random
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-import numpy as np
 import psutil
 
 from modelfleet.bench import stats
 from modelfleet.bench.arrivals import ArrivalSchedule
-from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw, WindowRaw
+from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw
 from modelfleet.bench.targets import PreparedEndpoint
 from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, TIMEOUT, ConnectionPool, Origin
+from modelfleet.bench.windows import LatencyWindows
+from modelfleet.heap import keep_freed_memory
 
 _now = time.monotonic
 _HEARTBEAT_S = 0.1
@@ -41,8 +41,6 @@ _HEARTBEAT_S = 0.1
 # spin). So a tick sends what is due within half a millisecond and never waits less than 1 ms; a send
 # that leaves early has its latency counted from the actual send, so it is never understated.
 _EARLY_S = 0.0005
-# Latencies buffered before a bulk record: ~0.5 ms of numpy work, 256 KiB of memory.
-_FLUSH_AT = 16_384
 _MIN_WAIT_S = 0.001
 _PROGRESS_EVERY_S = 0.5
 
@@ -168,27 +166,17 @@ class _PointRun:
         count = len(endpoints)
         self.ep_sent, self.ep_ok, self.ep_sum_s = [0] * count, [0] * count, [0.0] * count
         self.ep_errors: list[dict[int, int]] = [{} for _ in range(count)]
-        # With one endpoint its histogram is the point's own; no need to record every value twice.
-        self.ep_hist = (
-            [stats.new_histogram() for _ in range(count)] if plan.track_endpoints and count > 1 else None
+        self.latency = LatencyWindows(
+            self.loop,
+            plan.window_s,
+            plan.stability_windows,
+            count if plan.track_endpoints else 0,
+            self._check_until_stable,
         )
-        # windows
-        self.window_index = 0
-        self.win_ok = self.win_errors = 0
-        self.win_corrected = stats.new_histogram()
-        self.win_uncorrected = stats.new_histogram()
-        # Latencies (µs) wait here until recorded in bulk; flushed at _FLUSH_AT so memory stays bounded.
-        self.pending_corrected = array("q")
-        self.pending_uncorrected = array("q")
-        self.pending_endpoint = array("I")
-        self.total_corrected = stats.new_histogram()
-        self.total_uncorrected = stats.new_histogram()
-        self.windows: list[WindowRaw] = []
-        self.recent_rates: list[float] = []
-        self.recent_p99: list[float | None] = []
         self.cpu_start: float | None = None
         self.last_progress = 0.0
         self.schedule: ArrivalSchedule | None = None
+        self.send_limit: float | None = None
         self.next_due = 0.0
         self.measured_limit = point.requests
 
@@ -238,35 +226,35 @@ class _PointRun:
             self._record(endpoint, intended, written_at, finished, status)
         if self.csv is not None:
             self._write_row(endpoint, intended, written_at, finished, status)
-        if self.point.loop == "closed" and not self.stopping:
+        if self.stopping:
+            if self.in_flight == 0 and not self.done.done():
+                self.done.set_result(None)
+        elif self.schedule is None:  # closed loop: this user sends its next request now
             self._dispatch(_now())
-        elif self.stopping and self.in_flight == 0 and not self.done.done():
-            self.done.set_result(None)
+        elif self.next_due <= finished + _EARLY_S:
+            self._send_due(finished)
 
     def _record(
         self, endpoint: int, intended: float, written_at: float, finished: float, status: int
     ) -> None:
         window = int((finished - self.measure_start) / self.plan.window_s)
-        if window != self.window_index:
-            self._roll_windows(window)
+        if window != self.latency.index:
+            self.latency.roll_to(window)
         if finished > self.last_finished:
             self.last_finished = finished
         if 200 <= status < 300:
             self.ok += 1
-            self.win_ok += 1
             began = intended if intended < written_at else written_at  # an early send counts from its send
-            pending = self.pending_corrected
-            pending.append(int((finished - began) * 1_000_000.0) + 1)
-            self.pending_uncorrected.append(int((finished - written_at) * 1_000_000.0) + 1)
+            self.latency.ok(
+                int((finished - began) * 1_000_000.0) + 1,
+                int((finished - written_at) * 1_000_000.0) + 1,
+                endpoint,
+            )
             self.ep_ok[endpoint] += 1
             self.ep_sum_s[endpoint] += finished - began
-            if self.ep_hist is not None:
-                self.pending_endpoint.append(endpoint)
-            if len(pending) >= _FLUSH_AT:
-                self._flush()
         else:
             self.errors[status] = self.errors.get(status, 0) + 1
-            self.win_errors += 1
+            self.latency.error()
             errors = self.ep_errors[endpoint]
             errors[status] = errors.get(status, 0) + 1
 
@@ -285,53 +273,6 @@ class _PointRun:
             f"{'ok' if ok else outcome_kind(status)}\n"
         )
 
-    def _flush(self) -> None:
-        """Record the buffered latencies into the current window's histograms (and per endpoint)."""
-        if not self.pending_corrected:
-            return
-        corrected = np.frombuffer(self.pending_corrected, dtype=np.int64)
-        stats.record_many_us(self.win_corrected, corrected)
-        stats.record_many_us(self.win_uncorrected, np.frombuffer(self.pending_uncorrected, dtype=np.int64))
-        if self.ep_hist is not None:
-            endpoints = np.frombuffer(self.pending_endpoint, dtype=np.uint32)
-            for number in np.unique(endpoints):
-                stats.record_many_us(self.ep_hist[int(number)], corrected[endpoints == number])
-        # New buffers: the old ones may still back numpy views, and an exported buffer cannot be resized.
-        self.pending_corrected = array("q")
-        self.pending_uncorrected = array("q")
-        self.pending_endpoint = array("I")
-
-    def _close_window(self, length_s: float) -> None:
-        self._flush()
-        corrected, uncorrected = self.win_corrected, self.win_uncorrected
-        has_data = corrected.get_total_count() > 0
-        self.windows.append(
-            WindowRaw(
-                index=self.window_index,
-                length_s=length_s,
-                ok=self.win_ok,
-                errors=self.win_errors,
-                corrected=stats.encode(corrected) if has_data else None,
-                uncorrected=stats.encode(uncorrected) if has_data else None,
-            )
-        )
-        rate = self.win_ok / length_s if length_s > 0 else 0.0
-        p99 = stats.values_at_percentiles_us(corrected, (99.0,))[0] / 1000.0 if has_data else None
-        self.recent_rates.append(rate)
-        self.recent_p99.append(p99)
-        del self.recent_rates[: -self.plan.stability_windows], self.recent_p99[: -self.plan.stability_windows]
-        if has_data:
-            self.total_corrected = stats.add_into(self.total_corrected, corrected)
-            self.total_uncorrected = stats.add_into(self.total_uncorrected, uncorrected)
-            self.win_corrected, self.win_uncorrected = stats.new_histogram(), stats.new_histogram()
-        self.win_ok = self.win_errors = 0
-
-    def _roll_windows(self, new_index: int) -> None:
-        while self.window_index < new_index:
-            self._close_window(self.plan.window_s)
-            self.window_index += 1
-            self._check_until_stable()
-
     def _check_until_stable(self) -> None:
         point = self.point
         if (
@@ -342,7 +283,10 @@ class _PointRun:
         ):
             return
         verdict = stats.check_stability(
-            self.recent_rates, self.recent_p99, self.plan.stability_windows, self.plan.stability_tolerance
+            self.latency.recent_rates,
+            self.latency.recent_p99_ms,
+            self.plan.stability_windows,
+            self.plan.stability_tolerance,
         )
         if verdict.stable:
             self.stop_reason = "stable"
@@ -369,27 +313,34 @@ class _PointRun:
 
     def _tick(self) -> None:
         """Open loop: send everything that is due, then sleep until the next intended time."""
-        if self.stopping:
+        if self.stopping or not self._send_due(_now()):
             return
+        wait = self.next_due - _now()
+        self.loop.call_later(wait if wait > _MIN_WAIT_S else _MIN_WAIT_S, self._tick)
+
+    def _send_due(self, now: float) -> bool:
+        """Send every request due by ``now``; False once the point has stopped sending.
+
+        Called from the timer and also after each response: when a burst of responses keeps the loop
+        busy past a send's time, the send goes out between two of them instead of after the burst.
+        """
         assert self.schedule is not None
-        limit = self._send_end_limit()
-        now = _now()
+        limit = self.send_limit
         while self.next_due <= now + _EARLY_S:
             due = self.next_due
             if limit is not None and due >= limit:
                 self.stop_reason = "duration" if self.point.duration_s is not None else "max_windows"
                 self._stop_sending()
                 self.send_end = limit
-                return
+                return False
             if due >= self.measure_start:
                 self.scheduled += 1
             self._dispatch(due)
             if self.stopping:
-                return
+                return False
             self.next_due = self.start + self.schedule.next()
             now = _now()
-        wait = self.next_due - now
-        self.loop.call_later(wait if wait > _MIN_WAIT_S else _MIN_WAIT_S, self._tick)
+        return True
 
     def _start_open(self) -> None:
         point = self.point
@@ -399,6 +350,7 @@ class _PointRun:
             point.rate_per_s, point.arrival == "poisson", self.rng, point.ramp_s, point.from_rate_per_s, phase
         )
         self.next_due = self.start + self.schedule.next()
+        self.send_limit = self._send_end_limit()
         self._tick()
 
     def _start_closed(self) -> None:
@@ -450,8 +402,8 @@ class _PointRun:
             ok=self.ok,
             errors=sum(self.errors.values()),
             in_flight=self.in_flight,
-            window_rate_per_s=self.recent_rates[-1] if self.recent_rates else None,
-            window_p99_ms=self.recent_p99[-1] if self.recent_p99 else None,
+            window_rate_per_s=self.latency.recent_rates[-1] if self.latency.recent_rates else None,
+            window_p99_ms=self.latency.recent_p99_ms[-1] if self.latency.recent_p99_ms else None,
         )
 
     async def run(self) -> PointRaw:
@@ -473,9 +425,10 @@ class _PointRun:
     def _endpoint_histogram(self, number: int) -> str | None:
         if not self.plan.track_endpoints or not self.ep_ok[number]:
             return None
-        if self.ep_hist is None:  # the only endpoint: its latencies are the point's
-            return stats.encode(self.total_corrected)
-        return stats.encode(self.ep_hist[number])
+        histograms = self.latency.endpoint_histograms
+        if histograms is None:  # the only endpoint: its latencies are the point's
+            return stats.encode(self.latency.total_corrected)
+        return stats.encode(histograms[number])
 
     def _finish(self) -> PointRaw:
         send_end = self.send_end if self.send_end is not None else _now()
@@ -483,9 +436,10 @@ class _PointRun:
         measured_s = max(end - self.measure_start, 0.0)
         if measured_s > 0:
             # A completion exactly on the end boundary may already have opened the next window.
-            last_index = max(int(measured_s / self.plan.window_s - 1e-9), self.window_index)
-            self._roll_windows(last_index)
-            self._close_window(max(measured_s - last_index * self.plan.window_s, 0.0))
+            last_index = max(int(measured_s / self.plan.window_s - 1e-9), self.latency.index)
+            self.latency.roll_to(last_index)
+            self.latency.close(max(measured_s - last_index * self.plan.window_s, 0.0))
+        self.latency.finish()
         cpu_s = _cpu_s() - (self.cpu_start if self.cpu_start is not None else _cpu_s())
         cpu_wall = end - max(self.measure_start, self.start)
         generator = GeneratorInfo(
@@ -514,9 +468,9 @@ class _PointRun:
             late_sends=self.late,
             capped_sends=self.capped,
             warmup_requests=self.warmup_requests,
-            corrected=stats.encode(self.total_corrected),
-            uncorrected=stats.encode(self.total_uncorrected),
-            windows=self.windows,
+            corrected=stats.encode(self.latency.total_corrected),
+            uncorrected=stats.encode(self.latency.total_uncorrected),
+            windows=self.latency.windows,
             endpoints=[
                 EndpointRaw(
                     name=endpoint.name,
@@ -551,6 +505,7 @@ def _prepare_process() -> None:
     collector's view, so later collections only walk what the run itself allocates.
     """
     stats.values_at_percentiles_us(stats.new_histogram(), (99.0,))
+    keep_freed_memory()
     gc.collect()
     gc.freeze()
 

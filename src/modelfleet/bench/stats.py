@@ -8,6 +8,7 @@ compressed, base64 encoding, which any HdrHistogram tool can read; adding two de
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -70,7 +71,12 @@ def record_many_us(histogram: HdrHistogram, values_us: np.ndarray[Any, Any]) -> 
     index = ((bucket + 1) << histogram.sub_bucket_half_count_magnitude) + (
         sub_bucket - histogram.sub_bucket_half_count
     )
-    _counts(histogram)[:] += np.bincount(index, minlength=histogram.counts_len).astype(np.uint64)
+    # Count over the span the values touch only: a full-length bincount would allocate and add all
+    # 23,552 counters on every call.
+    lowest_index = int(index.min())
+    binned = np.bincount(index - lowest_index).astype(np.uint64)
+    touched = _counts(histogram)[lowest_index : lowest_index + len(binned)]
+    touched += binned
     histogram.total_count += len(values)
     histogram.min_value = min(histogram.min_value, int(values.min()))
     histogram.max_value = max(histogram.max_value, int(values.max()))
@@ -91,17 +97,28 @@ def decode(text: str) -> HdrHistogram:
 
 
 def add_into(target: HdrHistogram, other: HdrHistogram) -> HdrHistogram:
-    """Add ``other`` into ``target`` exactly and return the result.
-
-    hdrhistogram 0.10 reports a minimum of 0 after adding into an empty histogram, so an empty target
-    is replaced by a copy of ``other`` and an empty ``other`` is skipped.
-    """
+    """Add ``other`` into ``target`` exactly, in place, and return ``target``."""
     if other.get_total_count() == 0:
         return target
-    if target.get_total_count() == 0:
-        return HdrHistogram.decode(other.encode())
-    target.add(other)
+    if target.counts_len != other.counts_len or target.unit_magnitude != other.unit_magnitude:
+        target.add(other)  # a different layout: let the library re-bucket value by value
+        return target
+    # Same layout: add the counters with numpy. (The library's own add also reports a minimum of 0
+    # after adding into an empty histogram; the minimum is kept right here.)
+    counts = _counts(target)
+    np.add(counts, _counts(other), out=counts)
+    target.total_count += other.total_count
+    target.min_value = min(target.min_value, other.min_value)
+    target.max_value = max(target.max_value, other.max_value)
     return target
+
+
+def reset(histogram: HdrHistogram) -> None:
+    """Empty ``histogram`` for reuse, without touching memory the way a new one would."""
+    _counts(histogram).fill(0)
+    histogram.total_count = 0
+    histogram.min_value = sys.maxsize
+    histogram.max_value = 0
 
 
 def merge_encoded(encoded: Iterable[str]) -> HdrHistogram:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import enum
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +12,7 @@ from pathlib import Path
 
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import ModelfleetError, NotFound, Unavailable
+from modelfleet.heap import release_free_heap
 from modelfleet.runtime import Model, load_model
 from modelfleet.server.batching import Batcher
 from modelfleet.server.metrics import ModelMetrics, ServerMetrics
@@ -189,16 +187,4 @@ def _warm(model: Model, config: ModelConfig) -> None:
     for run in range(config.warmup_runs):
         batch_size = 1 if run % 2 == 0 else config.batching.max_batch_size
         model.predict(model.example_inputs(batch_size))
-    _release_free_heap()
-
-
-def _release_free_heap() -> None:
-    """Give the heap that loading freed back to the OS.
-
-    ONNX Runtime parses the whole protobuf (a second copy of the weights) while it builds a session and
-    frees it afterwards, but glibc keeps freed pages mapped; trimming returns ~15% of a model's size.
-    """
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_heap()
