@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import cast
 
@@ -102,14 +102,24 @@ class Response:
         self.body = body
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Answer = Callable[[Response], None]
+# Answers a request: returns the response now, or returns None and calls ``answer`` exactly once later
+# (never from inside the call itself). Forwarding needs no task, coroutine or future that way.
+Dispatcher = Callable[[Request, Answer], "Response | None"]
+# An upstream exchange's outcome: the response, or the exception that ended it.
+OnUpstreamDone = Callable[["Response | None", "BaseException | None"], None]
+
+
+def internal_error(exc: BaseException) -> Response:
+    message = f'{{"error":"router internal error: {type(exc).__name__}"}}'.encode()
+    return Response(500, [(b"Content-Type", b"application/json")], message)
 
 
 class ServerProtocol(asyncio.Protocol):
     """One client connection: parse requests, answer them in order (pipelining-safe), keep alive."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, connections: set[ServerProtocol]) -> None:
-        self._handler = handler
+    def __init__(self, dispatch: Dispatcher, max_body_bytes: int, connections: set[ServerProtocol]) -> None:
+        self._dispatch = dispatch
         self._max_body_bytes = max_body_bytes
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
@@ -119,6 +129,7 @@ class ServerProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._pending: collections.deque[Request] = collections.deque()
+        self._current: Request | None = None
         self._busy = False
         self._closed = False
         self._paused = False
@@ -190,25 +201,32 @@ class ServerProtocol(asyncio.Protocol):
             self._paused = True
             self._transport.pause_reading()
         if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._answer_pending()
 
-    # answering
-    async def _drain(self) -> None:
-        try:
-            while self._pending and not self._closed:
-                request = self._pending.popleft()
-                if self._paused and len(self._pending) < MAX_PIPELINED // 2 and self._transport is not None:
-                    self._paused = False
-                    self._transport.resume_reading()
-                try:
-                    response = await self._handler(request)
-                except Exception as exc:  # a bug must cost one request, never the connection loop
-                    message = f'{{"error":"router internal error: {type(exc).__name__}"}}'.encode()
-                    response = Response(500, [(b"Content-Type", b"application/json")], message)
-                self._write(request, response)
-        finally:
-            self._busy = False
+    # answering: one request at a time, in arrival order (pipelining-safe)
+    def _answer_pending(self) -> None:
+        while self._pending and not self._closed:
+            request = self._pending.popleft()
+            if self._paused and len(self._pending) < MAX_PIPELINED // 2 and self._transport is not None:
+                self._paused = False
+                self._transport.resume_reading()
+            self._busy = True
+            self._current = request
+            try:
+                response = self._dispatch(request, self._on_answer)
+            except Exception as exc:  # a bug must cost one request, never the connection
+                response = internal_error(exc)
+            if response is None:
+                return  # the answer comes through _on_answer
+            self._write(request, response)
+        self._busy = False
+
+    def _on_answer(self, response: Response) -> None:
+        request, self._current = self._current, None
+        if request is None:
+            return  # answered twice: the first one counted
+        self._write(request, response)
+        self._answer_pending()
 
     def _write(self, request: Request, response: Response) -> None:
         if self._closed or self._transport is None:
@@ -268,7 +286,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._waiter: asyncio.Future[Response] | None = None
+        self._on_done: OnUpstreamDone | None = None
         self._answered = False
         self._headers: Headers = []
         self._body: list[bytes] = []
@@ -304,25 +322,25 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200:
             return  # an interim answer (100 Continue); the final one follows on this connection
-        waiter = self._waiter
-        self._waiter = None
+        on_done = self._on_done
+        self._on_done = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         if not self._parser.should_keep_alive():
             self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Response(status, self._headers, body))
+        if on_done is not None:
+            on_done(Response(status, self._headers, body), None)
 
     def _fail(self, exc: Exception) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        on_done = self._on_done
+        self._on_done = None
+        if on_done is not None:
+            on_done(None, exc)
 
     def _on_timeout(self) -> None:
         self._timer = None
@@ -336,19 +354,13 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
-    async def exchange(self, data: bytes, timeout_s: float) -> Response:
+    def send(self, data: bytes, timeout_s: float, on_done: OnUpstreamDone) -> None:
+        """Write one request; ``on_done`` gets the response or the failure (UpstreamError, UpstreamTimeout)."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
+        self._on_done = on_done
         self._answered = False
-        self._timer = loop.call_later(timeout_s, self._on_timeout)
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._on_timeout)
         self.transport.write(data)
-        try:
-            response: Response = await waiter
-            return response
-        except asyncio.CancelledError:
-            self.close()
-            raise
 
 
 class UpstreamPool:
@@ -359,6 +371,7 @@ class UpstreamPool:
         self.port = port
         self.host_header = f"{host}:{port}".encode("latin-1")
         self._idle: list[UpstreamConnection] = []
+        self._connecting: set[asyncio.Task[None]] = set()
 
     def forget(self, connection: UpstreamConnection) -> None:
         if connection in self._idle:
@@ -385,27 +398,74 @@ class UpstreamPool:
         self._idle.append(connection)
 
     def close(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
         for connection in list(self._idle):
             connection.close()
         self._idle.clear()
 
-    async def request(self, data: bytes, timeout_s: float, connect_timeout_s: float) -> Response:
-        """Send one request. Raises UpstreamError (connection failed), UpstreamTimeout, or OSError on connect."""
+    def send(self, data: bytes, timeout_s: float, connect_timeout_s: float, on_done: OnUpstreamDone) -> None:
+        """Send one request on an idle connection, or a new one; ``on_done`` gets the outcome.
+
+        Failures: UpstreamError (the connection failed), UpstreamTimeout, or OSError (cannot connect).
+        """
         connection = self.take_idle()
-        if connection is not None:
-            try:
-                response = await connection.exchange(data, timeout_s)
-            except UpstreamError as exc:
-                if exc.answered:
-                    raise
-                # The server closed this idle keep-alive connection as we sent on it: try once on a new one.
-            else:
+        if connection is None:
+            self._send_on_new_connection(data, timeout_s, connect_timeout_s, on_done)
+            return
+
+        def done(response: Response | None, exc: BaseException | None) -> None:
+            if exc is None:
                 self.release(connection)
-                return response
+                on_done(response, None)
+            elif isinstance(exc, UpstreamError) and not exc.answered:
+                # The server closed this idle keep-alive connection as we sent on it: once more, on a new one.
+                self._send_on_new_connection(data, timeout_s, connect_timeout_s, on_done)
+            else:
+                on_done(None, exc)
+
+        connection.send(data, timeout_s, done)
+
+    def _send_on_new_connection(
+        self, data: bytes, timeout_s: float, connect_timeout_s: float, on_done: OnUpstreamDone
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._connect_and_send(data, timeout_s, connect_timeout_s, on_done)
+        )
+        self._connecting.add(task)  # a task nobody references may be collected mid-flight
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_send(
+        self, data: bytes, timeout_s: float, connect_timeout_s: float, on_done: OnUpstreamDone
+    ) -> None:
         try:
             connection = await asyncio.wait_for(self.connect(), connect_timeout_s)
         except TimeoutError:
-            raise UpstreamError(f"connect to {self.host}:{self.port} timed out", answered=False) from None
-        response = await connection.exchange(data, timeout_s)
-        self.release(connection)
-        return response
+            on_done(None, UpstreamError(f"connect to {self.host}:{self.port} timed out", answered=False))
+            return
+        except OSError as exc:
+            on_done(None, exc)
+            return
+
+        def done(response: Response | None, exc: BaseException | None) -> None:
+            if exc is None:
+                self.release(connection)
+            on_done(response, exc)
+
+        connection.send(data, timeout_s, done)
+
+    async def request(self, data: bytes, timeout_s: float, connect_timeout_s: float) -> Response:
+        """`send` for coroutines (health polls, repository index). Raises what `send` reports."""
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def done(response: Response | None, exc: BaseException | None) -> None:
+            if future.done():
+                return  # the caller gave up (cancelled); the connection finishes on its own
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                assert response is not None
+                future.set_result(response)
+
+        self.send(data, timeout_s, connect_timeout_s, done)
+        return await future

@@ -19,17 +19,15 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import generate_latest
 
 from modelfleet import __version__
 from modelfleet.fleet.http1 import (
+    Answer,
     Request,
     Response,
     ServerProtocol,
@@ -37,15 +35,12 @@ from modelfleet.fleet.http1 import (
     UpstreamPool,
     UpstreamTimeout,
     encode_request,
+    internal_error,
 )
 from modelfleet.fleet.router_config import RouterSettings
-from modelfleet.fleet.routing import Replica, RoutingTable, quantile_from_buckets
+from modelfleet.fleet.router_metrics import RouterMetrics
+from modelfleet.fleet.routing import Replica, RoutingTable
 
-# Finer at the low end than a server's buckets: the router's own cost lives below a millisecond.
-LATENCY_BUCKETS_S = (
-    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
 _JSON_HEADERS = [(b"Content-Type", b"application/json")]
 _MODELS_PREFIX = "/v2/models/"
 _CONNECT_TIMEOUT_S = 2.0
@@ -63,107 +58,6 @@ def error_response(status: int, message: str, retry_after_s: int | None = None) 
     return json_response(status, {"error": message}, retry_after_s)
 
 
-class _TableCollector(Collector):
-    """Gauges read from the routing table at scrape time, so the hot path never touches them."""
-
-    def __init__(self, fleet: str, table: RoutingTable) -> None:
-        self.fleet = fleet
-        self.table = table
-
-    def collect(self) -> Iterator[Metric]:
-        ready = GaugeMetricFamily(
-            "modelfleet_router_ready_replicas", "Ready replicas per model.", labels=["fleet", "model"]
-        )
-        for model in self.table.by_model:
-            ready.add_metric([self.fleet, model], self.table.ready_replicas(model))
-        yield ready
-        outstanding = GaugeMetricFamily(
-            "modelfleet_router_outstanding_requests",
-            "Requests in flight per upstream.",
-            labels=["fleet", "upstream"],
-        )
-        up = GaugeMetricFamily(
-            "modelfleet_router_upstream_ready",
-            "1 when the upstream answers ready.",
-            labels=["fleet", "upstream"],
-        )
-        for replica in self.table.replicas:
-            outstanding.add_metric([self.fleet, replica.name], replica.outstanding)
-            up.add_metric([self.fleet, replica.name], 1 if replica.ready else 0)
-        yield outstanding
-        yield up
-
-
-class RouterMetrics:
-    """The router's own Prometheus metrics, in a private registry (no global state)."""
-
-    def __init__(self, fleet: str, table: RoutingTable) -> None:
-        self.fleet = fleet
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "modelfleet_router_requests",
-            "Requests through the router by model and HTTP status.",
-            ["fleet", "model", "code"],
-            registry=self.registry,
-        )
-        self.duration_s = Histogram(
-            "modelfleet_router_request_duration_seconds",
-            "Time from request parsed to response ready, per model.",
-            ["fleet", "model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.retries = Counter(
-            "modelfleet_router_retries",
-            "Requests retried on another replica after a connection failure.",
-            ["fleet", "model"],
-            registry=self.registry,
-        )
-        self.registry.register(_TableCollector(fleet, table))
-        # Children bound once per label set: the hot path does one dict lookup per figure.
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._duration_children: dict[str, Any] = {}
-
-    def observe(self, model: str, status: int, elapsed_s: float) -> None:
-        key = (model, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(self.fleet, model, str(status))
-        child.inc()
-        duration = self._duration_children.get(model)
-        if duration is None:
-            duration = self._duration_children[model] = self.duration_s.labels(self.fleet, model)
-        duration.observe(elapsed_s)
-
-    def model_figures(self, model: str) -> dict[str, Any]:
-        """Counts by status, retries and latency quantiles of one model, for `fleet status`."""
-        by_status: dict[str, int] = {}
-        for sample in next(iter(self.requests.collect())).samples:
-            if sample.name.endswith("_total") and sample.labels["model"] == model:
-                by_status[sample.labels["code"]] = int(sample.value)
-        retries = sum(
-            int(s.value)
-            for s in next(iter(self.retries.collect())).samples
-            if s.name.endswith("_total") and s.labels["model"] == model
-        )
-        bounds: list[float] = []
-        cumulative: list[float] = []
-        for sample in next(iter(self.duration_s.collect())).samples:
-            if sample.name.endswith("_bucket") and sample.labels["model"] == model:
-                bounds.append(float(sample.labels["le"]))
-                cumulative.append(sample.value)
-        figures: dict[str, Any] = {
-            "requests": sum(by_status.values()),
-            "errors": sum(count for code, count in by_status.items() if code.startswith("5")),
-            "by_status": dict(sorted(by_status.items())),
-            "retries": retries,
-        }
-        for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
-            value = quantile_from_buckets(q, bounds, cumulative)
-            figures[name] = None if value is None else round(value * 1000, 3)
-        return figures
-
-
 class Router:
     """Routing, health polling and the router's own endpoints. ``handle`` is the whole request path."""
 
@@ -179,6 +73,7 @@ class Router:
             self.pools[replica.name] = UpstreamPool(parts.hostname, parts.port)
         self._polled = 0
         self._pollers: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Response]] = set()
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
         self._connect_timeout_s = min(_CONNECT_TIMEOUT_S, settings.request_timeout_s)
@@ -219,16 +114,16 @@ class Router:
 
     # requests -------------------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
+    def dispatch(self, request: Request, answer: Answer) -> Response | None:
+        """The whole request path: a response now, or None and ``answer`` later (see http1.Dispatcher)."""
         path = request.path
         if path.startswith(_MODELS_PREFIX):
-            started = time.perf_counter()
             model = path[len(_MODELS_PREFIX) :].split("/", 1)[0]
             if not self.table.has_model(model):
                 return error_response(404, f"model {model!r} is not in fleet {self.settings.fleet!r}")
-            response = await self._forward(request, model)
-            self.metrics.observe(model, response.status, time.perf_counter() - started)
-            return response
+            if request.method == b"HEAD":
+                return error_response(405, "HEAD is not supported on model routes; use GET")
+            return self._forward(request, model, answer, time.perf_counter(), None, "")
         method = request.method
         if method in (b"GET", b"HEAD"):
             if path == "/v2/health/live":
@@ -257,8 +152,20 @@ class Router:
             if path == "/fleet/status":
                 return json_response(200, self.status())
         if method == b"POST" and path == "/v2/repository/index":
-            return await self._repository_index(request)
+            task = asyncio.get_running_loop().create_task(self._repository_index(request))
+            self._tasks.add(task)
+            task.add_done_callback(lambda done: self._answer_from_task(done, answer))
+            return None
         return error_response(404, f"no route {method.decode('latin-1')} {path} (the router serves /v2/...)")
+
+    def _answer_from_task(self, task: asyncio.Task[Response], answer: Answer) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            answer(error_response(503, "the router is shutting down", self._retry_after))
+        elif (exc := task.exception()) is not None:
+            answer(internal_error(exc))
+        else:
+            answer(task.result())
 
     def _fleet_ready(self) -> Response:
         if self.table.fleet_ready():
@@ -281,42 +188,70 @@ class Router:
             }
         return {"fleet": self.settings.fleet, "ready": self.table.fleet_ready(), "models": models}
 
-    async def _forward(self, request: Request, model: str) -> Response:
-        if request.method == b"HEAD":
-            return error_response(405, "HEAD is not supported on model routes; use GET")
-        failed: Replica | None = None
-        failure = ""
-        data: bytes | None = None
-        for _attempt in range(2):
-            replica = self.table.choose(model, exclude=failed)
-            if replica is None:
-                after = f" ({failure})" if failed is not None else ""
-                return error_response(
-                    503, f"model {model!r}: no ready replica{after}; retry shortly", self._retry_after
-                )
-            pool = self.pools[replica.name]
-            if data is None:
-                data = encode_request(
-                    request.method, request.target, pool.host_header, request.headers, request.body
-                )
-            replica.outstanding += 1
+    def _forward(
+        self,
+        request: Request,
+        model: str,
+        answer: Answer,
+        started: float,
+        failed: Replica | None,
+        failure: str,
+    ) -> Response | None:
+        """Send to the ready replica with the fewest requests in flight; once more elsewhere if it fails."""
+        replica = self.table.choose(model, exclude=failed)
+        if replica is None:
+            after = f" ({failure})" if failed is not None else ""
+            message = f"model {model!r}: no ready replica{after}; retry shortly"
+            return self._answered(model, started, error_response(503, message, self._retry_after))
+        pool = self.pools[replica.name]
+        data = encode_request(request.method, request.target, pool.host_header, request.headers, request.body)
+        replica.outstanding += 1
+
+        def done(response: Response | None, exc: BaseException | None) -> None:
+            replica.outstanding -= 1
             try:
-                return await pool.request(data, self._timeout_s, self._connect_timeout_s)
-            except (UpstreamError, OSError) as exc:
-                # Refused, reset or closed mid-answer: the replica is gone or going. Polls bring it back.
-                replica.ready = False
-                failed = replica
-                failure = f"{replica.name} failed: {exc or type(exc).__name__}"
-                self.metrics.retries.labels(self.settings.fleet, model).inc()
-            except UpstreamTimeout:
-                return error_response(
-                    504, f"model {model!r}: no answer from {replica.name} within {self._timeout_s:g} s"
+                outcome = self._after_upstream(
+                    request, model, answer, started, replica, failed, response, exc
                 )
-            finally:
-                replica.outstanding -= 1
-        return error_response(
-            503, f"model {model!r}: {failure}, and the retry failed too; retry shortly", self._retry_after
-        )
+            except Exception as bug:  # a bug must cost one request, never leave the client waiting
+                outcome = internal_error(bug)
+            if outcome is not None:
+                answer(outcome)
+
+        pool.send(data, self._timeout_s, self._connect_timeout_s, done)
+        return None
+
+    def _after_upstream(
+        self,
+        request: Request,
+        model: str,
+        answer: Answer,
+        started: float,
+        replica: Replica,
+        failed: Replica | None,
+        response: Response | None,
+        exc: BaseException | None,
+    ) -> Response | None:
+        if exc is None:
+            assert response is not None
+            return self._answered(model, started, response)
+        if isinstance(exc, UpstreamTimeout):
+            message = f"model {model!r}: no answer from {replica.name} within {self._timeout_s:g} s"
+            return self._answered(model, started, error_response(504, message))
+        if not isinstance(exc, UpstreamError | OSError):
+            raise exc
+        # Refused, reset or closed mid-answer: the replica is gone or going. Polls bring it back.
+        replica.ready = False
+        self.metrics.retried(model)
+        failure = f"{replica.name} failed: {exc or type(exc).__name__}"
+        if failed is not None:
+            message = f"model {model!r}: {failure}, and the retry failed too; retry shortly"
+            return self._answered(model, started, error_response(503, message, self._retry_after))
+        return self._forward(request, model, answer, started, replica, failure)
+
+    def _answered(self, model: str, started: float, response: Response) -> Response:
+        self.metrics.observe(model, response.status, time.perf_counter() - started)
+        return response
 
     async def _repository_index(self, request: Request) -> Response:
         """The union of every group's index; models without a ready replica are listed as UNAVAILABLE."""
@@ -354,7 +289,7 @@ async def serve_router(
     loop = asyncio.get_running_loop()
     connections: set[ServerProtocol] = set()
     server = await loop.create_server(
-        lambda: ServerProtocol(router.handle, settings.max_body_bytes, connections),
+        lambda: ServerProtocol(router.dispatch, settings.max_body_bytes, connections),
         settings.host,
         settings.port,
         backlog=2048,

@@ -1,0 +1,67 @@
+"""The router's metrics: plain counters on the hot path, standard Prometheus families when scraped."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelfleet.fleet.router_config import Upstream
+from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S, RouterMetrics
+from modelfleet.fleet.routing import RoutingTable
+
+
+def _metrics() -> RouterMetrics:
+    upstream = Upstream(name="g-0", group="g", url="http://127.0.0.1:9", models=["alpha"])
+    return RouterMetrics("f", RoutingTable([upstream]))
+
+
+def test_exposition_has_counters_a_cumulative_histogram_and_gauges() -> None:
+    metrics = _metrics()
+    for elapsed_s in (0.0001, 0.0004, 0.001, 0.004, 20.0):  # 0.001 sits exactly on a bound: le includes it
+        metrics.observe("alpha", 200, elapsed_s)
+    metrics.observe("alpha", 503, 0.002)
+    metrics.retried("alpha")
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+
+    requests = {s.labels["code"]: s.value for s in families["modelfleet_router_requests"].samples}
+    assert requests == {"200": 5.0, "503": 1.0}
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["modelfleet_router_request_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    assert buckets["0.00025"] == 1.0
+    assert buckets["0.001"] == 3.0
+    assert buckets["0.002"] == 4.0
+    assert buckets["10.0"] == 5.0
+    assert buckets["+Inf"] == 6.0
+    assert len(buckets) == len(LATENCY_BUCKETS_S) + 1
+    total = [
+        s.value
+        for s in families["modelfleet_router_request_duration_seconds"].samples
+        if s.name.endswith("_sum")
+    ]
+    assert abs(total[0] - (0.0001 + 0.0004 + 0.001 + 0.004 + 20.0 + 0.002)) < 1e-9
+    assert [s.value for s in families["modelfleet_router_retries"].samples if s.name.endswith("_total")] == [
+        1.0
+    ]
+    assert [s.value for s in families["modelfleet_router_upstream_ready"].samples] == [0.0]
+
+
+def test_status_figures_come_from_the_same_counts() -> None:
+    metrics = _metrics()
+    for _ in range(99):
+        metrics.observe("alpha", 200, 0.0015)
+    metrics.observe("alpha", 504, 3.0)
+    figures = metrics.model_figures("alpha")
+    assert figures["requests"] == 100 and figures["errors"] == 1
+    assert figures["by_status"] == {"200": 99, "504": 1}
+    assert 1.0 < figures["p50_ms"] <= 2.0
+    assert metrics.model_figures("never-seen") == {
+        "requests": 0,
+        "errors": 0,
+        "by_status": {},
+        "retries": 0,
+        "p50_ms": None,
+        "p99_ms": None,
+    }
