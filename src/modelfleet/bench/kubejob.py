@@ -17,6 +17,7 @@ import yaml
 from modelfleet.bench.targets import model_targets
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput
+from modelfleet.kubeobjects import prefer_separate_nodes
 from modelfleet.yamlio import dump_manifests
 
 CONFIG_DIR = "/etc/modelfleet-bench"
@@ -145,21 +146,7 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     # Generators on different nodes: two sharing one node's CPU and NIC measure each other.
-                    "affinity": {
-                        "podAntiAffinity": {
-                            "preferredDuringSchedulingIgnoredDuringExecution": [
-                                {
-                                    "weight": 100,
-                                    "podAffinityTerm": {
-                                        "topologyKey": "kubernetes.io/hostname",
-                                        "labelSelector": {
-                                            "matchLabels": {"app.kubernetes.io/instance": options.name}
-                                        },
-                                    },
-                                }
-                            ]
-                        }
-                    },
+                    "affinity": prefer_separate_nodes({"app.kubernetes.io/instance": options.name}),
                     "containers": [
                         {
                             "name": "generator",

@@ -255,29 +255,27 @@ class _ReferenceModel:
                     if exporter == "torchscript":
                         # The dynamo exporter of torch 2.13 writes an invalid graph for this module
                         # (an output name assigned twice) and takes 4× longer; TorchScript is reliable.
-                        torch.onnx.export(
-                            wrapper,
-                            args,
-                            str(destination),
-                            input_names=names,
-                            output_names=["embedding"],
-                            dynamic_axes=dynamic_axes,
-                            opset_version=ONNX_OPSET,
-                            dynamo=False,
-                        )
+                        specific: dict[str, Any] = {
+                            "dynamic_axes": dynamic_axes,
+                            "opset_version": ONNX_OPSET,
+                            "dynamo": False,
+                        }
                     else:
                         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                        torch.onnx.export(
-                            wrapper,
-                            args,
-                            str(destination),
-                            input_names=names,
-                            output_names=["embedding"],
-                            dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
-                            opset_version=max(ONNX_OPSET, 18),
-                            dynamo=True,
-                            external_data=False,
-                        )
+                        specific = {
+                            "dynamic_shapes": {name: {0: batch, 1: sequence} for name in names},
+                            "opset_version": max(ONNX_OPSET, 18),
+                            "dynamo": True,
+                            "external_data": False,
+                        }
+                    torch.onnx.export(
+                        wrapper,
+                        args,
+                        str(destination),
+                        input_names=names,
+                        output_names=["embedding"],
+                        **specific,
+                    )
                 model = onnx.load(str(destination))
                 onnx.checker.check_model(model)
                 _name_output_dims(model, self.hidden_size)

@@ -23,6 +23,7 @@ from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, Res
 from modelfleet.errors import InvalidInput
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 from modelfleet.fleet.router_config import Upstream, router_settings
+from modelfleet.kubeobjects import prefer_separate_nodes
 from modelfleet.yamlio import dump_manifest, dump_manifests
 
 Manifest = dict[str, Any]
@@ -120,19 +121,7 @@ def _spread(spec: FleetSpec, selector: dict[str, str]) -> dict[str, Any]:
             }
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ],
-        "affinity": {
-            "podAntiAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": selector},
-                        },
-                    }
-                ]
-            }
-        },
+        "affinity": prefer_separate_nodes(selector),
     }
 
 
