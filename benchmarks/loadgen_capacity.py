@@ -36,6 +36,8 @@ from modelfleet.config.bench import BenchSpec
 
 HERE = Path(__file__).resolve().parent
 REFSERVER = HERE / "bench_refserver.py"
+# The in-flight cap of the open-loop trials (connections): a send beyond it counts as capped.
+MAX_IN_FLIGHT = 256
 V2_BODY = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}'
 
 
@@ -87,6 +89,7 @@ class Trial:
     cpu_percent: float
     p99_ms: float | None
     steal_percent: float
+    idle_percent: float
 
     @property
     def capped_fraction(self) -> float:
@@ -102,13 +105,14 @@ class Trial:
         )
 
 
-def _steal_s() -> float:
-    """CPU time the hypervisor gave to other guests (all CPUs), from /proc/stat; 0 where unknown."""
+def _idle_and_steal_s() -> tuple[float, float]:
+    """CPU time (all CPUs) spent idle, and given by the hypervisor to other guests, from /proc/stat."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        return float(fields[8]) / os.sysconf("SC_CLK_TCK")
+        ticks = os.sysconf("SC_CLK_TCK")
+        return float(fields[4]) / ticks, float(fields[8]) / ticks
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
 
 
 def open_loop(url: str, rate: float, duration_s: float) -> Trial:
@@ -119,12 +123,15 @@ def open_loop(url: str, rate: float, duration_s: float) -> Trial:
             "mode": "open",
             "points": [{"rate_per_s": rate, "duration_s": duration_s}],
             "warmup_s": 0.5,
-            "max_in_flight": 256,
+            "max_in_flight": MAX_IN_FLIGHT,
         }
     )
-    steal_before, started = _steal_s(), time.monotonic()
+    (idle_before, steal_before), started = _idle_and_steal_s(), time.monotonic()
     point = run_bench(spec).points[0]
-    steal_percent = 100 * (_steal_s() - steal_before) / ((time.monotonic() - started) * (os.cpu_count() or 1))
+    idle_after, steal_after = _idle_and_steal_s()
+    cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
+    steal_percent = 100 * (steal_after - steal_before) / cpu_s
+    idle_percent = 100 * (idle_after - idle_before) / cpu_s
     summary = point.summary
     assert summary is not None
     return Trial(
@@ -137,6 +144,7 @@ def open_loop(url: str, rate: float, duration_s: float) -> Trial:
         summary.client_cpu_percent_max,
         summary.latency.p99_ms,
         steal_percent,
+        idle_percent,
     )
 
 
@@ -149,7 +157,7 @@ def _attempt(url: str, rate: float, duration_s: float, trials: list[Trial]) -> b
         print(
             f"  rate {rate:>8,.0f}/s: {'holds' if trial.holds else 'FAILS'}  late {trial.late_fraction:.2%}  "
             f"capped {trial.capped_fraction:.2%}  thr {trial.throughput:,.0f}/s  cpu {trial.cpu_percent:.0f}%  "
-            f"steal {trial.steal_percent:.1f}%",
+            f"steal {trial.steal_percent:.1f}%  idle {trial.idle_percent:.0f}%",
             flush=True,
         )
         if trial.holds:
@@ -289,12 +297,12 @@ def _run_section(number: int, run: CapacityRun, duration_s: float) -> list[str]:
         f"< 1 % capped sends, no errors, ≥ 98 % delivered; {duration_s:g} s per trial |",
         "",
         "| offered rate/s | holds | throughput/s | late sends | capped sends | errors | generator CPU "
-        "| p99 ms | CPU stolen by the host |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ms | CPU stolen by the host | machine CPU idle |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {t.rate:,.0f} | {'yes' if t.holds else 'no'} | {t.throughput:,.0f} | {t.late_fraction:.2%} | "
             f"{t.capped_fraction:.2%} | {t.errors} | {t.cpu_percent:.0f}% | "
-            f"{t.p99_ms if t.p99_ms is not None else '-'} | {t.steal_percent:.1f}% |"
+            f"{t.p99_ms if t.p99_ms is not None else '-'} | {t.steal_percent:.1f}% | {t.idle_percent:.0f}% |"
             for t in run.trials
         ),
         "",
@@ -353,15 +361,18 @@ def main() -> int:
         "",
         "Reading these figures: the open-loop rate is the demanding one. The generator must put each request on "
         "the wire at its intended time whatever else happens, and a no-op server must answer fast enough that no "
-        "send waits for a free connection (the cap is 256 in flight). The per-trial tables show which of the two "
-        "ends a run: *late sends* (the generator fell behind its schedule) or *capped sends* (a send waited for "
-        "a connection because the server, sharing the machine's cores with the generator, fell behind). "
-        "Generator, server and wrk share this machine's cores, and on loopback each send also runs the "
-        "receiving side's TCP work; a run with the generator near 80 % of a core leaves the server short of CPU. "
-        "*CPU stolen by the host* is the share of this virtual machine's CPU time the hypervisor gave to other "
-        "guests during the trial (from /proc/stat). The closed-loop rows show the generator's own cost per "
-        "request (it never sleeps). A failing rate is tried twice (best of two) before the search calls it a "
-        "failure. Plan capacity on a dedicated generator machine.",
+        f"send waits for a free connection (the cap is {MAX_IN_FLIGHT} in flight). The per-trial tables show which "
+        "of the two ends a run: *late sends* (the generator fell behind its schedule) or *capped sends* (requests "
+        "piled up between the generator and the server). Generator, server and wrk share this machine's cores, and "
+        "on loopback each send also runs the receiving side's TCP work. *Machine CPU idle* is the share of all "
+        "CPUs' time that was idle during the trial, and *CPU stolen by the host* the share the hypervisor gave to "
+        "other guests (both from /proc/stat). Capped trials that still show idle CPU lost their time waiting, "
+        "not computing (`ss` during such a trial shows requests unread in the server's sockets and responses "
+        "unread in the generator's while both CPUs idle 20-40 %). The likely cause: a virtual CPU that goes idle "
+        "halts and is slow to wake for the next packet; wrk's closed loop keeps both CPUs busy and never pays "
+        "that. The closed-loop rows show "
+        "the generator's own cost per request (it never sleeps). A failing rate is tried twice (best of two) "
+        "before the search calls it a failure. Plan capacity on a dedicated generator machine.",
         "",
         "## Accuracy: throughput on the 20 ms reference server (one request at a time, 4 connections)",
         "",

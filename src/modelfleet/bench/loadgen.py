@@ -1,8 +1,8 @@
 """The load generator of one process: open and closed loops on one event loop, recorded into HDR histograms.
 
 Open loop: a timer fires at each intended send time (from `arrivals`), sends every request that is due
-and re-arms for the next one; each response also sends whatever fell due while it was being read, so a
-burst of responses cannot hold sends back. A slow response never delays a send; latency counts from the intended
+and re-arms for the next one; each response also sends whatever is already overdue, so a burst of
+responses cannot hold sends back. A slow response never delays a send; latency counts from the intended
 send time (coordinated-omission corrected) and, separately, from the moment the request was written.
 A send that leaves more than ``late_send_threshold_s`` after its intended time is late: the generator
 fell behind, and a point with too many late sends is invalid. A send that had to wait because every
@@ -42,6 +42,11 @@ _HEARTBEAT_S = 0.1
 # that leaves early has its latency counted from the actual send, so it is never understated.
 _EARLY_S = 0.0005
 _MIN_WAIT_S = 0.001
+# A response also sends what is overdue by at least this much, so a burst of responses that keeps
+# the loop busy cannot hold sends back until the next timer. Sending only what is overdue (rather
+# than whatever falls due soon) keeps sends in batches: the target wakes once per batch instead of
+# once per request, which on loopback saves both sides CPU per request (benchmarks/loadgen_capacity.py).
+_CATCH_UP_S = 0.00025
 _PROGRESS_EVERY_S = 0.5
 
 
@@ -140,6 +145,7 @@ class _PointRun:
             total += endpoint.weight
             cumulative.append(total)
         self.cum_weights, self.total_weight = cumulative, total
+        self.single_endpoint = len(endpoints) == 1
         self.cycle_next = plan.proc_index
         cap = point.concurrency if point.loop == "closed" and point.concurrency else plan.max_in_flight
         pools: dict[Origin, ConnectionPool] = {}
@@ -191,8 +197,8 @@ class _PointRun:
             return index
         return bisect.bisect_right(self.cum_weights, self.rng.random() * self.total_weight)
 
-    def _dispatch(self, intended: float) -> None:
-        endpoint = self._pick()
+    def _dispatch(self, intended: float, now: float) -> None:
+        endpoint = 0 if self.single_endpoint else self._pick()
         if endpoint >= len(self.requests):  # float rounding at the top of the cumulative weights
             endpoint = len(self.requests) - 1
         requests = self.requests[endpoint]
@@ -203,7 +209,7 @@ class _PointRun:
         if measured:
             self.sent += 1
             self.ep_sent[endpoint] += 1
-            if _now() - intended > self.plan.late_send_threshold_s:
+            if now - intended > self.plan.late_send_threshold_s:
                 self.late += 1
         else:
             self.warmup_requests += 1
@@ -222,41 +228,40 @@ class _PointRun:
     def _on_done(self, token: Any, written_at: float, finished: float, status: int) -> None:
         endpoint, intended = token
         self.in_flight -= 1
+        # Recording is written out here (not in a method of its own): it runs once per response.
         if intended >= self.measure_start:
-            self._record(endpoint, intended, written_at, finished, status)
+            latency = self.latency
+            window = int((finished - self.measure_start) / self.plan.window_s)
+            if window != latency.index:
+                latency.roll_to(window)
+            if finished > self.last_finished:
+                self.last_finished = finished
+            if 200 <= status < 300:
+                self.ok += 1
+                began = (
+                    intended if intended < written_at else written_at
+                )  # an early send counts from its send
+                latency.ok(
+                    int((finished - began) * 1_000_000.0) + 1,
+                    int((finished - written_at) * 1_000_000.0) + 1,
+                    endpoint,
+                )
+                self.ep_ok[endpoint] += 1
+                self.ep_sum_s[endpoint] += finished - began
+            else:
+                self.errors[status] = self.errors.get(status, 0) + 1
+                latency.error()
+                errors = self.ep_errors[endpoint]
+                errors[status] = errors.get(status, 0) + 1
         if self.csv is not None:
             self._write_row(endpoint, intended, written_at, finished, status)
         if self.stopping:
             if self.in_flight == 0 and not self.done.done():
                 self.done.set_result(None)
         elif self.schedule is None:  # closed loop: this user sends its next request now
-            self._dispatch(_now())
-        elif self.next_due <= finished + _EARLY_S:
+            self._dispatch(finished, finished)
+        elif self.next_due <= finished - _CATCH_UP_S:
             self._send_due(finished)
-
-    def _record(
-        self, endpoint: int, intended: float, written_at: float, finished: float, status: int
-    ) -> None:
-        window = int((finished - self.measure_start) / self.plan.window_s)
-        if window != self.latency.index:
-            self.latency.roll_to(window)
-        if finished > self.last_finished:
-            self.last_finished = finished
-        if 200 <= status < 300:
-            self.ok += 1
-            began = intended if intended < written_at else written_at  # an early send counts from its send
-            self.latency.ok(
-                int((finished - began) * 1_000_000.0) + 1,
-                int((finished - written_at) * 1_000_000.0) + 1,
-                endpoint,
-            )
-            self.ep_ok[endpoint] += 1
-            self.ep_sum_s[endpoint] += finished - began
-        else:
-            self.errors[status] = self.errors.get(status, 0) + 1
-            self.latency.error()
-            errors = self.ep_errors[endpoint]
-            errors[status] = errors.get(status, 0) + 1
 
     def _write_row(
         self, endpoint: int, intended: float, written_at: float, finished: float, status: int
@@ -335,7 +340,7 @@ class _PointRun:
                 return False
             if due >= self.measure_start:
                 self.scheduled += 1
-            self._dispatch(due)
+            self._dispatch(due, now)
             if self.stopping:
                 return False
             self.next_due = self.start + self.schedule.next()
@@ -358,7 +363,8 @@ class _PointRun:
         for user in range(users):
             delay = self.point.ramp_s * user / users
             if delay <= 0:
-                self._dispatch(_now())
+                now = _now()
+                self._dispatch(now, now)
             else:
                 self.loop.call_later(delay, self._start_user)
         limit = self._send_end_limit()
@@ -367,7 +373,8 @@ class _PointRun:
 
     def _start_user(self) -> None:
         if not self.stopping:
-            self._dispatch(_now())
+            now = _now()
+            self._dispatch(now, now)
 
     def _end_by_time(self) -> None:
         if not self.stopping:
