@@ -45,7 +45,7 @@ _MIN_WAIT_S = 0.001
 # A response also sends what is overdue by at least this much, so a burst of responses that keeps
 # the loop busy cannot hold sends back until the next timer. Sending only what is overdue (rather
 # than whatever falls due soon) keeps sends in batches: the target wakes once per batch instead of
-# once per request, which on loopback saves both sides CPU per request (benchmarks/loadgen_capacity.py).
+# once per request, which on loopback saves both sides CPU per request (figures in docs/bench.md).
 _CATCH_UP_S = 0.00025
 _PROGRESS_EVERY_S = 0.5
 
@@ -145,7 +145,6 @@ class _PointRun:
             total += endpoint.weight
             cumulative.append(total)
         self.cum_weights, self.total_weight = cumulative, total
-        self.single_endpoint = len(endpoints) == 1
         self.cycle_next = plan.proc_index
         cap = point.concurrency if point.loop == "closed" and point.concurrency else plan.max_in_flight
         pools: dict[Origin, ConnectionPool] = {}
@@ -198,7 +197,7 @@ class _PointRun:
         return bisect.bisect_right(self.cum_weights, self.rng.random() * self.total_weight)
 
     def _dispatch(self, intended: float, now: float) -> None:
-        endpoint = 0 if self.single_endpoint else self._pick()
+        endpoint = self._pick()
         if endpoint >= len(self.requests):  # float rounding at the top of the cumulative weights
             endpoint = len(self.requests) - 1
         requests = self.requests[endpoint]
@@ -228,31 +227,8 @@ class _PointRun:
     def _on_done(self, token: Any, written_at: float, finished: float, status: int) -> None:
         endpoint, intended = token
         self.in_flight -= 1
-        # Recording is written out here (not in a method of its own): it runs once per response.
         if intended >= self.measure_start:
-            latency = self.latency
-            window = int((finished - self.measure_start) / self.plan.window_s)
-            if window != latency.index:
-                latency.roll_to(window)
-            if finished > self.last_finished:
-                self.last_finished = finished
-            if 200 <= status < 300:
-                self.ok += 1
-                began = (
-                    intended if intended < written_at else written_at
-                )  # an early send counts from its send
-                latency.ok(
-                    int((finished - began) * 1_000_000.0) + 1,
-                    int((finished - written_at) * 1_000_000.0) + 1,
-                    endpoint,
-                )
-                self.ep_ok[endpoint] += 1
-                self.ep_sum_s[endpoint] += finished - began
-            else:
-                self.errors[status] = self.errors.get(status, 0) + 1
-                latency.error()
-                errors = self.ep_errors[endpoint]
-                errors[status] = errors.get(status, 0) + 1
+            self._record(endpoint, intended, written_at, finished, status)
         if self.csv is not None:
             self._write_row(endpoint, intended, written_at, finished, status)
         if self.stopping:
@@ -262,6 +238,30 @@ class _PointRun:
             self._dispatch(finished, finished)
         elif self.next_due <= finished - _CATCH_UP_S:
             self._send_due(finished)
+
+    def _record(
+        self, endpoint: int, intended: float, written_at: float, finished: float, status: int
+    ) -> None:
+        window = int((finished - self.measure_start) / self.plan.window_s)
+        if window != self.latency.index:
+            self.latency.roll_to(window)
+        if finished > self.last_finished:
+            self.last_finished = finished
+        if 200 <= status < 300:
+            self.ok += 1
+            began = intended if intended < written_at else written_at  # an early send counts from its send
+            self.latency.ok(
+                int((finished - began) * 1_000_000.0) + 1,
+                int((finished - written_at) * 1_000_000.0) + 1,
+                endpoint,
+            )
+            self.ep_ok[endpoint] += 1
+            self.ep_sum_s[endpoint] += finished - began
+        else:
+            self.errors[status] = self.errors.get(status, 0) + 1
+            self.latency.error()
+            errors = self.ep_errors[endpoint]
+            errors[status] = errors.get(status, 0) + 1
 
     def _write_row(
         self, endpoint: int, intended: float, written_at: float, finished: float, status: int

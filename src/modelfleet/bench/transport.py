@@ -88,8 +88,7 @@ class _Connection(asyncio.Protocol):
         if self.alive:
             self.pool._on_broken(self, CONNECTION_ERROR)
 
-    # httptools callback, once per response. The pool's bookkeeping is written out here rather than
-    # in pool methods: at tens of thousands of responses a second each Python call is measurable.
+    # httptools callback, once per response.
     def on_message_complete(self) -> None:
         finished = _now()
         pool = self.pool
@@ -100,10 +99,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         status = parser.get_status_code()
         if parser.should_keep_alive() and not pool._closed:
-            if pool._pending:
-                pool._write(self, *pool._pending.popleft())
-            else:
-                pool._idle.append(self)
+            pool._release(self)
         else:
             pool._retire(self)
             if pool._pending and not pool._closed:
@@ -225,22 +221,27 @@ class ConnectionPool:
             connection.transport.close()
             return
         self._open.append(connection)
+        self._release(connection)
+
+    def _release(self, connection: _Connection) -> None:
+        """A free connection takes the oldest queued request, or waits idle."""
         if self._pending:
             self._write(connection, *self._pending.popleft())
         else:
             self._idle.append(connection)
 
-    def _retire(self, connection: _Connection) -> None:
+    def _retire(self, connection: _Connection, abort: bool = False) -> None:
         connection.alive = False
         if connection in self._open:
             self._open.remove(connection)
         if connection.transport is not None:
-            connection.transport.close()
+            if abort:
+                connection.transport.abort()
+            else:
+                connection.transport.close()
 
     def _on_broken(self, connection: _Connection, outcome: int) -> None:
-        self._retire(connection)
-        if connection.transport is not None:
-            connection.transport.abort()
+        self._retire(connection, abort=True)
         if not connection.busy:
             if connection in self._idle:
                 self._idle.remove(connection)
