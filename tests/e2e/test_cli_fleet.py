@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,35 @@ def test_image_context_assembles_a_build_folder(tmp_path: Path) -> None:
     assert (out / "Dockerfile").is_file() and (out / "models" / "linear" / "manifest.json").is_file()
     again = run("image", "context", str(spec), "-o", str(out))
     assert_one_line_error(again, 6, "pass --force")
+
+
+def test_status_of_a_fleet_with_auth_sends_the_api_key_it_is_given(tmp_path: Path) -> None:
+    from modelfleet.security.keys import KeyStore
+
+    keys_file = tmp_path / "keys.json"
+    key = KeyStore(keys_file).create("status", ["read"], actor="test").key
+    artifacts = {"alpha": make_artifact(tmp_path / "alpha", "alpha", 1)}
+    spec = write_fleet_spec(
+        tmp_path / "fleet.yaml", artifacts, auth={"enabled": True, "keys_file": str(keys_file)}
+    )
+    up = run("fleet", "up", str(spec), cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        without = run("fleet", "status", "testfleet", "--json", cwd=tmp_path)
+        assert without.returncode == 0, without.stderr
+        assert json.loads(without.stdout)["router_ready"] is False
+        assert "--api-key" in without.stderr and "MODELFLEET_API_KEY" in without.stderr
+        flag = run("fleet", "status", "testfleet", "--json", "--api-key", key, cwd=tmp_path)
+        data = json.loads(flag.stdout)
+        assert data["router_ready"] is True and data["router_error"] is None
+        assert "warning" not in flag.stderr
+        env = {**os.environ, "MODELFLEET_API_KEY": key}
+        human = run("fleet", "status", "testfleet", cwd=tmp_path, env=env)
+        assert human.returncode == 0 and "(ready)" in human.stdout, human.stderr
+        assert key not in human.stdout + human.stderr
+    finally:
+        down = run("fleet", "down", "testfleet", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
 
 
 def test_up_status_logs_down_from_separate_invocations(tmp_path: Path) -> None:

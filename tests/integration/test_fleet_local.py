@@ -163,6 +163,7 @@ def test_auth_on_the_fleet_is_enforced_through_the_router(tmp_path: Path) -> Non
 
     keys_file = tmp_path / "keys.json"
     key = KeyStore(keys_file).create("fleet-test", ["infer:alpha"], actor="test").key
+    read_key = KeyStore(keys_file).create("fleet-status", ["read"], actor="test").key
     artifacts = {
         "alpha": make_artifact(tmp_path / "alpha", "alpha", 1),
         "beta": make_artifact(tmp_path / "beta", "beta", 2),
@@ -183,6 +184,18 @@ def test_auth_on_the_fleet_is_enforced_through_the_router(tmp_path: Path) -> Non
         other_model = httpx.post(f"{url}/beta/infer", json=infer_body(), headers={"X-API-Key": key})
         assert other_model.status_code == 403
         assert httpx.get(f"{state.router_url}/v2/health/ready").status_code == 200  # probes stay open
+        # The router's own figures need a `read` key too; without one, status says how to give it.
+        assert httpx.get(f"{state.router_url}/fleet/status").status_code == 401
+        assert httpx.get(f"{state.router_url}/metrics").status_code == 401
+        anonymous_status = fleet_status(spec_file, state_root)
+        assert not anonymous_status["router_ready"]
+        assert "MODELFLEET_API_KEY" in anonymous_status["router_error"]
+        refused = fleet_status(spec_file, state_root, api_key=key)  # infer only: 403
+        assert "refused the key given" in refused["router_error"]
+        status = fleet_status(spec_file, state_root, api_key=read_key)
+        assert status["router_ready"] and status["router_error"] is None
+        alpha = next(m for m in status["models"] if m["name"] == "alpha")
+        assert alpha["requests"] >= 1  # the allowed inference above, counted by the router
     finally:
         stop_fleet(spec_file, state_root, grace_s=5)
 

@@ -1,4 +1,4 @@
-"""The router against real model servers on loopback: routing, pass-through, errors, retries, metrics."""
+"""The router against real model servers on loopback: routing, pass-through, errors, retries, metrics, auth."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from tests.fleet_fixtures import (
 )
 
 from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
+from modelfleet.security.auth import MISSING_MESSAGE
+from modelfleet.security.keys import KeyStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -282,3 +284,73 @@ def test_a_killed_replica_costs_a_retry_not_a_failed_request(fleet: Fleet, tmp_p
     finally:
         for server in servers:
             stop(server)
+
+
+@pytest.fixture(scope="module")
+def keys(fleet: Fleet) -> tuple[Path, dict[str, str]]:
+    """A key store with a `read` key and an `infer:alpha` key (the plaintexts by scope)."""
+    keys_file = fleet.root / "keys.json"
+    store = KeyStore(keys_file)
+    return keys_file, {
+        "read": store.create("dashboard", ["read"], actor="test").key,
+        "infer": store.create("client", ["infer:alpha"], actor="test").key,
+    }
+
+
+# What the router answers itself, and the scope each needs with auth on.
+ROUTER_OWN = [
+    ("GET", "/fleet/status"),
+    ("GET", "/metrics"),
+    ("GET", "/v2"),
+    ("POST", "/v2/repository/index"),
+    ("GET", "/v2/models/gamma"),  # not in the fleet: no 404 before the key is checked
+    ("POST", "/v2/models/gamma/infer"),
+]
+
+
+def test_with_auth_the_routers_own_routes_need_a_key_and_probes_stay_open(
+    fleet: Fleet, keys: tuple[Path, dict[str, str]]
+) -> None:
+    keys_file, key = keys
+    url = fleet.router("auth", keys_file=keys_file)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for method, path in ROUTER_OWN:
+            forged = key["read"][:-4] + "AAAA"  # a real key id with a wrong secret: the KDF decides
+            for headers in ({}, {"Authorization": "Bearer mf_nope_notakey"}, {"X-API-Key": forged}):
+                response = client.request(method, path, content=b"{}", headers=headers)
+                assert response.status_code == 401, (path, headers, response.text)
+                assert response.json()["error"] in ("invalid API key", MISSING_MESSAGE)
+                assert response.headers["WWW-Authenticate"] == 'Bearer realm="modelfleet"'
+            infer_only = client.request(method, path, content=b"{}", headers={"X-API-Key": key["infer"]})
+            assert infer_only.status_code == 403, (path, infer_only.text)
+            assert "WWW-Authenticate" not in infer_only.headers
+
+        read = {"Authorization": f"Bearer {key['read']}"}
+        status = client.get("/fleet/status", headers=read)
+        assert status.status_code == 200 and status.json()["ready"] is True
+        assert set(status.json()["models"]) == {"alpha", "beta"}
+        metrics = client.get("/metrics", headers={"X-API-Key": key["read"]})
+        assert metrics.status_code == 200 and "modelfleet_router_ready_replicas" in metrics.text
+        assert client.get("/v2", headers=read).json()["name"] == "modelfleet-router/itest"
+        index = client.post("/v2/repository/index", content=b"{}", headers=read)
+        assert sorted(entry["name"] for entry in index.json()) == ["alpha", "beta"]
+        unknown = client.get("/v2/models/gamma", headers=read)
+        assert unknown.status_code == 404 and "not in fleet" in unknown.json()["error"]
+
+        for probe in ("/v2/health/live", "/v2/health/ready", "/router/ready"):
+            assert client.get(probe).status_code == 200, probe
+        # Model routes are the servers' to check (these test servers run without auth).
+        assert client.post("/v2/models/alpha/infer", json=infer_body()).status_code == 200
+
+
+def test_metrics_stay_open_when_the_fleet_does_not_protect_them(
+    fleet: Fleet, keys: tuple[Path, dict[str, str]]
+) -> None:
+    keys_file, key = keys
+    url = fleet.router("auth-open-metrics", keys_file=keys_file, protect_metrics=False)
+    metrics = httpx.get(f"{url}/metrics")
+    assert metrics.status_code == 200 and "modelfleet_router_requests_total" in metrics.text
+    status = httpx.get(f"{url}/fleet/status")
+    assert status.status_code == 401 and "missing API key" in status.json()["error"]
+    allowed = httpx.get(f"{url}/fleet/status", headers={"Authorization": f"Bearer {key['read']}"})
+    assert allowed.status_code == 200

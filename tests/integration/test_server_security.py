@@ -84,6 +84,7 @@ def test_missing_and_wrong_keys_get_401(secure: SecureServer, method: str, path:
     for response in (missing, wrong, forged_response):
         assert response.status_code == 401, (path, response.text)
         assert "error" in response.json()
+        assert response.headers["www-authenticate"] == 'Bearer realm="modelfleet"'
 
 
 @pytest.mark.parametrize(("method", "path", "needs"), PROTECTED)

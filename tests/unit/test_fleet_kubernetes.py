@@ -290,6 +290,28 @@ def test_auth_mounts_a_secret_reference_and_never_secret_data() -> None:
     assert yaml.safe_load(open_configmap["data"]["serve.yaml"])["auth"]["enabled"] is False
 
 
+def test_the_router_reads_the_same_key_store_and_metrics_policy_as_the_servers() -> None:
+    objects = _render(_base(auth={"enabled": True, "secret_name": "keys-secret", "protect_metrics": False}))
+    router = next(o for o in objects if o["metadata"]["name"] == "demo-router")
+    pod = router["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert volume["secret"]["secretName"] == "keys-secret"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "auth")
+    assert mount["readOnly"] is True
+    config = json.loads(
+        next(o for o in objects if o["metadata"]["name"] == "demo-router-config")["data"]["router.json"]
+    )
+    assert config["keys_file"] == f"{mount['mountPath']}/keys"
+    assert config["protect_metrics"] is False
+    serve_configmap = next(o for o in objects if o["metadata"]["name"] == "demo-cpu-0-serve")
+    assert yaml.safe_load(serve_configmap["data"]["serve.yaml"])["auth"]["protect_metrics"] is False
+    open_objects = _render(_base(auth={"enabled": False}))
+    open_router = next(o for o in open_objects if o["metadata"]["name"] == "demo-router")
+    assert all(v["name"] != "auth" for v in open_router["spec"]["template"]["spec"]["volumes"])
+    open_config = next(o for o in open_objects if o["metadata"]["name"] == "demo-router-config")
+    assert json.loads(open_config["data"]["router.json"])["keys_file"] is None
+
+
 def test_image_is_pinned_by_digest_only_when_given() -> None:
     tagged = _render(_base(image={"repository": "r.example/mf", "tag": "1.2.3"}))
     assert (

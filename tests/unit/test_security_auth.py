@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,7 +13,13 @@ import pytest
 
 from modelfleet.errors import Forbidden, Unauthorized
 from modelfleet.security.audit import AuditLog
-from modelfleet.security.auth import INVALID_MESSAGE, Authenticator, credentials_from_headers
+from modelfleet.security.auth import (
+    INVALID_MESSAGE,
+    Authenticator,
+    Principal,
+    authorize_off_loop,
+    credentials_from_headers,
+)
 from modelfleet.security.keys import CreatedKey, KeyStore
 
 
@@ -166,3 +173,27 @@ def test_from_keys_file_builds_a_working_authenticator(
     assert auth.authorize(infer_key.key, "read").key_id == infer_key.record.key_id
     _denied(auth, None, "read")
     assert (tmp_path / "a.jsonl").exists()
+
+
+def test_authorize_off_loop_runs_a_new_keys_kdf_in_a_thread_and_a_known_key_inline(
+    store: KeyStore, infer_key: CreatedKey
+) -> None:
+    auth = Authenticator(store)
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    authorize = auth.authorize
+
+    def spy(credentials: str | None, scope: str) -> Principal:
+        threads.append(threading.get_ident())
+        return authorize(credentials, scope)
+
+    auth.authorize = spy  # type: ignore[method-assign]
+    credentials = f"Bearer {infer_key.key}"
+    first = asyncio.run(authorize_off_loop(auth, credentials, "read"))
+    again = asyncio.run(authorize_off_loop(auth, credentials, "read"))
+    assert first == again and first.key_id == infer_key.record.key_id
+    assert threads[0] != loop_thread and threads[1] == loop_thread
+    with pytest.raises(Unauthorized):
+        asyncio.run(authorize_off_loop(auth, None, "read"))
+    with pytest.raises(Forbidden):
+        asyncio.run(authorize_off_loop(auth, credentials, "admin"))

@@ -215,12 +215,23 @@ def register(app: typer.Typer) -> None:
         state_dir: Path | None = typer.Option(
             None, "--state-dir", help=_STATE_DIR_HELP, envvar=_STATE_DIR_ENV
         ),
+        api_key: str | None = typer.Option(
+            None,
+            "--api-key",
+            help="Key with the read scope, for the router's figures when the fleet has auth on.",
+            envvar="MODELFLEET_API_KEY",
+            show_default=False,
+        ),
         json_output: bool = typer.Option(False, "--json", help="Print status as JSON."),
     ) -> None:
         """Each model, its replicas and their states, restarts, and request/latency figures from the router."""
         from modelfleet.fleet.status import fleet_status
 
-        result = fleet_status(fleet, state_root=state_dir)
+        result = fleet_status(fleet, state_root=state_dir, api_key=api_key)
+        if result["router_error"]:
+            err_console.print(
+                f"[yellow]warning:[/] {result['router_error']}", highlight=False, soft_wrap=True
+            )
         if json_output:
             print_json(result)
         else:

@@ -229,7 +229,10 @@ class FleetModelConfig(ModelRuntimeConfig):
 class AuthConfig(SpecModel):
     """API-key authentication of inference requests. The key store itself is managed by `modelfleet keys`."""
 
-    enabled: bool = Field(default=True, description="Require an API key on inference routes.")
+    enabled: bool = Field(
+        default=True,
+        description="Require an API key on every route of the router and the servers but the health probes.",
+    )
     keys_file: Path | None = Field(
         default=None,
         description="Key store from `modelfleet keys create` that local servers read (relative to the spec); "
@@ -238,6 +241,10 @@ class AuthConfig(SpecModel):
     secret_name: str | None = Field(
         default=None,
         description="Kubernetes Secret holding the key store (key `keys`); defaults to FLEET-auth. Never rendered with data.",
+    )
+    protect_metrics: bool = Field(
+        default=True,
+        description="Require the `read` scope for /metrics on the router and the servers while auth is on.",
     )
 
     def resolve_paths(self, base: Path) -> None:

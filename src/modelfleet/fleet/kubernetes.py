@@ -190,6 +190,28 @@ def _auth_secret_name(spec: FleetSpec) -> str:
     return spec.auth.secret_name or f"{spec.name}-auth"
 
 
+def _auth_keys_file(spec: FleetSpec) -> Path | None:
+    """Where servers and router read the key store inside the pod; None while auth is off."""
+    return Path(AUTH_DIR) / AUTH_KEYS_FILE if spec.auth.enabled else None
+
+
+def _mount_auth(spec: FleetSpec, container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """With auth on: the key store from the fleet's Secret, read-only at AUTH_DIR."""
+    if not spec.auth.enabled:
+        return
+    container["volumeMounts"].append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+    volumes.append(
+        {
+            "name": "auth",
+            "secret": {
+                "secretName": _auth_secret_name(spec),
+                "items": [{"key": AUTH_KEYS_FILE, "path": AUTH_KEYS_FILE}],
+                "defaultMode": 0o440,
+            },
+        }
+    )
+
+
 def image_model_path(model: FleetModelConfig) -> Path:
     """Where `modelfleet image context` puts a model's artifact inside the image."""
     return Path(MODELS_DIR) / model.name
@@ -205,8 +227,14 @@ def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
     spec = plan.fleet
     k8s = spec.kubernetes
     name = f"{spec.name}-{group.name}"
-    keys_file = Path(AUTH_DIR) / AUTH_KEYS_FILE if spec.auth.enabled else None
-    serve_spec = group.serve_spec("0.0.0.0", k8s.port, image_model_path, graceful_shutdown_s(spec), keys_file)
+    serve_spec = group.serve_spec(
+        "0.0.0.0",
+        k8s.port,
+        image_model_path,
+        graceful_shutdown_s(spec),
+        _auth_keys_file(spec),
+        spec.auth.protect_metrics,
+    )
     serve_yaml = yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
     selector = _selector(spec, "server", group.name)
 
@@ -226,18 +254,7 @@ def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
         {"name": "config", "configMap": {"name": f"{name}-serve"}},
         _tmp_volume(group.pool.resources),
     ]
-    if spec.auth.enabled:
-        container["volumeMounts"].append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
-        volumes.append(
-            {
-                "name": "auth",
-                "secret": {
-                    "secretName": _auth_secret_name(spec),
-                    "items": [{"key": AUTH_KEYS_FILE, "path": AUTH_KEYS_FILE}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
+    _mount_auth(spec, container, volumes)
 
     pod = _pod_spec(spec, container, volumes, selector)
     node_selector = _node_selector(group.pool)
@@ -368,7 +385,7 @@ def _router_objects(plan: FleetPlan) -> list[Manifest]:
         )
         for group in plan.groups
     ]
-    settings = router_settings(plan, "0.0.0.0", k8s.port, upstreams)
+    settings = router_settings(plan, "0.0.0.0", k8s.port, upstreams, _auth_keys_file(spec))
     router_json = settings.model_dump_json(indent=2) + "\n"
     selector = _selector(spec, "router")
 
@@ -380,6 +397,7 @@ def _router_objects(plan: FleetPlan) -> list[Manifest]:
     container["readinessProbe"] = _http_probe("/router/ready", PROBE_PERIOD_S, 2)
     container["livenessProbe"] = _http_probe("/v2/health/live", 10, 3)
     volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}, _tmp_volume(k8s.router_resources)]
+    _mount_auth(spec, container, volumes)  # the router checks keys on the routes it answers itself
     pod = _pod_spec(spec, container, volumes, selector)
     return [
         {

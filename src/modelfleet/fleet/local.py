@@ -107,7 +107,9 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             process_id = f"{group.name}-{replica}"
             port = _free_port(host)
             spec_file = paths.specs_dir / f"{process_id}.yaml"
-            serve_spec = group.serve_spec(host, port, keys_file=keys_file)
+            serve_spec = group.serve_spec(
+                host, port, keys_file=keys_file, protect_metrics=spec.auth.protect_metrics
+            )
             write_atomic(
                 spec_file,
                 yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False),
@@ -134,7 +136,9 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
     else:
         _check_port_free(router_host, spec.router.port)
         router_port = spec.router.port
-    write_router_settings(router_settings(plan, router_host, router_port, upstreams), paths.router_file)
+    write_router_settings(
+        router_settings(plan, router_host, router_port, upstreams, keys_file), paths.router_file
+    )
     router_url = f"http://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"
     processes.append(
         ProcessRecord(

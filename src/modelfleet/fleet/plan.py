@@ -44,16 +44,22 @@ class ServerGroup:
         artifact_path: Callable[[FleetModelConfig], Path] | None = None,
         graceful_shutdown_s: float | None = None,
         keys_file: Path | None = None,
+        protect_metrics: bool = True,
     ) -> ServeSpec:
         """The serve spec one replica runs. ``artifact_path`` rewrites paths (e.g. to /models/NAME in an image);
-        with ``keys_file`` every model route needs an API key from that key store."""
+        with ``keys_file`` every route but the health probes needs an API key from that key store (/metrics
+        only with ``protect_metrics``)."""
         models = []
         for model in self.models:
             path = model.path if artifact_path is None or model.path is None else artifact_path(model)
             models.append(ModelConfig(path=path, ref=model.ref, name=model.name, **model.runtime_fields()))
         shutdown = {} if graceful_shutdown_s is None else {"graceful_shutdown_s": graceful_shutdown_s}
         server = ServerConfig(host=host, port=port, workers=self.pool.workers, **shutdown)
-        auth = ServeAuthConfig() if keys_file is None else ServeAuthConfig(enabled=True, keys_file=keys_file)
+        auth = (
+            ServeAuthConfig()
+            if keys_file is None
+            else ServeAuthConfig(enabled=True, keys_file=keys_file, protect_metrics=protect_metrics)
+        )
         return ServeSpec(server=server, models=models, auth=auth)
 
 

@@ -11,6 +11,14 @@ The router also answers: /v2/health/live, /v2/health/ready (every model has a re
 /router/ready (the router itself can route, for Kubernetes probes), /v2 (metadata),
 POST /v2/repository/index (the union of every group's index), /metrics (Prometheus) and
 /fleet/status (JSON for `modelfleet fleet status`).
+
+With auth on (``settings.keys_file``), what the router answers itself follows the servers' policy and
+is checked by the same Authenticator (security.auth): /v2, the repository index, /fleet/status and, with
+``protect_metrics``, /metrics need a key with the ``read`` scope; a request for a model the fleet does
+not serve (or a HEAD on a model route) is checked as the server would check that route before its
+404/405, so no answer tells a caller without a key which models exist. A missing or bad key gets 401
+``{"error": ...}`` with ``WWW-Authenticate``, a key without the scope 403. The probes (/v2/health/live,
+/v2/health/ready, /router/ready) stay open. Model routes are checked by the servers behind the router.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +35,7 @@ import orjson
 from prometheus_client import generate_latest
 
 from modelfleet import __version__
+from modelfleet.errors import ModelfleetError, Unauthorized
 from modelfleet.fleet.http1 import (
     Answer,
     Request,
@@ -40,11 +50,19 @@ from modelfleet.fleet.http1 import (
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_metrics import RouterMetrics
 from modelfleet.fleet.routing import Replica, RoutingTable
+from modelfleet.security.auth import (
+    WWW_AUTHENTICATE,
+    Authenticator,
+    Authorizer,
+    authorize_off_loop,
+    credentials_from_headers,
+)
 
 _JSON_HEADERS = [(b"Content-Type", b"application/json")]
 _MODELS_PREFIX = "/v2/models/"
 _CONNECT_TIMEOUT_S = 2.0
 _DRAIN_TIMEOUT_S = 10.0
+_CHALLENGE = WWW_AUTHENTICATE.encode()
 
 
 def json_response(status: int, data: Any, retry_after_s: int | None = None) -> Response:
@@ -58,6 +76,19 @@ def error_response(status: int, message: str, retry_after_s: int | None = None) 
     return json_response(status, {"error": message}, retry_after_s)
 
 
+def refusal(exc: ModelfleetError) -> Response:
+    """401 (with the challenge, as the servers send it), 403 or 400 for a request the auth check refused."""
+    response = error_response(exc.http_status, exc.message)
+    if isinstance(exc, Unauthorized):
+        response.headers.append((b"WWW-Authenticate", _CHALLENGE))
+    return response
+
+
+def _model_scope(path: str, model: str) -> str:
+    """The scope a server would ask of this model route: ``infer:<model>`` for /infer, else ``read``."""
+    return f"infer:{model}" if path.rstrip("/").endswith("/infer") else "read"
+
+
 class Router:
     """Routing, health polling and the router's own endpoints. ``handle`` is the whole request path."""
 
@@ -65,6 +96,9 @@ class Router:
         self.settings = settings
         self.table = RoutingTable(settings.upstreams)
         self.metrics = RouterMetrics(settings.fleet, self.table)
+        self.auth: Authorizer | None = (
+            None if settings.keys_file is None else Authenticator.from_keys_file(settings.keys_file)
+        )
         self.pools: dict[str, UpstreamPool] = {}
         for replica in self.table.replicas:
             parts = urlsplit(replica.url)
@@ -119,11 +153,11 @@ class Router:
         path = request.path
         if path.startswith(_MODELS_PREFIX):
             model = path[len(_MODELS_PREFIX) :].split("/", 1)[0]
-            if not self.table.has_model(model):
-                return error_response(404, f"model {model!r} is not in fleet {self.settings.fleet!r}")
-            if request.method == b"HEAD":
-                return error_response(405, "HEAD is not supported on model routes; use GET")
-            return self._forward(request, model, answer, time.perf_counter(), None, "")
+            if self.table.has_model(model) and request.method != b"HEAD":
+                return self._forward(request, model, answer, time.perf_counter(), None, "")
+            return self._guarded(
+                request, answer, _model_scope(path, model), lambda: self._no_model_route(request, model)
+            )
         method = request.method
         if method in (b"GET", b"HEAD"):
             if path == "/v2/health/live":
@@ -135,28 +169,73 @@ class Router:
                     return json_response(200, {"ready": True})
                 return error_response(503, "router has not polled its upstreams yet", self._retry_after)
             if path == "/v2":
-                return json_response(
-                    200,
-                    {
-                        "name": f"modelfleet-router/{self.settings.fleet}",
-                        "version": __version__,
-                        "extensions": ["binary_tensor_data"],
-                    },
-                )
+                return self._guarded(request, answer, "read", self._metadata)
             if path == "/metrics":
-                return Response(
-                    200,
-                    [(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")],
-                    generate_latest(self.metrics.registry),
-                )
+                if not self.settings.protect_metrics:
+                    return self._metrics_text()
+                return self._guarded(request, answer, "read", self._metrics_text)
             if path == "/fleet/status":
-                return json_response(200, self.status())
+                return self._guarded(request, answer, "read", lambda: json_response(200, self.status()))
         if method == b"POST" and path == "/v2/repository/index":
-            task = asyncio.get_running_loop().create_task(self._repository_index(request))
-            self._tasks.add(task)
-            task.add_done_callback(lambda done: self._answer_from_task(done, answer))
+            self._later(self._repository_index(request), answer)
             return None
         return error_response(404, f"no route {method.decode('latin-1')} {path} (the router serves /v2/...)")
+
+    def _guarded(
+        self, request: Request, answer: Answer, scope: str, respond: Callable[[], Response]
+    ) -> Response | None:
+        """``respond()`` for a caller allowed ``scope``: at once while auth is off, else after the key check."""
+        if self.auth is None:
+            return respond()
+        self._later(self._checked(request, scope, respond), answer)
+        return None
+
+    async def _checked(self, request: Request, scope: str, respond: Callable[[], Response]) -> Response:
+        denied = await self._refused(request, scope)
+        return respond() if denied is None else denied
+
+    async def _refused(self, request: Request, scope: str) -> Response | None:
+        """None when auth is off or the request's key grants ``scope``, else the 401/403 to answer."""
+        if self.auth is None:
+            return None
+        authorization, api_key = request.header(b"authorization"), request.header(b"x-api-key")
+        credentials = credentials_from_headers(
+            None if authorization is None else authorization.decode("latin-1"),
+            None if api_key is None else api_key.decode("latin-1"),
+        )
+        try:
+            await authorize_off_loop(self.auth, credentials, scope)
+        except ModelfleetError as exc:  # Unauthorized, Forbidden; InvalidInput for a name no scope can hold
+            return refusal(exc)
+        return None
+
+    def _later(self, work: Coroutine[Any, Any, Response], answer: Answer) -> None:
+        """Run ``work`` as a task and ``answer`` with its response (dispatch then returns None)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._answer_from_task(done, answer))
+
+    def _no_model_route(self, request: Request, model: str) -> Response:
+        if not self.table.has_model(model):
+            return error_response(404, f"model {model!r} is not in fleet {self.settings.fleet!r}")
+        return error_response(405, "HEAD is not supported on model routes; use GET")
+
+    def _metadata(self) -> Response:
+        return json_response(
+            200,
+            {
+                "name": f"modelfleet-router/{self.settings.fleet}",
+                "version": __version__,
+                "extensions": ["binary_tensor_data"],
+            },
+        )
+
+    def _metrics_text(self) -> Response:
+        return Response(
+            200,
+            [(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")],
+            generate_latest(self.metrics.registry),
+        )
 
     def _answer_from_task(self, task: asyncio.Task[Response], answer: Answer) -> None:
         self._tasks.discard(task)
@@ -255,6 +334,9 @@ class Router:
 
     async def _repository_index(self, request: Request) -> Response:
         """The union of every group's index; models without a ready replica are listed as UNAVAILABLE."""
+        denied = await self._refused(request, "read")
+        if denied is not None:
+            return denied
         entries: dict[tuple[str, str], Any] = {}
         answered: set[str] = set()
         asked: set[str] = set()

@@ -44,6 +44,15 @@ class RouterSettings(SpecModel):
         default=1, ge=1, description="Retry-After sent with 503 when no replica is ready."
     )
     upstreams: list[Upstream] = Field(min_length=1, description="Every replica the router may send to.")
+    keys_file: Path | None = Field(
+        default=None,
+        description="API key store (from `modelfleet keys create`). When set, the routes the router answers "
+        "itself need a key with the `read` scope, as on a server: /v2, /v2/repository/index, /fleet/status, "
+        "and /metrics with protect_metrics. Health probes stay open; model routes are checked by the servers.",
+    )
+    protect_metrics: bool = Field(
+        default=True, description="With keys_file: /metrics needs the `read` scope too."
+    )
 
     @property
     def model_names(self) -> list[str]:
@@ -54,7 +63,10 @@ class RouterSettings(SpecModel):
         return list(seen)
 
 
-def router_settings(plan: FleetPlan, host: str, port: int, upstreams: list[Upstream]) -> RouterSettings:
+def router_settings(
+    plan: FleetPlan, host: str, port: int, upstreams: list[Upstream], keys_file: Path | None = None
+) -> RouterSettings:
+    """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys."""
     spec = plan.fleet
     return RouterSettings(
         fleet=spec.name,
@@ -64,6 +76,8 @@ def router_settings(plan: FleetPlan, host: str, port: int, upstreams: list[Upstr
         health_interval_s=spec.router.health_interval_s,
         max_body_bytes=spec.router.max_body_bytes,
         upstreams=upstreams,
+        keys_file=keys_file,
+        protect_metrics=spec.auth.protect_metrics,
     )
 
 

@@ -16,23 +16,37 @@ _ROUTER_TIMEOUT_S = 2.0
 RECENT_RESTARTS = 20
 
 
-def _router_figures(router_url: str) -> dict[str, Any] | None:
+def _router_figures(router_url: str, api_key: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The router's /fleet/status document, or None and why the router would not give it."""
+    headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
     try:
-        response = httpx.get(f"{router_url}/fleet/status", timeout=_ROUTER_TIMEOUT_S)
+        response = httpx.get(f"{router_url}/fleet/status", headers=headers, timeout=_ROUTER_TIMEOUT_S)
     except httpx.HTTPError:
-        return None
+        return None, None  # not up (yet): the process states say so
+    if response.status_code in (401, 403):
+        refused = "was refused" if api_key is None else "refused the key given"
+        return None, (
+            f"the router's figures need an API key with the read scope (the fleet has auth on) and this "
+            f"request {refused} (HTTP {response.status_code}): pass --api-key or set MODELFLEET_API_KEY"
+        )
     if response.status_code != 200:
-        return None
+        return None, None
     data: dict[str, Any] = response.json()
-    return data
+    return data, None
 
 
-def fleet_status(fleet: str | Path, state_root: Path | None = None) -> dict[str, Any]:
-    """Each model with its replicas, their states and restarts, and request/latency figures from the router."""
+def fleet_status(
+    fleet: str | Path, state_root: Path | None = None, api_key: str | None = None
+) -> dict[str, Any]:
+    """Each model with its replicas, their states and restarts, and request/latency figures from the router.
+
+    ``api_key`` (a key with the ``read`` scope) is needed for the router's figures when the fleet has auth
+    on; without it the answer says so in ``router_error`` and carries the saved state only.
+    """
     paths = resolve_fleet(fleet, state_root)
     state = read_state(paths)
     running = supervisor_alive(state, paths)
-    router = _router_figures(state.router_url) if running else None
+    router, router_error = _router_figures(state.router_url, api_key) if running else (None, None)
     router_models: dict[str, Any] = (router or {}).get("models", {})
     restarts = read_restarts(paths)
     models = []
@@ -60,6 +74,7 @@ def fleet_status(fleet: str | Path, state_root: Path | None = None) -> dict[str,
         "supervisor_pid": state.supervisor_pid if running else None,
         "router_url": state.router_url,
         "router_ready": bool(router and router.get("ready")),
+        "router_error": router_error,
         "state_dir": str(paths.root),
         "updated_at": state.updated_at,
         "models": models,

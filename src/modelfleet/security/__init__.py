@@ -8,20 +8,31 @@ Server use::
 """
 
 from modelfleet.security.audit import AuditLog
-from modelfleet.security.auth import Authenticator, AuthStats, Principal, credentials_from_headers
+from modelfleet.security.auth import (
+    WWW_AUTHENTICATE,
+    Authenticator,
+    Authorizer,
+    AuthStats,
+    Principal,
+    authorize_off_loop,
+    credentials_from_headers,
+)
 from modelfleet.security.keys import ApiKeyRecord, CreatedKey, KeyStore
 from modelfleet.security.scopes import Scope, parse_scopes, required_scope
 from modelfleet.security.tls import client_ssl_context, generate_self_signed, server_ssl_context
 
 __all__ = [
+    "WWW_AUTHENTICATE",
     "ApiKeyRecord",
     "AuditLog",
     "AuthStats",
     "Authenticator",
+    "Authorizer",
     "CreatedKey",
     "KeyStore",
     "Principal",
     "Scope",
+    "authorize_off_loop",
     "client_ssl_context",
     "credentials_from_headers",
     "generate_self_signed",

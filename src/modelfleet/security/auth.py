@@ -12,6 +12,7 @@ every scope miss is "not allowed".
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from modelfleet.errors import Forbidden, InvalidInput, Unauthorized
 from modelfleet.security.audit import AuditLog
@@ -31,6 +32,8 @@ from modelfleet.security.scopes import Scope, allows, parse_scopes, required_sco
 MISSING_MESSAGE = "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 INVALID_MESSAGE = "invalid API key"
 FORBIDDEN_MESSAGE = "this API key is not allowed to do that"
+# The challenge every 401 carries (RFC 9110 §11.6.1): how to authenticate, never why the key failed.
+WWW_AUTHENTICATE = 'Bearer realm="modelfleet"'
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -58,6 +61,26 @@ class AuthStats:
 def credentials_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
     """Pick the credential a request carries: the Authorization header, else X-API-Key."""
     return authorization if authorization else x_api_key
+
+
+class Authorizer(Protocol):
+    """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin` (an Authenticator)."""
+
+    def authorize(self, credentials: str | None, scope: str) -> Principal: ...
+
+    def is_cheap(self, credentials: str | None) -> bool: ...
+
+
+async def authorize_off_loop(authorizer: Authorizer, credentials: str | None, scope: str) -> Principal:
+    """``authorizer.authorize`` for an async server (the model server's routes, the fleet router).
+
+    Answered inline when the verdict is in memory; a key not seen before costs a KDF run (tens of
+    milliseconds), which runs in a worker thread so it never blocks the event loop. Raises Unauthorized
+    (401) or Forbidden (403) like ``authorize``.
+    """
+    if authorizer.is_cheap(credentials):
+        return authorizer.authorize(credentials, scope)
+    return await asyncio.to_thread(authorizer.authorize, credentials, scope)
 
 
 class Authenticator:

@@ -12,9 +12,10 @@ import orjson
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.runtime.onnx import default_intra_op_threads
+from modelfleet.security.auth import Authenticator, Authorizer
 from modelfleet.server.alias_watch import AliasWatcher
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import AdminHandler, Authorizer, V2App
+from modelfleet.server.http import AdminHandler, V2App
 from modelfleet.server.metrics import ServerMetrics
 from modelfleet.server.repository import ModelRepository, resolve_path
 
@@ -42,8 +43,6 @@ class _Lifecycle:
 def _authorizer(spec: ServeSpec) -> Authorizer | None:
     if not spec.auth.enabled:
         return None
-    from modelfleet.security.auth import Authenticator
-
     assert spec.auth.keys_file is not None
     return Authenticator.from_keys_file(spec.auth.keys_file, audit_log=spec.auth.audit_log)
 

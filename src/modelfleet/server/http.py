@@ -7,7 +7,6 @@ error tree; nothing else (no traceback) reaches a client.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import time
@@ -17,8 +16,21 @@ from typing import Any, Protocol
 
 import orjson
 
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, PayloadTooLarge, Unavailable
+from modelfleet.errors import (
+    InvalidInput,
+    ModelfleetError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from modelfleet.protocol.codec import HEADER_CONTENT_LENGTH, decode_request, encode_response
+from modelfleet.security.auth import (
+    WWW_AUTHENTICATE,
+    Authorizer,
+    authorize_off_loop,
+    credentials_from_headers,
+)
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.metrics import CONTENT_TYPE, ServerMetrics, outcome_for_status
 
@@ -31,19 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _GZIP_MIN_BYTES = 1024
-
-
-class Principal(Protocol):
-    @property
-    def key_id(self) -> str: ...
-
-
-class Authorizer(Protocol):
-    """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin`."""
-
-    def authorize(self, credentials: str | None, scope: str) -> Principal: ...
-
-    def is_cheap(self, credentials: str | None) -> bool: ...
+_CHALLENGE = WWW_AUTHENTICATE.encode()
 
 
 # (action "load"/"unload", model name, request body, caller's key id or None) → response document
@@ -61,14 +61,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-def _credentials(scope: Scope) -> str | None:
-    authorization = _header(scope, b"authorization")
-    if authorization is not None:
-        return authorization
-    api_key = _header(scope, b"x-api-key")
-    return f"Bearer {api_key}" if api_key is not None else None
 
 
 class V2App:
@@ -144,6 +136,8 @@ class V2App:
         headers = list(_JSON_HEADERS)
         if isinstance(exc, Unavailable):
             headers.append((b"retry-after", str(max(1, round(exc.retry_after_s or 1))).encode()))
+        elif isinstance(exc, Unauthorized):
+            headers.append((b"www-authenticate", _CHALLENGE))
         if model_name:
             bound = self.metrics.for_model(model_name) if exc.http_status != 404 else None
             if bound is not None:
@@ -154,11 +148,8 @@ class V2App:
         """The caller's key id, or None when auth is off. Raises Unauthorized (401) / Forbidden (403)."""
         if self.authorizer is None:
             return None
-        credentials = _credentials(scope)
-        if self.authorizer.is_cheap(credentials):
-            return self.authorizer.authorize(credentials, needed).key_id
-        # A key not seen before costs a KDF run: keep it off the event loop.
-        principal = await asyncio.to_thread(self.authorizer.authorize, credentials, needed)
+        credentials = credentials_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+        principal = await authorize_off_loop(self.authorizer, credentials, needed)
         return principal.key_id
 
     async def _server_route(
