@@ -11,6 +11,7 @@ import yaml
 from modelfleet.bench.kubejob import JobOptions, pod_specs, render_job
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput
+from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context
 
 
 def _spec(**overrides: object) -> BenchSpec:
@@ -37,6 +38,17 @@ def test_rendered_manifests_validate_against_kubernetes_schemas() -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "--output" in container["command"] and "-" in container["command"]
     assert "bench merge pods.log --slo 'p99<100ms'" in job["metadata"]["annotations"]["modelfleet.io/merge"]
+
+
+def test_generator_pods_run_as_the_images_non_root_user_like_the_fleets_pods() -> None:
+    job = list(
+        yaml.safe_load_all(render_job(_spec(), JobOptions(pods=2, image="ghcr.io/acme/modelfleet:1")))
+    )[1]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == pod_security_context()  # the helper the fleet's Deployments use
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == RUN_AS_ID == 10001
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
 def test_pods_split_the_load_and_drop_gates() -> None:

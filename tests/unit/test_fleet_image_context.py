@@ -13,6 +13,7 @@ from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import Conflict, IntegrityError
 from modelfleet.fleet.image_context import assemble_image_context, find_source_root
+from modelfleet.kubeobjects import RUN_AS_ID
 from modelfleet.manifest import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_dockerfile_is_multi_stage_non_root_pinned_and_torch_free() -> None:
     assert base is not None and re.fullmatch(r"python:3\.11[\w.-]*(@sha256:[0-9a-f]{64})?", base.group(1))
     assert "latest" not in base.group(1)
     user = [line for line in instructions if line.startswith("USER ")]
-    assert user and user[-1] == "USER 10001:10001"
+    assert user and user[-1] == f"USER {RUN_AS_ID}:{RUN_AS_ID}"  # the user every rendered pod runs as
     assert instructions.index(user[-1]) > max(
         i for i, line in enumerate(instructions) if line.startswith("RUN ")
     )

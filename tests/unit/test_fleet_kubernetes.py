@@ -22,6 +22,7 @@ from modelfleet.config.fleet import FleetSpec
 from modelfleet.fleet.kubernetes import render_fleet, write_manifests
 from modelfleet.fleet.plan import plan_fleet
 from modelfleet.fleet.sizing import load_plan
+from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KUBERNETES_VERSION = "1.30.0"
@@ -48,6 +49,11 @@ def _all_example_objects() -> list[tuple[str, dict[str, Any]]]:
         for example in sorted(EXAMPLES.glob("fleet-*.yaml"))
         for obj in render_fleet(load_plan(example))
     ]
+
+
+def _container_user(pod: dict[str, Any]) -> tuple[int, int]:
+    security = pod["containers"][0]["securityContext"]
+    return security["runAsUser"], security["runAsGroup"]
 
 
 def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -109,7 +115,10 @@ def test_pods_are_hardened_probed_limited_and_spread(deployment: dict[str, Any])
     assert all(deployment["spec"]["template"]["metadata"]["labels"][k] == v for k, v in selector.items())
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] > 10000 and pod["securityContext"]["runAsGroup"] > 10000
+    # The image's user (above 10000, as kube-score asks), the same one the bench Job's pods run as.
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == RUN_AS_ID == 10001
+    assert pod["securityContext"] == pod_security_context()
+    assert _container_user(pod) == (RUN_AS_ID, RUN_AS_ID)
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
     [container] = pod["containers"]

@@ -17,7 +17,7 @@ import yaml
 from modelfleet.bench.targets import model_targets
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput
-from modelfleet.kubeobjects import prefer_separate_nodes
+from modelfleet.kubeobjects import pod_security_context, prefer_separate_nodes
 from modelfleet.yamlio import dump_manifests
 
 CONFIG_DIR = "/etc/modelfleet-bench"
@@ -140,11 +140,8 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
                 "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    # The image's own non-root user, as in the fleet's pods (same image).
+                    "securityContext": pod_security_context(),
                     # Generators on different nodes: two sharing one node's CPU and NIC measure each other.
                     "affinity": prefer_separate_nodes({"app.kubernetes.io/instance": options.name}),
                     "containers": [

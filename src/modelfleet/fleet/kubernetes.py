@@ -23,7 +23,7 @@ from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, Res
 from modelfleet.errors import InvalidInput
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 from modelfleet.fleet.router_config import Upstream, router_settings
-from modelfleet.kubeobjects import prefer_separate_nodes
+from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context, prefer_separate_nodes
 from modelfleet.yamlio import dump_manifest, dump_manifests
 
 Manifest = dict[str, Any]
@@ -35,8 +35,6 @@ AUTH_DIR = "/etc/modelfleet-auth"  # beside, not inside, the read-only ConfigMap
 SERVE_SPEC_FILE = "serve.yaml"
 ROUTER_CONFIG_FILE = "router.json"
 AUTH_KEYS_FILE = "keys"
-# kube-score asks for a UID/GID above 10000 so the user cannot collide with a host user.
-RUN_AS_ID = 10001
 PROBE_PERIOD_S = 5
 SHUTDOWN_MARGIN_S = 5
 
@@ -134,13 +132,7 @@ def _pod_spec(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": k8s.termination_grace_s,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_ID,
-            "runAsGroup": RUN_AS_ID,
-            "fsGroup": RUN_AS_ID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
         **_spread(spec, selector),
