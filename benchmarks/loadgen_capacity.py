@@ -6,10 +6,14 @@
    wrk's closed-loop maximum with one thread on the same server. A no-op server never needs to hold
    a send back, so a send that waited for a connection is counted against the run as a late one is:
    either way the server did not see the rate on schedule.
+   The same search also runs ``openloop_reference.c``: an open-loop generator in C that follows the
+   same rules (built with the machine's C compiler; skipped without one). What it holds is the ceiling
+   this machine and server set for any open-loop generator; ours as a share of it is what Python costs.
 2. Accuracy: against the reference server with a fixed 20 ms service time (one request at a time),
    the throughput modelfleet bench measures in a closed loop, next to wrk's with the same connections.
 
-Run: ``.venv/bin/python benchmarks/loadgen_capacity.py [--repeat 3]`` (needs wrk: ``apt-get install -y wrk``).
+Run: ``.venv/bin/python benchmarks/loadgen_capacity.py [--repeat 3]`` (needs wrk: ``apt-get install -y wrk``;
+the C reference needs ``cc``).
 The capacity part runs ``--repeat`` times because a shared machine gives different answers run to run.
 Writes ``benchmarks/results/loadgen_capacity.md``.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import re
@@ -26,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +41,7 @@ from modelfleet.config.bench import BenchSpec
 
 HERE = Path(__file__).resolve().parent
 REFSERVER = HERE / "bench_refserver.py"
+REFERENCE_SOURCE = HERE / "openloop_reference.c"
 # The in-flight cap of the open-loop trials (connections): a send beyond it counts as capped.
 MAX_IN_FLIGHT = 256
 V2_BODY = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}'
@@ -148,11 +154,51 @@ def open_loop(url: str, rate: float, duration_s: float) -> Trial:
     )
 
 
-def _attempt(url: str, rate: float, duration_s: float, trials: list[Trial]) -> bool:
+def build_reference(directory: Path) -> Path | None:
+    """Compile the C reference generator; None where this machine has no C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    binary = directory / "openloop_reference"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(REFERENCE_SOURCE)], check=True, timeout=120)
+    return binary
+
+
+def reference_open_loop(binary: Path, port: int, rate: float, duration_s: float) -> Trial:
+    """One trial of the C reference generator, measured like `open_loop`'s."""
+    (idle_before, steal_before), started = _idle_and_steal_s(), time.monotonic()
+    done = subprocess.run(
+        [str(binary), str(port), "/noop", str(rate), str(duration_s), str(MAX_IN_FLIGHT)],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+    )
+    idle_after, steal_after = _idle_and_steal_s()
+    cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
+    if done.returncode != 0:  # a connection failed: counts as an error, so the rate does not hold
+        print(f"  C reference failed: {done.stderr.strip()}", flush=True)
+        return Trial(rate, 0.0, 0.0, 0, 0, 1, 0.0, None, 0.0, 0.0)
+    out = json.loads(done.stdout)
+    scheduled = out["scheduled"]
+    return Trial(
+        rate,
+        out["throughput_per_s"],
+        out["late"] / max(scheduled, 1),
+        out["capped"],
+        scheduled,
+        0,
+        out["cpu_percent"],
+        out["p99_ms"],
+        100 * (steal_after - steal_before) / cpu_s,
+        100 * (idle_after - idle_before) / cpu_s,
+    )
+
+
+def _attempt(trial_at: Callable[[float], Trial], rate: float, trials: list[Trial]) -> bool:
     """Best of two: a rate that fails is tried once more, since a neighbour's burst on a shared machine
     can stall any process; a generator that cannot hold the rate fails both times."""
     for _ in range(2):
-        trial = open_loop(url, rate, duration_s)
+        trial = trial_at(rate)
         trials.append(trial)
         print(
             f"  rate {rate:>8,.0f}/s: {'holds' if trial.holds else 'FAILS'}  late {trial.late_fraction:.2%}  "
@@ -165,13 +211,13 @@ def _attempt(url: str, rate: float, duration_s: float, trials: list[Trial]) -> b
     return False
 
 
-def find_capacity(url: str, duration_s: float, start_rate: float) -> tuple[float, list[Trial]]:
+def find_capacity(trial_at: Callable[[float], Trial], start_rate: float) -> tuple[float, list[Trial]]:
     """Double the rate until it fails, then bisect four times between the last hold and the first failure."""
     trials: list[Trial] = []
     good, bad = 0.0, None
     rate = start_rate
     while bad is None and rate <= 200_000:
-        if _attempt(url, rate, duration_s, trials):
+        if _attempt(trial_at, rate, trials):
             good, rate = rate, rate * 2
         else:
             bad = rate
@@ -179,7 +225,7 @@ def find_capacity(url: str, duration_s: float, start_rate: float) -> tuple[float
         return good, trials
     for _ in range(4):
         rate = round((good + bad) / 2, -1)
-        if _attempt(url, rate, duration_s, trials):
+        if _attempt(trial_at, rate, trials):
             good = rate
         else:
             bad = rate
@@ -244,6 +290,8 @@ class CapacityRun:
     closed: dict[int, tuple[float, float]]
     capacity: float
     trials: list[Trial]
+    reference_capacity: float | None
+    reference_trials: list[Trial]
     floor: Trial
     timer_late: float
 
@@ -256,7 +304,7 @@ class CapacityRun:
         return max(rate for rate, _ in self.closed.values())
 
 
-def capacity_run(duration_s: float, start_rate: float) -> CapacityRun:
+def capacity_run(duration_s: float, start_rate: float, reference: Path | None) -> CapacityRun:
     """wrk, the generator's closed loop and its open-loop capacity, back to back on one no-op server."""
     load_before = os.getloadavg()[0]
     duration = int(max(duration_s, 1))
@@ -274,15 +322,50 @@ def capacity_run(duration_s: float, start_rate: float) -> CapacityRun:
         floor = open_loop(url, 200.0, duration_s)
         print(f"  late-send floor at 200/s: {floor.late_fraction:.2%}", flush=True)
         print("modelfleet bench open loop on the no-op server …", flush=True)
-        capacity, trials = find_capacity(url, duration_s, start_rate)
+        capacity, trials = find_capacity(lambda rate: open_loop(url, rate, duration_s), start_rate)
+        reference_capacity: float | None = None
+        reference_trials: list[Trial] = []
+        if reference is not None:
+            print("C reference open loop on the no-op server …", flush=True)
+            reference_capacity, reference_trials = find_capacity(
+                lambda rate: reference_open_loop(reference, port, rate, duration_s), start_rate
+            )
     return CapacityRun(
-        load_before, os.getloadavg()[0], wrk_rates, closed, capacity, trials, floor, timer_late
+        load_before,
+        os.getloadavg()[0],
+        wrk_rates,
+        closed,
+        capacity,
+        trials,
+        reference_capacity,
+        reference_trials,
+        floor,
+        timer_late,
     )
+
+
+def _trial_table(trials: list[Trial]) -> list[str]:
+    return [
+        "| offered rate/s | holds | throughput/s | late sends | capped sends | errors | generator CPU "
+        "| p99 ms | CPU stolen by the host | machine CPU idle |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {t.rate:,.0f} | {'yes' if t.holds else 'no'} | {t.throughput:,.0f} | {t.late_fraction:.2%} | "
+            f"{t.capped_fraction:.2%} | {t.errors} | {t.cpu_percent:.0f}% | "
+            f"{t.p99_ms if t.p99_ms is not None else '-'} | {t.steal_percent:.1f}% | {t.idle_percent:.0f}% |"
+            for t in trials
+        ),
+        "",
+    ]
 
 
 def _run_section(number: int, run: CapacityRun, duration_s: float) -> list[str]:
     duration = int(max(duration_s, 1))
-    return [
+    rule = (
+        f"highest rate with < 1 % late sends (> 2 ms) and < 1 % capped sends, no errors, ≥ 98 % delivered; "
+        f"{duration_s:g} s per trial"
+    )
+    lines = [
         f"### Run {number} (load average {run.load_before:.2f} before, {run.load_after:.2f} after)",
         "",
         "| generator | requests/s | how measured |",
@@ -293,20 +376,18 @@ def _run_section(number: int, run: CapacityRun, duration_s: float) -> list[str]:
             f"{cpu:.0f}% of one core ({cpu / 100 / r * 1e6:.0f} µs per request) |"
             for c, (r, cpu) in run.closed.items()
         ),
-        f"| modelfleet bench, open loop | {run.capacity:,.0f} | highest rate with < 1 % late sends (> 2 ms) and "
-        f"< 1 % capped sends, no errors, ≥ 98 % delivered; {duration_s:g} s per trial |",
-        "",
-        "| offered rate/s | holds | throughput/s | late sends | capped sends | errors | generator CPU "
-        "| p99 ms | CPU stolen by the host | machine CPU idle |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(
-            f"| {t.rate:,.0f} | {'yes' if t.holds else 'no'} | {t.throughput:,.0f} | {t.late_fraction:.2%} | "
-            f"{t.capped_fraction:.2%} | {t.errors} | {t.cpu_percent:.0f}% | "
-            f"{t.p99_ms if t.p99_ms is not None else '-'} | {t.steal_percent:.1f}% | {t.idle_percent:.0f}% |"
-            for t in run.trials
-        ),
-        "",
+        f"| modelfleet bench, open loop | {run.capacity:,.0f} | {rule} |",
     ]
+    if run.reference_capacity is not None:
+        lines.append(f"| C reference, open loop, same rules | {run.reference_capacity:,.0f} | {rule} |")
+    lines += ["", "modelfleet bench, open loop:", "", *_trial_table(run.trials)]
+    if run.reference_trials:
+        lines += ["C reference, open loop:", "", *_trial_table(run.reference_trials)]
+    return lines
+
+
+def _ratio(numerator: float | None, denominator: float) -> str:
+    return f"{numerator / denominator:.0%}" if numerator else "-"
 
 
 def main() -> int:
@@ -323,10 +404,14 @@ def main() -> int:
             "wrk is not installed; install it with `apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk`."
         )
         return 2
+    build_directory = Path(tempfile.mkdtemp(prefix="openloop_reference."))
+    reference = build_reference(build_directory)
+    if reference is None:
+        print("no C compiler (cc): the C reference generator is skipped", flush=True)
     runs = []
     for number in range(1, args.repeat + 1):
         print(f"run {number} of {args.repeat}", flush=True)
-        runs.append(capacity_run(args.duration_s, args.start_rate))
+        runs.append(capacity_run(args.duration_s, args.start_rate, reference))
     duration = int(max(args.duration_s, 1))
     with server("v2", 20.0) as port:
         url = f"http://127.0.0.1:{port}"
@@ -334,8 +419,20 @@ def main() -> int:
         wrk_v2 = wrk(f"{url}/v2/models/echo/infer", 4, duration + 2, V2_BODY)
         ours_v2, _ = closed_loop(url, 4, duration + 2, v2=True)
         print(f"  wrk {wrk_v2:.1f}/s, modelfleet bench {ours_v2:.1f}/s", flush=True)
+    shutil.rmtree(build_directory, ignore_errors=True)
     open_ratios = sorted(run.capacity / run.best_wrk for run in runs)
     closed_ratios = sorted(run.best_closed / run.best_wrk for run in runs)
+    reference_ratios = sorted(run.reference_capacity / run.best_wrk for run in runs if run.reference_capacity)
+    ours_of_reference = sorted(
+        run.capacity / run.reference_capacity for run in runs if run.reference_capacity
+    )
+    reference_summary = (
+        f" The C reference with the same rules: median **{reference_ratios[len(reference_ratios) // 2]:.0%}** of "
+        f"wrk (best {reference_ratios[-1]:.0%}); ours is a median "
+        f"**{ours_of_reference[len(ours_of_reference) // 2]:.0%}** of the C reference's rate."
+        if reference_ratios
+        else " The C reference was not run (no C compiler)."
+    )
     lines = [
         "# Load generator capacity (one process) and accuracy against wrk",
         "",
@@ -347,17 +444,22 @@ def main() -> int:
         "## Summary",
         "",
         "| run | load avg | idle timer > 2 ms late | late sends at 200/s | wrk best/s | bench closed loop best/s "
-        "| bench open loop/s | open ÷ wrk | closed ÷ wrk |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| bench open loop/s | C reference open loop/s | open ÷ wrk | C reference ÷ wrk | open ÷ C reference "
+        "| closed ÷ wrk |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {n} | {r.load_before:.2f} | {r.timer_late:.2%} | {r.floor.late_fraction:.2%} | {r.best_wrk:,.0f} | "
-            f"{r.best_closed:,.0f} | "
-            f"{r.capacity:,.0f} | {r.capacity / r.best_wrk:.0%} | {r.best_closed / r.best_wrk:.0%} |"
+            f"{r.best_closed:,.0f} | {r.capacity:,.0f} | "
+            f"{f'{r.reference_capacity:,.0f}' if r.reference_capacity is not None else '-'} | "
+            f"{r.capacity / r.best_wrk:.0%} | {_ratio(r.reference_capacity, r.best_wrk)} | "
+            f"{_ratio(r.capacity, r.reference_capacity) if r.reference_capacity else '-'} | "
+            f"{r.best_closed / r.best_wrk:.0%} |"
             for n, r in enumerate(runs, start=1)
         ),
         "",
         f"Open-loop capacity per process, median of {len(runs)} runs: **{open_ratios[len(runs) // 2]:.0%}** of wrk's "
-        f"rate (target ≥ 50 %); best {open_ratios[-1]:.0%}. Closed loop: median {closed_ratios[len(runs) // 2]:.0%}.",
+        f"rate (target ≥ 50 %); best {open_ratios[-1]:.0%}. Closed loop: median {closed_ratios[len(runs) // 2]:.0%}."
+        + reference_summary,
         "",
         "Reading these figures: the open-loop rate is the demanding one. The generator must put each request on "
         "the wire at its intended time whatever else happens, and a no-op server must answer fast enough that no "
@@ -368,10 +470,11 @@ def main() -> int:
         "CPUs' time that was idle during the trial, and *CPU stolen by the host* the share the hypervisor gave to "
         "other guests (both from /proc/stat). Capped trials that still show idle CPU lost their time waiting, "
         "not computing (`ss` during such a trial shows requests unread in the server's sockets and responses "
-        "unread in the generator's while both CPUs idle 20-40 %). The likely cause: a virtual CPU that goes idle "
-        "halts and is slow to wake for the next packet; wrk's closed loop keeps both CPUs busy and never pays "
-        "that. The closed-loop rows show "
-        "the generator's own cost per request (it never sleeps). A failing rate is tried twice (best of two) "
+        "unread in the generator's while both CPUs idle 20-40 %); wrk's closed loop keeps both CPUs busy and never "
+        "pays that. The *C reference* runs the same search with the same rules and no interpreter: what it holds "
+        "is the ceiling this machine and this server set for any open-loop generator, and *open ÷ C reference* is "
+        "what our generator gives up to Python. The closed-loop rows show the generator's own cost per request "
+        "(it never sleeps). A failing rate is tried twice (best of two) "
         "before the search calls it a failure. Plan capacity on a dedicated generator machine.",
         "",
         "## Accuracy: throughput on the 20 ms reference server (one request at a time, 4 connections)",

@@ -9,6 +9,9 @@ neighbour delaying our process is exactly what the late-send check exists to rep
 from __future__ import annotations
 
 import csv
+import socketserver
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +186,44 @@ def test_unreachable_target_and_unknown_model(server20: RefServer) -> None:
         _run(server20, models=[{"name": "nosuch"}], mode="seq")
     with pytest.raises(InvalidInput, match="cannot be split"):
         _run(server20, mode="closed", procs=4, points=[{"concurrency": 2, "duration_s": 1}])
+
+
+def test_a_point_connects_before_its_clock_starts() -> None:
+    """Connecting costs the target more than a request does; the open loop's first sends must not pay for it."""
+    events: list[tuple[str, float]] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            events.append(("connect", time.monotonic()))
+            while True:
+                length = 0
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if not line:
+                    return
+                self.rfile.read(length)
+                events.append(("request", time.monotonic()))
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        spec = BenchSpec.model_validate(
+            {
+                "protocol": "http",
+                "endpoints": [
+                    {"url": f"http://127.0.0.1:{server.server_address[1]}/x", "body_template": "{}"}
+                ],
+                "mode": "open",
+                "points": [{"rate_per_s": 100, "duration_s": 0.3}],
+                "warmup_s": 0.0,
+                **RELAXED,
+            }
+        )
+        point = run_bench(spec).points[0]
+        server.shutdown()
+    assert point.ok == point.sent > 0
+    first_request = next(at for kind, at in events if kind == "request")
+    connected_before = [at for kind, at in events if kind == "connect" and at < first_request]
+    assert len(connected_before) >= 8  # the open loop's floor of warm connections

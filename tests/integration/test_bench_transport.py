@@ -173,3 +173,47 @@ def test_a_broken_response_is_a_connection_error(garbage: bytes) -> None:
         assert done[0][3] == CONNECTION_ERROR
 
     asyncio.run(scenario())
+
+
+def test_prewarm_opens_connections_up_to_the_cap_before_any_request() -> None:
+    async def scenario() -> None:
+        accepted = 0
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            while await _read_request(reader):
+                writer.write(_response())
+
+        server, port = await _serve(handler)
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", port), 6, on_done)
+        await pool.prewarm(10)  # more than the cap: the cap wins
+        assert pool.idle and pool.in_flight == 0
+        deadline = time.monotonic() + 2.0
+        while accepted < 6 and time.monotonic() < deadline:  # the server's side of each connect
+            await asyncio.sleep(0.005)
+        assert accepted == 6
+        await pool.prewarm(4)  # already warm: opens nothing more
+        request = encode_request("GET", "h", "/", {}, None)
+        assert [pool.submit(request, token, time.monotonic() + 5) for token in range(6)] == [SENT] * 6
+        await _wait_for(done, 6)
+        assert accepted == 6 and [s for *_, s in done] == [200] * 6
+        await pool.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_prewarm_against_a_refused_port_counts_errors_and_returns() -> None:
+    async def scenario() -> None:
+        done, on_done = _collect()
+        pool = ConnectionPool(Origin("127.0.0.1", free_port()), 4, on_done)
+        await pool.prewarm(3)
+        assert pool.connect_errors == 3 and not done and pool.idle
+        pool.submit(encode_request("GET", "h", "/", {}, None), "r", time.monotonic() + 5)
+        await _wait_for(done, 1)
+        assert done[0][0] == "r" and done[0][3] == CONNECTION_ERROR
+        await pool.close()
+
+    asyncio.run(scenario())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import gc
+import math
 import random
 import time
 from collections.abc import Callable
@@ -48,6 +49,10 @@ _MIN_WAIT_S = 0.001
 # once per request, which on loopback saves both sides CPU per request (figures in docs/bench.md).
 _CATCH_UP_S = 0.00025
 _PROGRESS_EVERY_S = 0.5
+# Connections opened before a point starts (see ConnectionPool.prewarm): enough for the open loop's
+# peak rate at this latency per request, and never fewer than a handful. More open on demand.
+_PREWARM_LATENCY_S = 0.01
+_PREWARM_MIN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,8 +418,22 @@ class _PointRun:
             window_p99_ms=self.latency.recent_p99_ms[-1] if self.latency.recent_p99_ms else None,
         )
 
+    def _connections_needed(self, origin: Origin) -> int:
+        """How many connections the pool for ``origin`` opens before the point starts: its share (by
+        endpoint weight) of the closed loop's users, or of what the open loop's peak rate keeps in
+        flight at ``_PREWARM_LATENCY_S`` per request."""
+        point = self.point
+        share = sum(e.weight for e in self.plan.endpoints if e.origin == origin) / self.total_weight
+        if point.loop == "closed":
+            return math.ceil((point.concurrency or 1) * share)
+        peak_rate = max(point.rate_per_s or 0.0, point.from_rate_per_s)
+        return max(_PREWARM_MIN, math.ceil(peak_rate * share * _PREWARM_LATENCY_S))
+
     async def run(self) -> PointRaw:
         point = self.point
+        await asyncio.gather(
+            *(pool.prewarm(self._connections_needed(origin)) for origin, pool in self.pools.items())
+        )
         self.start = _now()
         self.measure_start = self.start + point.ramp_s + point.warmup_s
         if self.measure_start <= self.start:
