@@ -17,8 +17,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from modelfleet.cli.fleet import _warnings
 from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec
+from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.fleet.kubernetes import render_fleet, write_manifests
 from modelfleet.fleet.plan import plan_fleet
 from modelfleet.fleet.sizing import load_plan
@@ -340,6 +342,7 @@ def test_monitoring_objects_are_optional_and_alert_on_each_model_slo() -> None:
     objects = _render(
         _base(
             models=[{"name": "a", "path": "/m/a", "slo": {"latency_ms": 40, "percentile": 95}}],
+            auth={"enabled": False},
             kubernetes={
                 "monitoring": {"service_monitor": True, "prometheus_rule": True, "scrape_interval_s": 30}
             },
@@ -357,6 +360,89 @@ def test_monitoring_objects_are_optional_and_alert_on_each_model_slo() -> None:
         "ModelfleetErrorRate",
         "ModelfleetModelUnavailable",
     }
+
+
+_SCRAPED = {"service_monitor": True, "scrape_interval_s": 30}
+
+
+def test_protected_metrics_are_scraped_with_a_bearer_key_from_the_named_secret() -> None:
+    # auth on and protect_metrics are the defaults: every endpoint sends the `read` key.
+    objects = _render(_base(kubernetes={"monitoring": {**_SCRAPED, "scrape_secret_name": "demo-prom"}}))
+    [monitor] = _of_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [
+        {
+            "port": "http",
+            "path": "/metrics",
+            "interval": "30s",
+            "authorization": {"type": "Bearer", "credentials": {"name": "demo-prom", "key": "api-key"}},
+        }
+    ]
+    # The Operator reads the Secret from the ServiceMonitor's own namespace: the fleet's.
+    assert monitor["metadata"]["namespace"] == "modelfleet"
+    other_key = _render(
+        _base(
+            kubernetes={
+                "monitoring": {**_SCRAPED, "scrape_secret_name": "prom", "scrape_secret_key": "token"}
+            }
+        )
+    )
+    [endpoint] = _of_kind(other_key, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "prom", "key": "token"}
+    # Only a reference: no Secret object and no key material is rendered.
+    assert not _of_kind(objects, "Secret")
+
+
+def test_protected_metrics_without_a_scrape_secret_fail_the_render_with_one_line() -> None:
+    with pytest.raises(SpecError) as caught:
+        _render(_base(kubernetes={"monitoring": _SCRAPED}))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "kubernetes.monitoring.scrape_secret_name" in message
+    assert "auth.protect_metrics: false" in message
+    assert isinstance(caught.value, InvalidInput) and caught.value.exit_code == 2
+    # Without a ServiceMonitor nothing scrapes, so nothing needs the key.
+    rule_only = _render(_base(kubernetes={"monitoring": {"prometheus_rule": True}}))
+    assert _of_kind(rule_only, "PrometheusRule") and not _of_kind(rule_only, "ServiceMonitor")
+
+
+@pytest.mark.parametrize(
+    "auth", [{"enabled": False}, {"protect_metrics": False}], ids=["auth-off", "metrics-unprotected"]
+)
+def test_unprotected_metrics_render_the_service_monitor_as_before(auth: dict[str, Any]) -> None:
+    plain = _render(_base(auth=auth, kubernetes={"monitoring": _SCRAPED}))
+    named = _render(_base(auth=auth, kubernetes={"monitoring": {**_SCRAPED, "scrape_secret_name": "prom"}}))
+    [monitor] = _of_kind(plain, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert named == plain  # the Secret is not referenced while /metrics is open
+
+
+def test_scrape_secret_names_and_keys_are_checked_when_the_spec_loads() -> None:
+    for monitoring in (
+        {"scrape_secret_name": "Prom_Key"},
+        {"scrape_secret_name": "-prom"},
+        {"scrape_secret_name": "prom", "scrape_secret_key": "api key"},
+        {"scrape_secret_name": "prom", "scrape_secret_key": ""},
+    ):
+        with pytest.raises(SpecError, match="scrape_secret_"):
+            parse_spec(_base(kubernetes={"monitoring": monitoring}), FleetSpec)
+    spec = parse_spec(
+        _base(
+            kubernetes={"monitoring": {"scrape_secret_name": "prom.keys", "scrape_secret_key": "API_key.1"}}
+        ),
+        FleetSpec,
+    )
+    assert spec.kubernetes.monitoring.scrape_secret_name == "prom.keys"
+
+
+def test_the_gpu_example_scrapes_with_its_prometheus_secret() -> None:
+    objects = render_fleet(load_plan(EXAMPLES / "fleet-gpu.yaml"))
+    [endpoint] = _of_kind(objects, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "search-prometheus", "key": "api-key"},
+    }
+    spec = load_plan(EXAMPLES / "fleet-gpu.yaml").fleet
+    assert any("Secret search-prometheus (key `api-key`)" in note for note in _warnings(spec, True))
 
 
 def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:

@@ -32,6 +32,13 @@ def _warnings(spec: Any, for_kubernetes: bool) -> list[str]:
     if for_kubernetes and spec.auth.enabled:
         secret = spec.auth.secret_name or f"{spec.name}-auth"
         notes.append(f"pods mount Secret {secret} (key `keys`); create it before applying")
+        monitoring = spec.kubernetes.monitoring
+        if monitoring.service_monitor and spec.auth.protect_metrics and monitoring.scrape_secret_name:
+            notes.append(
+                f"Prometheus reads a `read` API key from Secret {monitoring.scrape_secret_name} "
+                f"(key `{monitoring.scrape_secret_key}`) in namespace {spec.kubernetes.namespace}; "
+                "create it before applying"
+            )
     refs = [m.name for m in spec.models if m.ref is not None and m.memory_mib is None]
     if refs:
         notes.append(f"registry models without memory_mib are sized at a default estimate: {', '.join(refs)}")

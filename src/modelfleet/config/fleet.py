@@ -24,6 +24,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_FLEET_NAME_CHARS = 40
 _MAX_POOL_NAME_CHARS = 16
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Secret names are DNS-1123 subdomains; keys within a Secret are [-._a-zA-Z0-9]+.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_MAX_SECRET_NAME_CHARS = 253
 
 
 def _check_dns_label(value: str, what: str, max_chars: int) -> str:
@@ -300,6 +304,35 @@ class MonitoringConfig(SpecModel):
         default="monitoring",
         description="Namespace Prometheus runs in; the NetworkPolicy lets it reach /metrics.",
     )
+    scrape_secret_name: str | None = Field(
+        default=None,
+        description="Secret in the fleet's namespace holding a `read`-scoped API key that Prometheus sends "
+        "as a bearer token to /metrics; the ServiceMonitor needs it while auth is on with "
+        "`auth.protect_metrics`. Never rendered with data.",
+    )
+    scrape_secret_key: str = Field(
+        default="api-key", description="Key within `scrape_secret_name` that holds the API key."
+    )
+
+    @field_validator("scrape_secret_name")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > _MAX_SECRET_NAME_CHARS or not _DNS_SUBDOMAIN.match(value)):
+            raise ValueError(
+                f"scrape_secret_name {value!r} must be a Kubernetes object name: lower-case letters, digits, "
+                f"'-' and '.', start and end with a letter or digit, at most {_MAX_SECRET_NAME_CHARS} characters"
+            )
+        return value
+
+    @field_validator("scrape_secret_key")
+    @classmethod
+    def _secret_key(cls, value: str) -> str:
+        if len(value) > _MAX_SECRET_NAME_CHARS or not _SECRET_KEY.match(value):
+            raise ValueError(
+                f"scrape_secret_key {value!r} must be a Secret key: letters, digits, '-', '_' and '.', "
+                f"at most {_MAX_SECRET_NAME_CHARS} characters"
+            )
+        return value
 
 
 class KubernetesConfig(SpecModel):

@@ -3,10 +3,10 @@
 Per server group: ConfigMap (serve spec), Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget.
 For the router: ConfigMap (routing table), Deployment, Service, PodDisruptionBudget. Fleet-wide: one
 ServiceAccount (no token), NetworkPolicies (default deny, then router and metrics ingress), optional
-Namespace, ServiceMonitor and PrometheusRule. Pods run non-root with a read-only root filesystem, no
-privilege escalation, no capabilities, seccomp RuntimeDefault, probes on the V2 health routes, requests
-equal to limits, and spread across zones and nodes: what Polaris, kube-score and the EKS best-practices
-guide check for.
+Namespace, ServiceMonitor (with a bearer key from a Secret while /metrics is protected) and
+PrometheusRule. Pods run non-root with a read-only root filesystem, no privilege escalation, no
+capabilities, seccomp RuntimeDefault, probes on the V2 health routes, requests equal to limits, and
+spread across zones and nodes: what Polaris, kube-score and the EKS best-practices guide check for.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, ResourcesConfig
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 from modelfleet.fleet.router_config import Upstream, router_settings
 from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context, prefer_separate_nodes
@@ -488,11 +488,41 @@ def _network_policies(spec: FleetSpec) -> list[Manifest]:
     ]
 
 
+def _scrape_authorization(spec: FleetSpec) -> dict[str, Any] | None:
+    """The bearer key Prometheus sends to /metrics; None while /metrics is open (auth off or unprotected).
+
+    A ServiceMonitor that cannot authenticate gets 401 on every scrape and its alerts never fire, so a
+    protected fleet without `monitoring.scrape_secret_name` is a spec error rather than a silent gap.
+    """
+    if not (spec.auth.enabled and spec.auth.protect_metrics):
+        return None
+    monitoring = spec.kubernetes.monitoring
+    if monitoring.scrape_secret_name is None:
+        raise SpecError(
+            "kubernetes.monitoring.service_monitor: /metrics needs a `read` API key while auth is on with "
+            "auth.protect_metrics; name a Secret holding one in kubernetes.monitoring.scrape_secret_name "
+            "(key kubernetes.monitoring.scrape_secret_key), or set auth.protect_metrics: false"
+        )
+    # The Prometheus Operator reads the Secret from the ServiceMonitor's namespace (the fleet's).
+    return {
+        "type": "Bearer",
+        "credentials": {"name": monitoring.scrape_secret_name, "key": monitoring.scrape_secret_key},
+    }
+
+
 def _monitoring_objects(plan: FleetPlan) -> list[Manifest]:
     spec = plan.fleet
     monitoring = spec.kubernetes.monitoring
     objects: list[Manifest] = []
     if monitoring.service_monitor:
+        endpoint: dict[str, Any] = {
+            "port": "http",
+            "path": "/metrics",
+            "interval": f"{monitoring.scrape_interval_s}s",
+        }
+        authorization = _scrape_authorization(spec)
+        if authorization is not None:
+            endpoint["authorization"] = authorization
         objects.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",
@@ -501,9 +531,7 @@ def _monitoring_objects(plan: FleetPlan) -> list[Manifest]:
                 "spec": {
                     "selector": {"matchLabels": {"app.kubernetes.io/instance": spec.name}},
                     "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
-                    "endpoints": [
-                        {"port": "http", "path": "/metrics", "interval": f"{monitoring.scrape_interval_s}s"}
-                    ],
+                    "endpoints": [endpoint],
                 },
             }
         )
