@@ -31,9 +31,9 @@ KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # not in the core schema; checked by hand below
 
 
-def _render(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _render(data: dict[str, Any], for_delete: bool = False) -> list[dict[str, Any]]:
     spec = parse_spec(data, FleetSpec)
-    return render_fleet(plan_fleet(spec, {m.name: 200 for m in spec.models}))
+    return render_fleet(plan_fleet(spec, {m.name: 200 for m in spec.models}), for_delete)
 
 
 def _base(**overrides: Any) -> dict[str, Any]:
@@ -400,6 +400,9 @@ def test_protected_metrics_without_a_scrape_secret_fail_the_render_with_one_line
     assert "kubernetes.monitoring.scrape_secret_name" in message
     assert "auth.protect_metrics: false" in message
     assert isinstance(caught.value, InvalidInput) and caught.value.exit_code == 2
+    # Deleting such a fleet needs only the objects' names: no error, and no credentials rendered.
+    doomed = _render(_base(kubernetes={"monitoring": _SCRAPED}), for_delete=True)
+    assert "authorization" not in _of_kind(doomed, "ServiceMonitor")[0]["spec"]["endpoints"][0]
     # Without a ServiceMonitor nothing scrapes, so nothing needs the key.
     rule_only = _render(_base(kubernetes={"monitoring": {"prometheus_rule": True}}))
     assert _of_kind(rule_only, "PrometheusRule") and not _of_kind(rule_only, "ServiceMonitor")

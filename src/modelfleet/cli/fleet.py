@@ -123,11 +123,11 @@ def _print_results(results: list[Any], dry_run: bool, show_diff: bool) -> None:
             console.print(result.diff, highlight=False, markup=False)
 
 
-def _kube_objects(spec_file: Path) -> list[dict[str, Any]]:
+def _kube_objects(spec_file: Path, for_delete: bool = False) -> list[dict[str, Any]]:
     from modelfleet.fleet.kubernetes import render_fleet
     from modelfleet.fleet.sizing import load_plan
 
-    return render_fleet(load_plan(spec_file))
+    return render_fleet(load_plan(spec_file), for_delete)
 
 
 def register(app: typer.Typer) -> None:
@@ -359,7 +359,7 @@ def register(app: typer.Typer) -> None:
         """Delete the fleet's objects from the cluster (the Namespace only if the spec creates it)."""
         from modelfleet.fleet.apply import connect, delete_objects
 
-        objects = _kube_objects(spec_file)
+        objects = _kube_objects(spec_file, for_delete=True)
         client = connect(kubeconfig, context)
         if not (yes or dry_run) and not typer.confirm(
             f"delete {len(objects)} objects of this fleet?", err=True

@@ -488,16 +488,19 @@ def _network_policies(spec: FleetSpec) -> list[Manifest]:
     ]
 
 
-def _scrape_authorization(spec: FleetSpec) -> dict[str, Any] | None:
+def _scrape_authorization(spec: FleetSpec, for_delete: bool) -> dict[str, Any] | None:
     """The bearer key Prometheus sends to /metrics; None while /metrics is open (auth off or unprotected).
 
     A ServiceMonitor that cannot authenticate gets 401 on every scrape and its alerts never fire, so a
-    protected fleet without `monitoring.scrape_secret_name` is a spec error rather than a silent gap.
+    protected fleet without `monitoring.scrape_secret_name` is a spec error rather than a silent gap;
+    but objects rendered only to be deleted need their names alone, so deleting such a fleet still works.
     """
     if not (spec.auth.enabled and spec.auth.protect_metrics):
         return None
     monitoring = spec.kubernetes.monitoring
     if monitoring.scrape_secret_name is None:
+        if for_delete:
+            return None
         raise SpecError(
             "kubernetes.monitoring.service_monitor: /metrics needs a `read` API key while auth is on with "
             "auth.protect_metrics; name a Secret holding one in kubernetes.monitoring.scrape_secret_name "
@@ -510,7 +513,7 @@ def _scrape_authorization(spec: FleetSpec) -> dict[str, Any] | None:
     }
 
 
-def _monitoring_objects(plan: FleetPlan) -> list[Manifest]:
+def _monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[Manifest]:
     spec = plan.fleet
     monitoring = spec.kubernetes.monitoring
     objects: list[Manifest] = []
@@ -520,7 +523,7 @@ def _monitoring_objects(plan: FleetPlan) -> list[Manifest]:
             "path": "/metrics",
             "interval": f"{monitoring.scrape_interval_s}s",
         }
-        authorization = _scrape_authorization(spec)
+        authorization = _scrape_authorization(spec, for_delete)
         if authorization is not None:
             endpoint["authorization"] = authorization
         objects.append(
@@ -592,8 +595,12 @@ def _alert_rules(spec: FleetSpec) -> list[dict[str, Any]]:
     return rules
 
 
-def render_fleet(plan: FleetPlan) -> list[Manifest]:
-    """Every Kubernetes object of the fleet, in apply order (namespace and identities first)."""
+def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[Manifest]:
+    """Every Kubernetes object of the fleet, in apply order (namespace and identities first).
+
+    ``for_delete``: the objects are only named for deletion, so checks that guard a working deployment
+    (the ServiceMonitor's scrape credentials) do not stand in the way of tearing it down.
+    """
     spec = plan.fleet
     k8s = spec.kubernetes
     objects: list[Manifest] = []
@@ -624,7 +631,7 @@ def render_fleet(plan: FleetPlan) -> list[Manifest]:
     for group in plan.groups:
         objects.extend(_group_objects(plan, group))
     objects.extend(_router_objects(plan))
-    objects.extend(_monitoring_objects(plan))
+    objects.extend(_monitoring_objects(plan, for_delete))
     # A JSON round trip gives every object its own nested dicts (no shared selectors) and proves
     # the result serialises.
     fresh: list[Manifest] = json.loads(json.dumps(objects))
