@@ -146,6 +146,13 @@ def test_cuda_target_without_gpu_exits_5(iris_source: Path, tmp_path: Path) -> N
     assert_nothing_written(tmp_path, set())
 
 
+def _as_from_a_terminal() -> None:
+    # Ctrl-C in a terminal reaches a program whose SIGINT is at its default. A test run started in the
+    # background by a non-interactive shell (as CI may be) inherits SIGINT ignored, and Python then
+    # rightly keeps ignoring it, so the child gets the terminal's disposition back explicitly.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_build_leaves_nothing_behind(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MODELFLEET_DEBUG"}
     process = subprocess.Popen(
@@ -155,6 +162,7 @@ def test_ctrl_c_during_a_build_leaves_nothing_behind(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         deadline = time.monotonic() + 60
