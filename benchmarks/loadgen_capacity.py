@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from modelfleet.bench import run_bench
 from modelfleet.config.bench import BenchSpec
@@ -44,6 +45,7 @@ REFSERVER = HERE / "bench_refserver.py"
 REFERENCE_SOURCE = HERE / "openloop_reference.c"
 # The in-flight cap of the open-loop trials (connections): a send beyond it counts as capped.
 MAX_IN_FLIGHT = 256
+T = TypeVar("T")
 V2_BODY = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}'
 
 
@@ -121,6 +123,15 @@ def _idle_and_steal_s() -> tuple[float, float]:
         return 0.0, 0.0
 
 
+def _with_machine_use(run: Callable[[], T]) -> tuple[T, float, float]:
+    """``run()``'s result with the shares (%) of all CPUs' time the host stole and that sat idle meanwhile."""
+    (idle_before, steal_before), started = _idle_and_steal_s(), time.monotonic()
+    result = run()
+    idle_after, steal_after = _idle_and_steal_s()
+    cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
+    return result, 100 * (steal_after - steal_before) / cpu_s, 100 * (idle_after - idle_before) / cpu_s
+
+
 def open_loop(url: str, rate: float, duration_s: float) -> Trial:
     spec = BenchSpec.model_validate(
         {
@@ -132,12 +143,8 @@ def open_loop(url: str, rate: float, duration_s: float) -> Trial:
             "max_in_flight": MAX_IN_FLIGHT,
         }
     )
-    (idle_before, steal_before), started = _idle_and_steal_s(), time.monotonic()
-    point = run_bench(spec).points[0]
-    idle_after, steal_after = _idle_and_steal_s()
-    cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
-    steal_percent = 100 * (steal_after - steal_before) / cpu_s
-    idle_percent = 100 * (idle_after - idle_before) / cpu_s
+    result, steal_percent, idle_percent = _with_machine_use(lambda: run_bench(spec))
+    point = result.points[0]
     summary = point.summary
     assert summary is not None
     return Trial(
@@ -166,15 +173,14 @@ def build_reference(directory: Path) -> Path | None:
 
 def reference_open_loop(binary: Path, port: int, rate: float, duration_s: float) -> Trial:
     """One trial of the C reference generator, measured like `open_loop`'s."""
-    (idle_before, steal_before), started = _idle_and_steal_s(), time.monotonic()
-    done = subprocess.run(
-        [str(binary), str(port), "/noop", str(rate), str(duration_s), str(MAX_IN_FLIGHT)],
-        capture_output=True,
-        text=True,
-        timeout=duration_s + 60,
+    done, steal_percent, idle_percent = _with_machine_use(
+        lambda: subprocess.run(
+            [str(binary), str(port), "/noop", str(rate), str(duration_s), str(MAX_IN_FLIGHT)],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+        )
     )
-    idle_after, steal_after = _idle_and_steal_s()
-    cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
     if done.returncode != 0:  # a connection failed: counts as an error, so the rate does not hold
         print(f"  C reference failed: {done.stderr.strip()}", flush=True)
         return Trial(rate, 0.0, 0.0, 0, 0, 1, 0.0, None, 0.0, 0.0)
@@ -189,8 +195,8 @@ def reference_open_loop(binary: Path, port: int, rate: float, duration_s: float)
         0,
         out["cpu_percent"],
         out["p99_ms"],
-        100 * (steal_after - steal_before) / cpu_s,
-        100 * (idle_after - idle_before) / cpu_s,
+        steal_percent,
+        idle_percent,
     )
 
 
