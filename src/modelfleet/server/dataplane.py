@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from modelfleet import __version__
 from modelfleet.config.serve import ModelConfig
@@ -12,6 +13,7 @@ from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailab
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, RepositoryIndexEntry, ServerMetadata
 from modelfleet.runtime.base import Arrays
+from modelfleet.server.openapi import openapi_document
 from modelfleet.server.repository import ModelEntry, ModelRepository
 from modelfleet.types import TensorSpec
 
@@ -111,6 +113,13 @@ class DataPlane:
                 "state": entry.state.value,
             }
         return metadata
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of the V2 routes, with a concrete infer path for each loaded model."""
+        models = [
+            (entry.name, list(entry.model.inputs)) for entry in self.repository.entries() if entry.model is not None
+        ]
+        return openapi_document(models)
 
     def model_ready(self, name: str, version: str | None) -> bool:
         try:

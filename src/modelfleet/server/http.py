@@ -125,6 +125,10 @@ class V2App:
                     send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
                 return
+            if parts == ["openapi.json"] and method == "GET":
+                await self._authorize(scope, "read")
+                await _json(send, 200, self.dataplane.openapi())
+                return
             raise NotFound(f"no route {method} {path}; the API is under /v2 (Open Inference Protocol)")
         except ModelfleetError as exc:
             await self._error(send, exc, model_name)
