@@ -1,4 +1,4 @@
-"""The generator's HTTP/1.1 connection pool against real sockets on loopback."""
+"""The shared HTTP/1.1 connection pool (load generator and router upstreams) against real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 from tests.bench_fixtures import free_port
 
 from modelfleet.bench.targets import encode_request
-from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, SENT, TIMEOUT, ConnectionPool, Origin
+from modelfleet.transport.client import (
+    CONNECTION_ERROR,
+    QUEUED_AT_CAP,
+    SENT,
+    TIMEOUT,
+    ConnectionPool,
+    Origin,
+)
 
 
 async def _serve(handler: Any) -> tuple[asyncio.Server, int]:
@@ -40,7 +47,9 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
 
 def _collect() -> tuple[list[tuple[Any, float, float, int]], Any]:
     done: list[tuple[Any, float, float, int]] = []
-    return done, lambda token, written, finished, status: done.append((token, written, finished, status))
+    return done, lambda token, written, finished, status, response: done.append(
+        (token, written, finished, status)
+    )
 
 
 async def _wait_for(done: list[Any], count: int, timeout_s: float = 5.0) -> None:
