@@ -154,18 +154,18 @@ class _Connection(asyncio.Protocol):
 class _KeepingConnection(_Connection):
     """One connection that also keeps headers and body, within the pool's ClientLimits."""
 
-    __slots__ = ("body", "header_bytes", "headers")
+    __slots__ = ("body", "body_bytes", "header_bytes", "headers")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.headers: Headers = []
         self.body: list[bytes] = []
-        self.header_bytes = 0
+        self.header_bytes = self.body_bytes = 0
         super().__init__(pool)
 
     def on_message_begin(self) -> None:
         self.headers = []
         self.body = []
-        self.header_bytes = 0
+        self.header_bytes = self.body_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -179,6 +179,10 @@ class _KeepingConnection(_Connection):
         self.byte_limit = self.pool.limits.max_response_bytes
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.pool.limits.max_response_bytes:  # a read can hold the whole body
+            self.pool._on_broken(self, RESPONSE_TOO_LARGE)
+            raise _Stop
         self.body.append(body)
 
     def on_message_complete(self) -> None:
