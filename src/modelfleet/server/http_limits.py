@@ -35,6 +35,10 @@ class HeadLimits:
     max_connections: int
 
 
+# How long a refused connection keeps reading (and dropping) what its client still sends.
+_LINGER_S = 2.0
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -55,6 +59,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refused | None = None
+        self._discarding = False
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -66,6 +71,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
@@ -138,6 +145,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         body = orjson.dumps({"error": message})
         extra = b"retry-after: 1\r\n" if status == 503 else b""
+        self._discarding = True
         self.transport.write(
             b"".join(
                 [
@@ -150,7 +158,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 ]
             )
         )
-        self.transport.close()
+        if not self.transport.can_write_eof():  # TLS: no half-close
+            self.transport.close()
+            return
+        # Lingering close: a client still sending (a huge header) would get a reset, and lose the
+        # answer, if the socket closed with its bytes unread; end our side, discard theirs a while.
+        self.transport.write_eof()
+        self.loop.call_later(_LINGER_S, self.transport.close)
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
