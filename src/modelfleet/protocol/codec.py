@@ -310,7 +310,9 @@ def _from_json(
         return _bytes_from_json(flat, shape, name, base64, limits, budget)
     budget.take(count * datatype.itemsize, name)
     try:
-        array = np.asarray(flat, dtype=datatype.numpy_dtype)
+        # A float beyond FP16/FP32 range becomes inf (refused below), not a logged warning.
+        with np.errstate(over="ignore"):
+            array = np.asarray(flat, dtype=datatype.numpy_dtype)
     except OverflowError:
         raise InvalidInput(f"input '{name}': a value is out of the range of {datatype.value}") from None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
