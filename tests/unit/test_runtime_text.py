@@ -155,7 +155,7 @@ def test_a_long_document_is_cut_before_tokenizing_and_keeps_its_embedding_input(
 def test_a_text_that_cannot_be_cut_exactly_is_refused_and_bad_utf8_is_named(encoder: TextEncoder) -> None:
     assert encoder.cut is not None
     whitespace = " " * (encoder.cut.max_chars + 1) + "word " * 300
-    with pytest.raises(InvalidInput, match=r"item 1: a text over 25856 characters .*max_length_tokens"):
+    with pytest.raises(InvalidInput, match=r"item 1: a text over 4096 characters .*max_length_tokens"):
         encoder.prepare(np.array([b"fine", whitespace.encode()], dtype=object), "text")
     with pytest.raises(InvalidInput, match="input 'text' item 2 is not UTF-8"):
         encoder.prepare(np.array([b"a", b"b", b"\xff\xfe"], dtype=object), "text")
