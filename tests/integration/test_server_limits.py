@@ -233,7 +233,9 @@ def test_hostile_bodies_get_a_4xx_naming_the_limit(
 
 def test_a_long_text_is_cut_to_what_the_tokenizer_keeps(guarded: RunningServer) -> None:
     url = f"{guarded.url}/v2/models/{MINILM}/infer"
-    long_text = " ".join(f"word{i} of a long document," for i in range(30_000))  # ~0.9 MB, far over 256 tokens
+    long_text = " ".join(
+        f"word{i} of a long document," for i in range(30_000)
+    )  # ~0.9 MB, far over 256 tokens
     head = long_text[:2_500]  # holds more than 256 tokens: all the model keeps of the long text
     response = httpx.post(url, json=_text([long_text, head]), timeout=30)
     assert response.status_code == 200, response.text
