@@ -206,3 +206,24 @@ def test_local_auth_without_a_key_store_is_refused_before_anything_starts(tmp_pa
     with pytest.raises(SpecError, match=r"auth\.keys_file is not set"):
         start_fleet(spec_file, state_root=tmp_path / "state", wait_s=5)
     assert not (tmp_path / "state" / "testfleet" / "state.json").exists()
+
+
+def test_a_local_fleet_serves_tls_from_certificate_paths_relative_to_the_spec(tmp_path: Path) -> None:
+    from modelfleet.security.tls import client_ssl_context, generate_self_signed
+
+    generate_self_signed(tmp_path / "tls" / "router.pem", tmp_path / "tls" / "router.key")
+    artifacts = {"alpha": make_artifact(tmp_path / "alpha", "alpha", 1)}
+    spec_file = write_fleet_spec(
+        tmp_path / "fleet.yaml",
+        artifacts,
+        router={"port": 0, "tls_cert_file": "tls/router.pem", "tls_key_file": "tls/router.key"},
+    )
+    state_root = tmp_path / "state"
+    state = start_fleet(spec_file, state_root=state_root, wait_s=120)  # the supervisor checks it over TLS
+    try:
+        assert state.router_url.startswith("https://127.0.0.1:")
+        trust = client_ssl_context(tmp_path / "tls" / "router.pem")
+        response = httpx.post(f"{state.router_url}/v2/models/alpha/infer", json=infer_body(), verify=trust)
+        assert response.status_code == 200 and response.json()["model_name"] == "alpha"
+    finally:
+        stop_fleet(spec_file, state_root, grace_s=5)

@@ -7,8 +7,11 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,6 +31,7 @@ from tests.fleet_fixtures import (
 from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
 from modelfleet.security.auth import MISSING_MESSAGE
 from modelfleet.security.keys import KeyStore
+from modelfleet.security.tls import client_ssl_context, generate_self_signed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,12 +50,24 @@ class Fleet:
     def url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.ports[index]}"
 
-    def router(self, name: str, upstream_ports: list[int] | None = None, **settings: object) -> str:
+    def router(
+        self,
+        name: str,
+        upstream_ports: list[int] | None = None,
+        max_in_flight: int = 256,
+        **settings: object,
+    ) -> str:
         ports = self.ports if upstream_ports is None else upstream_ports
         port = free_port()
         config = self.root / f"router-{name}.json"
         upstreams = [
-            Upstream(name=f"g-{i}", group="g", url=f"http://127.0.0.1:{p}", models=["alpha", "beta"])
+            Upstream(
+                name=f"g-{i}",
+                group="g",
+                url=f"http://127.0.0.1:{p}",
+                models=["alpha", "beta"],
+                max_in_flight=max_in_flight,
+            )
             for i, p in enumerate(ports)
         ]
         defaults: dict[str, object] = {"health_interval_s": 0.1}
@@ -245,6 +261,177 @@ def test_upstream_slower_than_the_deadline_gets_504_not_a_hang(fleet: Fleet) -> 
         assert "within 0.05 s" in response.json()["error"]
     finally:
         stop(slow)
+
+
+@pytest.fixture(scope="module")
+def slow_port(fleet: Fleet) -> Iterator[int]:
+    """A real server that holds every batch open for 300 ms."""
+    port = free_port()
+    slow = start_server(
+        fleet.artifacts, port, "--max-delay-s", "0.3", "--max-batch-size", "64", "--no-dispatch-when-idle"
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/v2/health/ready")
+        yield port
+    finally:
+        stop(slow)
+
+
+def test_saturated_replicas_shed_with_503_at_once_never_a_queue(fleet: Fleet, slow_port: int) -> None:
+    url = fleet.router("saturated", upstream_ports=[slow_port], max_in_flight=2)
+    wait_for(f"{url}/v2/health/ready")
+
+    clients = [httpx.Client(timeout=5) for _ in range(8)]
+    for client in clients:  # connected before the burst, so the burst measures the router only
+        assert client.get(f"{url}/v2/health/live").status_code == 200
+
+    def call(client: httpx.Client) -> tuple[int, float, httpx.Response]:
+        started = time.monotonic()
+        response = client.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+        return response.status_code, time.monotonic() - started, response
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, clients))
+    for client in clients:
+        client.close()
+    ok = [r for r in results if r[0] == 200]
+    shed = [r for r in results if r[0] == 503]
+    assert len(ok) + len(shed) == 8 and 1 <= len(ok) <= 2, [r[0] for r in results]  # at most the limit
+    # Refused at once: well before the slow server's 300 ms batch, which every admitted request waits for.
+    assert max(elapsed for _, elapsed, _ in shed) < min(elapsed for _, elapsed, _ in ok), results
+    assert shed[0][2].headers["Retry-After"] == "1"
+    assert "max_in_flight_per_replica" in shed[0][2].json()["error"]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'modelfleet_router_shed_total{fleet="itest",model="alpha",reason="saturated"}' in metrics
+
+
+def test_the_clients_deadline_header_bounds_the_upstream_wait(fleet: Fleet, slow_port: int) -> None:
+    url = fleet.router("deadline", upstream_ports=[slow_port], request_timeout_s=5)
+    wait_for(f"{url}/v2/health/ready")
+    started = time.monotonic()
+    response = httpx.post(
+        f"{url}/v2/models/alpha/infer", json=infer_body(), headers={"X-Request-Timeout-Ms": "50"}, timeout=5
+    )
+    assert time.monotonic() - started < 0.25
+    assert response.status_code == 504 and "within 0.05 s" in response.json()["error"]
+    generous = httpx.post(
+        f"{url}/v2/models/alpha/infer", json=infer_body(), headers={"X-Request-Timeout-Ms": "3000"}, timeout=5
+    )
+    assert generous.status_code == 200
+    bad = httpx.post(
+        f"{url}/v2/models/alpha/infer", json=infer_body(), headers={"X-Request-Timeout-Ms": "soon"}
+    )
+    assert bad.status_code == 400 and "X-Request-Timeout-Ms" in bad.json()["error"]
+
+
+class Overloaded:
+    """A real HTTP server that is ready but answers every inference 503 (an overloaded replica)."""
+
+    def __init__(self) -> None:
+        self.inferences = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._answer(200, b'{"ready":true}')
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.inferences += 1
+                self._answer(503, b'{"error":"overloaded"}')
+
+        return Handler
+
+
+def test_a_503_from_an_overloaded_replica_is_retried_once_elsewhere(fleet: Fleet) -> None:
+    overloaded = Overloaded()
+    try:
+        url = fleet.router("overloaded", upstream_ports=[overloaded.port, fleet.ports[0]])
+        wait_for(f"{url}/v2/health/ready")
+        statuses = [
+            httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body()).status_code for _ in range(10)
+        ]
+        retries = httpx.get(f"{url}/fleet/status").json()["models"]["alpha"]["retries"]
+    finally:
+        overloaded.server.shutdown()
+    assert statuses == [200] * 10
+    assert overloaded.inferences >= 1 and retries == overloaded.inferences
+
+
+def test_without_retry_budget_a_503_is_passed_through_not_retried(fleet: Fleet) -> None:
+    overloaded = Overloaded()
+    try:
+        url = fleet.router(
+            "no-budget",
+            upstream_ports=[overloaded.port, fleet.ports[0]],
+            retry_budget_percent=0,
+            retry_budget_min_per_s=0,
+        )
+        wait_for(f"{url}/v2/health/ready")
+        responses = [httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body()) for _ in range(10)]
+        status = httpx.get(f"{url}/fleet/status").json()["models"]["alpha"]
+    finally:
+        overloaded.server.shutdown()
+    passed_through = [r for r in responses if r.status_code == 503]
+    assert len(passed_through) == overloaded.inferences >= 1
+    assert passed_through[0].json() == {"error": "overloaded"}
+    assert status["retries"] == 0
+
+
+def test_the_router_serves_tls_from_its_certificate(fleet: Fleet, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    generate_self_signed(cert, key)
+    port = free_port()
+    config = tmp_path / "router-tls.json"
+    upstreams = [Upstream(name="g-0", group="g", url=fleet.url(0), models=["alpha", "beta"])]
+    write_router_settings(
+        RouterSettings(
+            fleet="itest",
+            port=port,
+            upstreams=upstreams,
+            health_interval_s=0.1,
+            tls_cert_file=cert,
+            tls_key_file=key,
+        ),
+        config,
+    )
+    process = start_router(config)
+    try:
+        context = client_ssl_context(cert)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"https://127.0.0.1:{port}/v2/health/ready", verify=context).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the TLS router never became ready"
+            time.sleep(0.1)
+        response = httpx.post(
+            f"https://127.0.0.1:{port}/v2/models/alpha/infer", json=infer_body(), verify=context
+        )
+        assert response.status_code == 200 and response.json()["model_name"] == "alpha"
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served on a TLS port
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+    finally:
+        stop(process)
 
 
 def test_no_ready_replica_gets_503_with_retry_after(fleet: Fleet) -> None:

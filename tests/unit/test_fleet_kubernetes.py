@@ -458,3 +458,40 @@ def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:
         text = (tmp_path / "out" / name).read_text()
         assert "&id" not in text and "*id" not in text  # no YAML anchors: every tool reads it
         assert yaml.safe_load(text) == obj
+
+
+def test_router_tls_mounts_the_secret_probes_over_https_and_validates() -> None:
+    data = _base(router={"tls_secret_name": "router-cert", "max_in_flight_per_replica": 40})
+    objects = _render(data)
+    spec = parse_spec(data, FleetSpec)
+    replicas = {g.name: g.replicas for g in plan_fleet(spec, {m.name: 200 for m in spec.models}).groups}
+    assert not _of_kind(objects, "Secret")  # a reference only, never key material
+    router = next(o for o in objects if o["metadata"]["name"] == "demo-router")
+    kubernetes_validate.validate(router, KUBERNETES_VERSION, strict=True)
+    pod = router["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "router-tls")
+    assert volume["secret"]["secretName"] == "router-cert"
+    assert {item["key"] for item in volume["secret"]["items"]} == {"tls.crt", "tls.key"}
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "router-tls")
+    assert mount["readOnly"] is True and not mount["mountPath"].startswith("/etc/modelfleet/")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    config = json.loads(
+        next(o for o in objects if o["metadata"]["name"] == "demo-router-config")["data"]["router.json"]
+    )
+    assert config["tls_cert_file"] == f"{mount['mountPath']}/tls.crt"
+    assert config["tls_key_file"] == f"{mount['mountPath']}/tls.key"
+    # Each upstream is a group's Service: the per-replica limit times the group's replicas.
+    assert {u["name"]: u["max_in_flight"] for u in config["upstreams"]} == {
+        name: 40 * count for name, count in replicas.items()
+    }
+    plain = _render(_base())
+    plain_router = next(o for o in plain if o["metadata"]["name"] == "demo-router")
+    plain_container = plain_router["spec"]["template"]["spec"]["containers"][0]
+    assert "scheme" not in plain_container["readinessProbe"]["httpGet"]
+    assert all(v["name"] != "router-tls" for v in plain_router["spec"]["template"]["spec"]["volumes"])
+    with pytest.raises(SpecError):
+        parse_spec(_base(router={"tls_secret_name": "Not_A_Name"}), FleetSpec)
+    with pytest.raises(SpecError):
+        parse_spec(_base(router={"tls_cert_file": "/c.pem"}), FleetSpec)  # a certificate without its key

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from modelfleet.fleet.router_config import Upstream
-from modelfleet.fleet.routing import RoutingTable, quantile_from_buckets
+from modelfleet.fleet.routing import RetryBudget, RoutingTable, quantile_from_buckets
 
 
 def _table() -> RoutingTable:
@@ -80,3 +80,38 @@ def test_quantiles_interpolate_inside_buckets_like_prometheus(quantile: float, e
 def test_quantile_above_the_last_bucket_reports_its_bound_and_empty_is_none() -> None:
     assert quantile_from_buckets(0.99, [0.001, math.inf], [1.0, 10.0]) == 0.001
     assert quantile_from_buckets(0.5, [0.001, math.inf], [0.0, 0.0]) is None
+
+
+def test_replicas_at_their_in_flight_limit_are_skipped_and_none_left_means_shed() -> None:
+    table = RoutingTable(
+        [
+            Upstream(name="a", group="g", url="http://a:1", models=["m"], max_in_flight=2),
+            Upstream(name="b", group="g", url="http://b:1", models=["m"], max_in_flight=5),
+        ]
+    )
+    a, b = table.replicas
+    a.ready = b.ready = True
+    a.outstanding, b.outstanding = 2, 4
+    assert table.choose("m") is b  # a has fewer in flight but is at its limit
+    b.outstanding = 5
+    assert table.choose("m") is None  # every ready replica saturated: the router answers 503 at once
+    a.outstanding = 1
+    assert table.choose("m") is a
+
+
+def test_retry_budget_allows_a_share_of_recent_requests_plus_a_minimum() -> None:
+    budget = RetryBudget(percent=20, min_per_s=0.5, window_s=10, slots=10)  # reserve: 5 retries
+    assert sum(budget.try_retry() for _ in range(10)) == 5  # no requests yet: only the reserve
+    budget.requests += 100  # 100 requests → 20 more retries
+    assert sum(budget.try_retry() for _ in range(50)) == 20
+    for _ in range(9):  # 9 s later those requests and retries are still in the 10 s window
+        budget.tick()
+    assert not budget.try_retry()
+    budget.tick()  # and now they have left it
+    assert sum(budget.try_retry() for _ in range(10)) == 5
+
+
+def test_a_retry_budget_of_zero_allows_no_retries() -> None:
+    budget = RetryBudget(percent=0, min_per_s=0)
+    budget.requests += 1000
+    assert not budget.try_retry()

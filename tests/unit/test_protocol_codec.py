@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from modelfleet.errors import InvalidInput
-from modelfleet.protocol import InferResponse, decode_request, encode_response
+from modelfleet.errors import InvalidInput, PayloadTooLarge
+from modelfleet.protocol import DecodeLimits, InferResponse, decode_request, encode_response
 
 
 def _json_body(inputs: list[dict[str, object]], **extra: object) -> bytes:
@@ -188,3 +190,244 @@ def test_client_timeout_parameter_is_microseconds() -> None:
         )
     )
     assert request.timeout_s() == pytest.approx(0.25)
+
+
+def _one(inputs: dict[str, object], limits: DecodeLimits | None = None) -> None:
+    decode_request(_json_body([inputs]), None, limits or DecodeLimits())
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        # bytes(300000000) once allocated 300 MB from an 80-byte request
+        (
+            {"name": "t", "shape": [1], "datatype": "BYTES", "data": [300000000]},
+            "must be strings, found an integer",
+        ),
+        ({"name": "t", "shape": [2], "datatype": "BYTES", "data": [["a"], "b"]}, "input 't'"),
+        ({"name": "t", "shape": [2], "datatype": "INT32", "data": [[1], 2]}, "input 't'"),
+        ({"name": "t", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3]]}, "does not match shape"),
+        ({"name": "t", "shape": [2, 1], "datatype": "INT32", "data": [[1], 2]}, "does not match shape"),
+        ({"name": "t", "shape": [1], "datatype": "INT32", "data": [True]}, "found true/false"),
+        ({"name": "t", "shape": [1], "datatype": "BOOL", "data": [1]}, "found an integer"),
+        ({"name": "t", "shape": [1], "datatype": "UINT8", "data": [256]}, "out of the range of UINT8"),
+        ({"name": "t", "shape": [1], "datatype": "INT8", "data": [-129]}, "out of the range of INT8"),
+        ({"name": "t", "shape": [1], "datatype": "FP16", "data": [1e10]}, "out of the range of FP16"),
+        ({"name": "t", "shape": [1], "datatype": "FP32", "data": ["1"]}, "found a string"),
+        ({"name": "t", "shape": [1], "datatype": "FP32", "data": [None]}, "found null"),
+        (
+            {"name": "t", "shape": [1, 0, 9223372036854775807], "datatype": "BYTES", "data": []},
+            "server.max_tensor_bytes",
+        ),
+        ({"name": "t", "shape": [1] * 33, "datatype": "FP32", "data": [1]}, "33 dimensions"),
+        (
+            {"name": "t", "shape": [1], "datatype": "BYTES", "data": ["a"], "parameters": []},
+            "must be an object",
+        ),
+        (
+            {
+                "name": "t",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": ["a"],
+                "parameters": {"content_type": "pd"},
+            },
+            "content_type",
+        ),
+        (
+            {
+                "name": "t",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": ["!!"],
+                "parameters": {"content_type": "base64"},
+            },
+            "base64",
+        ),
+        (
+            {
+                "name": "t",
+                "shape": [1],
+                "datatype": "FP32",
+                "data": [1],
+                "parameters": {"binary_data_size": True},
+            },
+            "non-negative",
+        ),
+        ({"name": 7, "shape": [1], "datatype": "FP32", "data": [1]}, "needs a 'name'"),
+        ({"name": "t", "shape": [1], "datatype": ["FP32"], "data": [1]}, "unknown datatype"),
+    ],
+)
+def test_json_types_and_nesting_must_match_the_datatype_and_shape(
+    tensor: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        _one(tensor)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {
+                "inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "outputs": [{"name": "y", "parameters": [1]}],
+            },
+            "output 'y': 'parameters' must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}],
+            },
+            "binary_data must be true or false",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [7]},
+            r"outputs\[0\] needs a 'name'",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": [1]},
+            "must be an object",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}], "id": 5},
+            "'id' must be a string",
+        ),
+        ({"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1]}] * 2}, "given twice"),
+    ],
+)
+def test_request_level_fields_have_their_wire_types(document: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_request(orjson.dumps(document))
+
+
+def test_base64_bytes_are_decoded_when_the_input_says_so() -> None:
+    request = decode_request(
+        _json_body(
+            [
+                {
+                    "name": "t",
+                    "shape": [2],
+                    "datatype": "BYTES",
+                    "data": ["/wA=", ""],
+                    "parameters": {"content_type": "base64"},
+                }
+            ]
+        )
+    )
+    assert list(request.inputs[0].data) == [b"\xff\x00", b""]
+
+
+def test_element_and_request_byte_limits_name_their_settings() -> None:
+    limits = DecodeLimits(max_element_bytes=8, max_tensor_bytes=2048)
+    with pytest.raises(PayloadTooLarge, match=r"9 bytes .* limit of 8 bytes \(server.max_element_bytes\)"):
+        _one({"name": "t", "shape": [1], "datatype": "BYTES", "data": ["x" * 9]}, limits)
+    with pytest.raises(PayloadTooLarge, match=r"server\.max_element_bytes"):
+        _one(
+            {
+                "name": "t",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": ["eA" * 8],
+                "parameters": {"content_type": "base64"},
+            },
+            limits,
+        )
+    raw = serialize_byte_tensor(np.array([b"x" * 9], dtype=object)).item()
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "t", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+            ]
+        }
+    )
+    with pytest.raises(PayloadTooLarge, match=r"server\.max_element_bytes"):
+        decode_request(header + raw, len(header), limits)
+    # 600 FP32 values = 2400 bytes: refused from the shape, before numpy converts anything
+    with pytest.raises(
+        PayloadTooLarge, match=r"2400 bytes decoded, over the limit of 2048 bytes \(server.max_tensor_bytes\)"
+    ):
+        _one({"name": "t", "shape": [600], "datatype": "FP32", "data": [0.5] * 600}, limits)
+    # the budget is for the whole request: two inputs that fit alone do not fit together
+    two = [{"name": f"t{i}", "shape": [300], "datatype": "FP32", "data": [0.5] * 300} for i in range(2)]
+    with pytest.raises(PayloadTooLarge, match=r"server\.max_tensor_bytes"):
+        decode_request(_json_body(two), None, limits)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "t", "shape": [1000], "datatype": "BYTES", "parameters": {"binary_data_size": 8}}
+            ]
+        }
+    )
+    with pytest.raises(InvalidInput, match="more than 8 bytes of binary data can hold"):
+        decode_request(header + b"\0" * 8, len(header), limits)
+
+
+def test_nested_data_matching_the_shape_is_accepted() -> None:
+    request = decode_request(
+        _json_body([{"name": "t", "shape": [2, 1, 2], "datatype": "INT8", "data": [[[1, 2]], [[3, -4]]]}])
+    )
+    np.testing.assert_array_equal(request.inputs[0].data, [[[1, 2]], [[3, -4]]])
+    assert request.inputs[0].data.dtype == np.int8
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+tensors = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.just("t") | json_values,
+        "datatype": st.sampled_from(["BOOL", "UINT8", "INT32", "INT64", "FP16", "FP32", "BYTES"])
+        | json_values,
+        "shape": st.lists(st.integers(0, 3) | st.just(2**63 - 1), max_size=3) | json_values,
+        "data": st.lists(json_values, max_size=4) | json_values,
+        "parameters": st.fixed_dictionaries(
+            {},
+            optional={
+                "binary_data_size": st.integers(0, 24) | json_values,
+                "content_type": st.just("base64") | json_values,
+            },
+        )
+        | json_values,
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "inputs": st.lists(tensors, max_size=3) | json_values,
+            "outputs": st.lists(
+                st.fixed_dictionaries({}, optional={"name": json_values, "parameters": json_values}),
+                max_size=2,
+            )
+            | json_values,
+            "parameters": json_values,
+            "id": json_values,
+        },
+    ),
+    st.binary(max_size=24),
+    st.booleans(),
+)
+def test_arbitrary_json_is_decoded_or_refused_with_invalid_input(
+    document: dict[str, object], tail: bytes, binary: bool
+) -> None:
+    header = orjson.dumps(document)
+    try:
+        request = decode_request(
+            header + tail if binary else header, len(header) if binary else None, DecodeLimits(16, 1024)
+        )
+    except InvalidInput:
+        return
+    for tensor in request.inputs:
+        assert tensor.data.shape == tensor.shape

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import time
 
-from hypothesis import given
+import numpy as np
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelfleet.runtime.text import plan_length_groups
+from modelfleet.build.bundled import bundled_model_dir
+from modelfleet.errors import InvalidInput
+from modelfleet.runtime.text import TextEncoder, plan_length_groups
 
 
 def _cost(groups: list[list[int]], lengths: list[int], overhead: int) -> int:
@@ -47,3 +52,115 @@ def test_grouping_is_optimal_among_contiguous_partitions_of_sorted_items(lengths
         cost = _cost(groups, lengths, overhead)
         best = cost if best is None else min(best, cost)
     assert _cost(plan_length_groups(lengths, overhead), lengths, overhead) == best
+
+
+def _quadratic_plan_cost(lengths: list[int], overhead: int) -> int:
+    # The plain O(n²) dynamic programme the hull replaced: the reference for optimality at any n.
+    ordered = sorted(lengths)
+    best = [0] + [0] * len(ordered)
+    for end in range(1, len(ordered) + 1):
+        best[end] = min(best[s] + overhead + (end - s) * ordered[end - 1] for s in range(end))
+    return best[-1]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=256), min_size=1, max_size=200), st.integers(0, 64))
+def test_hull_grouping_matches_the_quadratic_programme(lengths: list[int], overhead: int) -> None:
+    assert _cost(plan_length_groups(lengths, overhead), lengths, overhead) == _quadratic_plan_cost(
+        lengths, overhead
+    )
+
+
+def test_a_large_batch_plans_in_near_linear_time() -> None:
+    lengths = [(i * 7919) % 257 for i in range(100_000)]
+    started = time.perf_counter()
+    groups = plan_length_groups(lengths)
+    # the O(n²) programme took minutes here; the hull takes well under a second
+    assert time.perf_counter() - started < 5.0
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder(bundled_model_dir() / "tokenizer.json", 256, ["input_ids", "attention_mask"])
+
+
+@pytest.fixture(scope="module")
+def small_encoder() -> TextEncoder:
+    # 16 tokens kept: short texts exercise the cut, so hypothesis can try many
+    return TextEncoder(bundled_model_dir() / "tokenizer.json", 16, ["input_ids", "attention_mask"])
+
+
+def _ids(encoder: TextEncoder, text: str) -> list[int]:
+    feeds = encoder.encode_groups(np.array([text], dtype=object))
+    ((_, feed),) = feeds
+    return [int(i) for i in feed["input_ids"][0]]
+
+
+_PIECES = st.sampled_from(
+    [
+        "the",
+        "Quick",
+        "brown",
+        "fox",
+        "naïve",
+        "café",
+        "x" * 120,
+        "日本語",
+        "中",
+        "Ελληνικά",
+        "ΣΑΣ",
+        "١٢٣",
+        "e\u0301",
+        "\u0301",
+        "\x00",
+        "\u200b",
+        "\ufffd",
+        "İstanbul",
+        "한국어",
+        "don't",
+        "--",
+        "...",
+        "a.b,c",
+        "😀",
+        "_",
+        "1,000",
+    ]
+)
+_SEPARATORS = st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "", "\u3000", "\xa0", " " * 40])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_PIECES, _SEPARATORS), min_size=1, max_size=120))
+def test_a_cut_text_tokenizes_to_the_tokens_the_full_text_keeps(
+    small_encoder: TextEncoder, parts: list[tuple[str, str]]
+) -> None:
+    text = "".join(piece + separator for piece, separator in parts)
+    try:
+        cut = small_encoder.prepare(np.array([text.encode()], dtype=object), "text")[0]
+    except InvalidInput:
+        assert small_encoder.cut is not None and len(text) > small_encoder.cut.max_chars
+        return
+    assert text.startswith(cut)
+    assert _ids(small_encoder, cut) == _ids(small_encoder, text)
+
+
+def test_a_long_document_is_cut_before_tokenizing_and_keeps_its_embedding_input(encoder: TextEncoder) -> None:
+    text = " ".join(f"word{i % 97} and, more; text" for i in range(20_000))  # ~600 KB, far over 256 tokens
+    assert encoder.cut is not None and len(text) > encoder.cut.max_chars
+    cut = encoder.prepare(np.array([text.encode()], dtype=object), "text")[0]
+    assert len(cut) < 2_000
+    assert _ids(encoder, cut) == _ids(encoder, text)
+
+
+def test_a_text_that_cannot_be_cut_exactly_is_refused_and_bad_utf8_is_named(encoder: TextEncoder) -> None:
+    assert encoder.cut is not None
+    whitespace = " " * (encoder.cut.max_chars + 1) + "word " * 300
+    with pytest.raises(InvalidInput, match=r"item 1: a text over 4096 characters .*max_length_tokens"):
+        encoder.prepare(np.array([b"fine", whitespace.encode()], dtype=object), "text")
+    with pytest.raises(InvalidInput, match="input 'text' item 2 is not UTF-8"):
+        encoder.prepare(np.array([b"a", b"b", b"\xff\xfe"], dtype=object), "text")
+    # short or merely long texts pass untouched
+    assert list(encoder.prepare(np.array([b"a", "é".encode() * 3000], dtype=object), "text")) == [
+        "a",
+        "é" * 3000,
+    ]

@@ -32,9 +32,10 @@ from modelfleet.bench import stats
 from modelfleet.bench.arrivals import ArrivalSchedule
 from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw
 from modelfleet.bench.targets import PreparedEndpoint
-from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, TIMEOUT, ConnectionPool, Origin
 from modelfleet.bench.windows import LatencyWindows
 from modelfleet.heap import keep_freed_memory
+from modelfleet.transport.client import OUTCOMES, QUEUED_AT_CAP, ConnectionPool, Origin
+from modelfleet.transport.wire import Response
 
 _now = time.monotonic
 _HEARTBEAT_S = 0.1
@@ -124,11 +125,8 @@ class Hooks:
 
 
 def outcome_kind(status: int) -> str:
-    if status == TIMEOUT:
-        return "timeout"
-    if status == CONNECTION_ERROR:
-        return "connection"
-    return f"http_{status}"
+    outcome = OUTCOMES.get(status)
+    return outcome if outcome is not None else f"http_{status}"
 
 
 class _PointRun:
@@ -229,7 +227,9 @@ class _PointRun:
 
     # --- completions ------------------------------------------------------------------------------
 
-    def _on_done(self, token: Any, written_at: float, finished: float, status: int) -> None:
+    def _on_done(
+        self, token: Any, written_at: float, finished: float, status: int, response: Response | None
+    ) -> None:
         endpoint, intended = token
         self.in_flight -= 1
         if intended >= self.measure_start:

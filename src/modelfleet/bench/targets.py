@@ -23,12 +23,12 @@ import aiohttp
 import orjson
 
 from modelfleet import __version__
-from modelfleet.bench.transport import Origin
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.config.bench import BenchSpec, HttpEndpointSpec, ModelTargetSpec
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SpecError, Unavailable
 from modelfleet.manifest import read_manifest
+from modelfleet.transport.client import Origin
 from modelfleet.types import Datatype, ModelRef
 from modelfleet.yamlio import read_yaml_mapping
 

@@ -394,6 +394,80 @@ class RouterConfig(SpecModel):
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
+    max_url_bytes: int = Field(default=8192, ge=256, description="Longer request targets get 414.")
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Request headers larger than this in all get 431."
+    )
+    max_header_count: int = Field(default=100, ge=8, description="More request headers than this get 431.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request whose headers are not complete this long after its first byte gets 408 (slowloris).",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A keep-alive connection with nothing in progress this long is closed.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open client connections per router process; a new one beyond gets 503 and is closed.",
+    )
+    max_pipelined_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Parsed requests waiting per connection before the router stops reading it.",
+    )
+    max_upstream_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="A larger answer from a replica is dropped and answered 502.",
+    )
+    max_in_flight_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight to one replica at most; when every ready replica is at it the router "
+        "answers 503 at once. Default: 4 × Σ(max_batch_size × instances) × workers of the replica, at least 8.",
+    )
+    retry_budget_percent: float = Field(
+        default=20.0,
+        ge=0,
+        le=100,
+        description="Retries (after a failed connection or a replica's 503) allowed as a share of requests over 10 s.",
+    )
+    retry_budget_min_per_s: float = Field(
+        default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (relative to the spec); with tls_key_file the local router serves HTTPS.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file.")
+    tls_secret_name: str | None = Field(
+        default=None,
+        description="Kubernetes: a kubernetes.io/tls Secret (keys tls.crt, tls.key) mounted into the router "
+        "pods, which then serve HTTPS. Never rendered with data.",
+    )
+
+    @field_validator("tls_secret_name")
+    @classmethod
+    def _tls_secret_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > _MAX_SECRET_NAME_CHARS or not _DNS_SUBDOMAIN.match(value)):
+            raise ValueError(
+                f"tls_secret_name {value!r} must be a Kubernetes object name: lower-case letters, digits, "
+                f"'-' and '.', at most {_MAX_SECRET_NAME_CHARS} characters"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("router: tls_cert_file and tls_key_file go together: give both or neither")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        self.resolve_path_fields(base, "tls_cert_file", "tls_key_file")
 
 
 class LocalConfig(SpecModel):
@@ -484,3 +558,4 @@ class FleetSpec(SpecModel):
         for model in self.models:
             model.resolve_paths(base)
         self.auth.resolve_paths(base)
+        self.router.resolve_paths(base)

@@ -31,6 +31,18 @@ class BatchingConfig(SpecModel):
         ge=1,
         description="Items allowed to wait for a run; beyond this the server answers 503 with Retry-After.",
     )
+    max_items_per_request: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most items (first-dimension rows) one request may carry; more get 400. "
+            "Unset: 4 × max_batch_size (a request is split into at most 4 runs' worth of work)."
+        ),
+    )
+
+    def items_per_request_limit(self) -> int:
+        """max_items_per_request, or its default of 4 × max_batch_size."""
+        return self.max_items_per_request or 4 * self.max_batch_size
 
 
 class ModelRuntimeConfig(SpecModel):
@@ -86,6 +98,41 @@ class ServerConfig(SpecModel):
     )
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    max_element_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest BYTES element (one text, one blob) after decoding; larger get 413.",
+    )
+    max_tensor_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Decoded tensor bytes one request may hold, all inputs together (BYTES elements count 4 + "
+            "their length); more get 413. Checked from the shape before anything is allocated."
+        ),
+    )
+    max_url_bytes: int = Field(
+        default=8 * 1024, ge=256, description="Longest request target (path and query); longer get 414."
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Most bytes of request line and headers together; more get 431.",
+    )
+    max_headers: int = Field(default=100, ge=8, description="Most header fields per request; more get 431.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a connection gets to send a whole request head; slower ones get 408 and are closed.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after this long."
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Open connections per process; a request on a connection beyond this gets 503 and is closed.",
     )
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, time allowed for in-flight requests."

@@ -22,7 +22,7 @@ import yaml
 from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, ResourcesConfig
 from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
-from modelfleet.fleet.router_config import Upstream, router_settings
+from modelfleet.fleet.router_config import Upstream, replica_in_flight_limit, router_settings
 from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context, prefer_separate_nodes
 from modelfleet.yamlio import dump_manifest, dump_manifests
 
@@ -34,6 +34,7 @@ CONFIG_DIR = "/etc/modelfleet"
 AUTH_DIR = "/etc/modelfleet-auth"  # beside, not inside, the read-only ConfigMap mount
 SERVE_SPEC_FILE = "serve.yaml"
 ROUTER_CONFIG_FILE = "router.json"
+ROUTER_TLS_DIR = "/etc/modelfleet-router-tls"  # beside the ConfigMap mount, like AUTH_DIR
 AUTH_KEYS_FILE = "keys"
 PROBE_PERIOD_S = 5
 SHUTDOWN_MARGIN_S = 5
@@ -374,10 +375,14 @@ def _router_objects(plan: FleetPlan) -> list[Manifest]:
             group=group.name,
             url=f"http://{spec.name}-{group.name}.{domain}:{k8s.port}",
             models=list(group.model_names),
+            # The Service spreads over the group's replicas: its minimum count of them, each at its limit.
+            max_in_flight=replica_in_flight_limit(plan, group) * group.replicas,
         )
         for group in plan.groups
     ]
-    settings = router_settings(plan, "0.0.0.0", k8s.port, upstreams, _auth_keys_file(spec))
+    tls = spec.router.tls_secret_name is not None
+    tls_files = (Path(ROUTER_TLS_DIR) / "tls.crt", Path(ROUTER_TLS_DIR) / "tls.key") if tls else None
+    settings = router_settings(plan, "0.0.0.0", k8s.port, upstreams, _auth_keys_file(spec), tls_files)
     router_json = settings.model_dump_json(indent=2) + "\n"
     selector = _selector(spec, "router")
 
@@ -390,6 +395,23 @@ def _router_objects(plan: FleetPlan) -> list[Manifest]:
     container["livenessProbe"] = _http_probe("/v2/health/live", 10, 3)
     volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}, _tmp_volume(k8s.router_resources)]
     _mount_auth(spec, container, volumes)  # the router checks keys on the routes it answers itself
+    if spec.router.tls_secret_name is not None:
+        # The kubelet's probes speak HTTPS without verifying, as Kubernetes documents for httpGet.
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            container[probe]["httpGet"]["scheme"] = "HTTPS"
+        container["volumeMounts"].append(
+            {"name": "router-tls", "mountPath": ROUTER_TLS_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "router-tls",
+                "secret": {
+                    "secretName": spec.router.tls_secret_name,
+                    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
     pod = _pod_spec(spec, container, volumes, selector)
     return [
         {

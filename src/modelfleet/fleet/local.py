@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,7 +30,13 @@ import yaml
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import Conflict, NotFound, SpecError, Unavailable
 from modelfleet.fleet.plan import FleetPlan
-from modelfleet.fleet.router_config import Upstream, router_settings, write_router_settings
+from modelfleet.fleet.router_config import (
+    Upstream,
+    read_router_settings,
+    replica_in_flight_limit,
+    router_settings,
+    write_router_settings,
+)
 from modelfleet.fleet.sizing import load_fleet_spec, plan_from_spec
 from modelfleet.fleet.state import (
     FleetPaths,
@@ -42,6 +49,7 @@ from modelfleet.fleet.state import (
     write_atomic,
     write_state,
 )
+from modelfleet.security.tls import client_ssl_context
 
 Progress = Callable[[str], None]
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
@@ -128,7 +136,13 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
                 )
             )
             upstreams.append(
-                Upstream(name=process_id, group=group.name, url=url, models=list(group.model_names))
+                Upstream(
+                    name=process_id,
+                    group=group.name,
+                    url=url,
+                    models=list(group.model_names),
+                    max_in_flight=replica_in_flight_limit(plan, group),
+                )
             )
     router_host = spec.router.host
     if spec.router.port == 0:
@@ -136,10 +150,13 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
     else:
         _check_port_free(router_host, spec.router.port)
         router_port = spec.router.port
+    cert, key = spec.router.tls_cert_file, spec.router.tls_key_file
+    tls_files = None if cert is None or key is None else (cert, key)
     write_router_settings(
-        router_settings(plan, router_host, router_port, upstreams, keys_file), paths.router_file
+        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files), paths.router_file
     )
-    router_url = f"http://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"
+    scheme = "http" if tls_files is None else "https"
+    router_url = f"{scheme}://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"
     processes.append(
         ProcessRecord(
             id="router",
@@ -200,7 +217,7 @@ class Supervisor:
         self.state.supervisor_pid = os.getpid()
         self.state.status = "starting"
         self._save()
-        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S) as client:
+        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=self._router_trust()) as client:
             watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
             health = asyncio.create_task(self._health_loop(client))
             await self._stopping.wait()
@@ -305,6 +322,16 @@ class Supervisor:
             self._save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+
+    def _router_trust(self) -> ssl.SSLContext | bool:
+        """What the health checks trust: the system's CAs plus the router's own certificate, so a
+        self-signed router (the usual local case) is checked rather than left unverified."""
+        cert = read_router_settings(self.paths.router_file).tls_cert_file
+        if cert is None:
+            return True
+        context = client_ssl_context()
+        context.load_verify_locations(cert)
+        return context
 
     async def _health_loop(self, client: httpx.AsyncClient) -> None:
         last_save = time.monotonic()

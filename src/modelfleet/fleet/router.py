@@ -1,11 +1,17 @@
 """The fleet router: one port, `/v2/...` for every model of the fleet.
 
 A request for ``/v2/models/NAME/...`` goes to the ready replica serving NAME with the fewest requests
-in flight. Bodies and the headers that matter (Content-Type, Content-Encoding,
-Inference-Header-Content-Length, Authorization) pass through byte for byte. An inference whose
-connection fails is retried once on another replica (inference is a pure function of its input, so a
-retry is safe); with no ready replica the answer is 503 with Retry-After, and every upstream call has
-a deadline (504 after it). Readiness of each replica comes from polling its /v2/health/ready.
+in flight, among those below their in-flight limit (``Upstream.max_in_flight``). Bodies and the headers
+that matter (Content-Type, Content-Encoding, Inference-Header-Content-Length, Authorization,
+X-Request-Timeout-Ms) pass through byte for byte.
+
+Under load the router sheds instead of queueing: when every ready replica is at its limit the answer
+is 503 with Retry-After at once. An inference whose connection fails, or that a replica answers 503
+(overloaded, or not ready yet), is retried once on another replica (inference is a pure function of
+its input, so a retry is safe) while the retry budget (``RetryBudget``: a share of recent requests)
+lasts, so a failing replica cannot double the load. Every upstream call has a deadline: the router's
+``request_timeout_s``, or the client's ``X-Request-Timeout-Ms`` when shorter (504 after it).
+Readiness of each replica comes from polling its /v2/health/ready.
 
 The router also answers: /v2/health/live, /v2/health/ready (every model has a ready replica),
 /router/ready (the router itself can route, for Kubernetes probes), /v2 (metadata),
@@ -36,20 +42,9 @@ from prometheus_client import generate_latest
 
 from modelfleet import __version__
 from modelfleet.errors import ModelfleetError, Unauthorized
-from modelfleet.fleet.http1 import (
-    Answer,
-    Request,
-    Response,
-    ServerProtocol,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamTimeout,
-    encode_request,
-    internal_error,
-)
 from modelfleet.fleet.router_config import RouterSettings
-from modelfleet.fleet.router_metrics import RouterMetrics
-from modelfleet.fleet.routing import Replica, RoutingTable
+from modelfleet.fleet.router_metrics import SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
+from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.security.auth import (
     WWW_AUTHENTICATE,
     Authenticator,
@@ -57,12 +52,28 @@ from modelfleet.security.auth import (
     authorize_off_loop,
     credentials_from_headers,
 )
+from modelfleet.security.tls import server_ssl_context
+from modelfleet.transport.client import (
+    CONNECTION_ERROR,
+    RESPONSE_TOO_LARGE,
+    TIMEOUT,
+    ClientLimits,
+    ConnectionPool,
+    FetchPool,
+    Origin,
+)
+from modelfleet.transport.server import Answer, Connections, ServerLimits, ServerProtocol, internal_error
+from modelfleet.transport.wire import Request, Response, encode_request
 
 _JSON_HEADERS = [(b"Content-Type", b"application/json")]
 _MODELS_PREFIX = "/v2/models/"
 _CONNECT_TIMEOUT_S = 2.0
 _DRAIN_TIMEOUT_S = 10.0
 _CHALLENGE = WWW_AUTHENTICATE.encode()
+_DEADLINE_HEADER = b"x-request-timeout-ms"
+_RETRY_WINDOW_S = 10.0
+_RETRY_SLOTS = 10
+_now = time.monotonic
 
 
 def json_response(status: int, data: Any, retry_after_s: int | None = None) -> Response:
@@ -99,48 +110,72 @@ class Router:
         self.auth: Authorizer | None = (
             None if settings.keys_file is None else Authenticator.from_keys_file(settings.keys_file)
         )
-        self.pools: dict[str, UpstreamPool] = {}
+        self._connect_timeout_s = min(_CONNECT_TIMEOUT_S, settings.request_timeout_s)
+        limits = ClientLimits(max_response_bytes=settings.max_upstream_response_bytes)
+        # Per replica: the hot path's pool (its cap is the replica's in-flight limit, so it never queues)
+        # and a small one for health polls and the repository index, which must not wait behind inferences.
+        self.pools: dict[str, ConnectionPool] = {}
+        self.control_pools: dict[str, FetchPool] = {}
+        self._hosts: dict[str, bytes] = {}
         for replica in self.table.replicas:
             parts = urlsplit(replica.url)
             if parts.scheme != "http" or parts.hostname is None or parts.port is None:
                 raise ValueError(f"upstream {replica.name}: URL {replica.url!r} must be http://HOST:PORT")
-            self.pools[replica.name] = UpstreamPool(parts.hostname, parts.port)
+            origin = Origin(parts.hostname, parts.port)
+            self.pools[replica.name] = ConnectionPool(
+                origin,
+                replica.limit,
+                self._upstream_done,
+                self._connect_timeout_s,
+                limits,
+                keep_responses=True,
+            )
+            self.control_pools[replica.name] = FetchPool(origin, 2, self._connect_timeout_s, limits)
+            self._hosts[replica.name] = origin.host_header
+        self.budget = RetryBudget(
+            settings.retry_budget_percent, settings.retry_budget_min_per_s, _RETRY_WINDOW_S, _RETRY_SLOTS
+        )
+        self._budget_timer: asyncio.TimerHandle | None = None
         self._polled = 0
         self._pollers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Response]] = set()
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
-        self._connect_timeout_s = min(_CONNECT_TIMEOUT_S, settings.request_timeout_s)
 
     # lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._pollers = [asyncio.create_task(self._poll(replica)) for replica in self.table.replicas]
+        self._tick_budget()
+
+    def _tick_budget(self) -> None:
+        self.budget.tick()
+        every_s = _RETRY_WINDOW_S / _RETRY_SLOTS
+        self._budget_timer = asyncio.get_running_loop().call_later(every_s, self._tick_budget)
 
     async def stop(self) -> None:
+        if self._budget_timer is not None:
+            self._budget_timer.cancel()
         for task in self._pollers:
             task.cancel()
         for task in self._pollers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for pool in self.pools.values():
-            pool.close()
+        for pool in [*self.pools.values(), *self.control_pools.values()]:
+            await pool.close()
 
     @property
     def polled_all_once(self) -> bool:
         return self._polled >= len(self.table.replicas)
 
     async def _poll(self, replica: Replica) -> None:
-        pool = self.pools[replica.name]
-        request = encode_request(b"GET", b"/v2/health/ready", pool.host_header, [], b"")
+        pool = self.control_pools[replica.name]
+        request = encode_request(b"GET", b"/v2/health/ready", self._hosts[replica.name], [], b"")
         timeout_s = max(0.5, min(2.0, self.settings.health_interval_s * 2))
         counted = False
         while True:
-            try:
-                response = await pool.request(request, timeout_s, self._connect_timeout_s)
-                replica.ready = response.status == 200
-            except (UpstreamError, UpstreamTimeout, OSError):
-                replica.ready = False
+            status, _ = await pool.fetch(request, timeout_s)
+            replica.ready = status == 200
             if not counted:
                 counted = True
                 self._polled += 1
@@ -149,12 +184,12 @@ class Router:
     # requests -------------------------------------------------------------------------------------
 
     def dispatch(self, request: Request, answer: Answer) -> Response | None:
-        """The whole request path: a response now, or None and ``answer`` later (see http1.Dispatcher)."""
+        """The whole request path: a response now, or None and ``answer`` later (transport.server.Dispatcher)."""
         path = request.path
         if path.startswith(_MODELS_PREFIX):
             model = path[len(_MODELS_PREFIX) :].split("/", 1)[0]
             if self.table.has_model(model) and request.method != b"HEAD":
-                return self._forward(request, model, answer, time.perf_counter(), None, "")
+                return self._start_forward(request, model, answer)
             return self._guarded(
                 request, answer, _model_scope(path, model), lambda: self._no_model_route(request, model)
             )
@@ -267,38 +302,72 @@ class Router:
             }
         return {"fleet": self.settings.fleet, "ready": self.table.fleet_ready(), "models": models}
 
-    def _forward(
+    def _start_forward(self, request: Request, model: str, answer: Answer) -> Response | None:
+        """Deadline from the router's timeout and the client's X-Request-Timeout-Ms, then the first send."""
+        started = _now()
+        timeout_s = self._timeout_s
+        header = request.header(_DEADLINE_HEADER)
+        if header is not None:
+            try:
+                client_ms = int(header)
+            except ValueError:
+                client_ms = 0
+            if client_ms <= 0:
+                message = "X-Request-Timeout-Ms must be a positive whole number of milliseconds"
+                return self._answered(model, started, error_response(400, message))
+            timeout_s = min(timeout_s, client_ms / 1000.0)
+        self.budget.requests += 1
+        replica = self.table.choose(model)
+        if replica is None:
+            return self._answered(model, started, self._unavailable(model, None, ""))
+        self._send(request, model, answer, started, started + timeout_s, timeout_s, replica, None)
+        return None
+
+    def _send(
         self,
         request: Request,
         model: str,
         answer: Answer,
         started: float,
+        deadline: float,
+        timeout_s: float,
+        replica: Replica,
         failed: Replica | None,
-        failure: str,
-    ) -> Response | None:
-        """Send to the ready replica with the fewest requests in flight; once more elsewhere if it fails."""
-        replica = self.table.choose(model, exclude=failed)
-        if replica is None:
-            after = f" ({failure})" if failed is not None else ""
-            message = f"model {model!r}: no ready replica{after}; retry shortly"
-            return self._answered(model, started, error_response(503, message, self._retry_after))
-        pool = self.pools[replica.name]
-        data = encode_request(request.method, request.target, pool.host_header, request.headers, request.body)
+    ) -> None:
+        """Send on ``replica``'s pool; the token carries the request's state to ``_upstream_done``."""
+        data = encode_request(
+            request.method, request.target, self._hosts[replica.name], request.headers, request.body
+        )
         replica.outstanding += 1
+        token = (request, model, answer, started, deadline, timeout_s, replica, failed)
+        self.pools[replica.name].submit(data, token, deadline)
 
-        def done(response: Response | None, exc: BaseException | None) -> None:
-            replica.outstanding -= 1
-            try:
-                outcome = self._after_upstream(
-                    request, model, answer, started, replica, failed, response, exc
-                )
-            except Exception as bug:  # a bug must cost one request, never leave the client waiting
-                outcome = internal_error(bug)
-            if outcome is not None:
-                answer(outcome)
+    def _unavailable(self, model: str, failed: Replica | None, failure: str) -> Response:
+        """503 when no replica can take the request: none ready, or every ready one at its limit."""
+        after = f" ({failure})" if failed is not None else ""
+        if self.table.ready_replicas(model) > 0:
+            self.metrics.shed(model, SHED_SATURATED)
+            message = (
+                f"model {model!r}: every ready replica has its limit of requests in flight "
+                f"(router max_in_flight_per_replica){after}; retry shortly"
+            )
+        else:
+            message = f"model {model!r}: no ready replica{after}; retry shortly"
+        return error_response(503, message, self._retry_after)
 
-        pool.send(data, self._timeout_s, self._connect_timeout_s, done)
-        return None
+    def _upstream_done(
+        self, token: Any, written_at: float, finished_at: float, status: int, response: Response | None
+    ) -> None:
+        request, model, answer, started, deadline, timeout_s, replica, failed = token
+        replica.outstanding -= 1
+        try:
+            outcome = self._after_upstream(
+                request, model, answer, started, deadline, timeout_s, replica, failed, status, response
+            )
+        except Exception as bug:  # a bug must cost one request, never leave the client waiting
+            outcome = internal_error(bug)
+        if outcome is not None:
+            answer(outcome)
 
     def _after_upstream(
         self,
@@ -306,30 +375,59 @@ class Router:
         model: str,
         answer: Answer,
         started: float,
+        deadline: float,
+        timeout_s: float,
         replica: Replica,
         failed: Replica | None,
+        status: int,
         response: Response | None,
-        exc: BaseException | None,
     ) -> Response | None:
-        if exc is None:
-            assert response is not None
+        if response is not None:
+            if status == 503 and failed is None:
+                # An overloaded (or not yet ready) replica: once more elsewhere, within the budget.
+                other = self.table.choose(model, exclude=replica)
+                if other is not None and self.budget.try_retry():
+                    self.metrics.retried(model)
+                    self._send(request, model, answer, started, deadline, timeout_s, other, replica)
+                    return None
             return self._answered(model, started, response)
-        if isinstance(exc, UpstreamTimeout):
-            message = f"model {model!r}: no answer from {replica.name} within {self._timeout_s:g} s"
+        if status == TIMEOUT:
+            message = (
+                f"model {model!r}: no answer from {replica.name} within {timeout_s:g} s "
+                "(router request_timeout_s, or the client's X-Request-Timeout-Ms)"
+            )
             return self._answered(model, started, error_response(504, message))
-        if not isinstance(exc, UpstreamError | OSError):
-            raise exc
+        if status == RESPONSE_TOO_LARGE:
+            limit = self.settings.max_upstream_response_bytes
+            message = (
+                f"model {model!r}: {replica.name} answered more than {limit} bytes "
+                "(router max_upstream_response_bytes)"
+            )
+            return self._answered(model, started, error_response(502, message))
+        if status != CONNECTION_ERROR:
+            raise AssertionError(f"unknown upstream outcome {status}")
         # Refused, reset or closed mid-answer: the replica is gone or going. Polls bring it back.
         replica.ready = False
-        self.metrics.retried(model)
-        failure = f"{replica.name} failed: {exc or type(exc).__name__}"
+        failure = f"{replica.name} failed: connection refused, reset or closed"
         if failed is not None:
-            message = f"model {model!r}: {failure}, and the retry failed too; retry shortly"
+            message = f"model {model!r}: {failure}, and so did {failed.name}; retry shortly"
             return self._answered(model, started, error_response(503, message, self._retry_after))
-        return self._forward(request, model, answer, started, replica, failure)
+        other = self.table.choose(model, exclude=replica)
+        if other is None:
+            return self._answered(model, started, self._unavailable(model, replica, failure))
+        if not self.budget.try_retry():
+            self.metrics.shed(model, SHED_RETRY_BUDGET)
+            message = (
+                f"model {model!r}: {failure}; not retried, the retry budget is spent "
+                "(router retry_budget_percent, retry_budget_min_per_s); retry shortly"
+            )
+            return self._answered(model, started, error_response(503, message, self._retry_after))
+        self.metrics.retried(model)
+        self._send(request, model, answer, started, deadline, timeout_s, other, replica)
+        return None
 
     def _answered(self, model: str, started: float, response: Response) -> Response:
-        self.metrics.observe(model, response.status, time.perf_counter() - started)
+        self.metrics.observe(model, response.status, _now() - started)
         return response
 
     async def _repository_index(self, request: Request) -> Response:
@@ -344,14 +442,15 @@ class Router:
             if not replica.ready or replica.group in asked:
                 continue
             asked.add(replica.group)
-            pool = self.pools[replica.name]
             data = encode_request(
-                b"POST", b"/v2/repository/index", pool.host_header, request.headers, request.body
+                b"POST", b"/v2/repository/index", self._hosts[replica.name], request.headers, request.body
             )
+            status, response = await self.control_pools[replica.name].fetch(data, self._timeout_s)
+            if status != 200 or response is None:
+                continue
             try:
-                response = await pool.request(data, self._timeout_s, self._connect_timeout_s)
-                listing = orjson.loads(response.body) if response.status == 200 else []
-            except (UpstreamError, UpstreamTimeout, OSError, orjson.JSONDecodeError):
+                listing = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
                 continue
             for entry in listing if isinstance(listing, list) else []:
                 if isinstance(entry, dict) and "name" in entry:
@@ -363,20 +462,43 @@ class Router:
         return json_response(200, list(entries.values()))
 
 
+def server_limits(settings: RouterSettings) -> ServerLimits:
+    """What one client may send the router, from its settings (refusals name them as ``router.NAME``)."""
+    return ServerLimits(
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        max_body_bytes=settings.max_body_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+        max_connections=settings.max_connections,
+        max_pipelined=settings.max_pipelined_requests,
+        retry_after_s=settings.retry_after_s,
+    )
+
+
 async def serve_router(
     settings: RouterSettings, stop: asyncio.Event | None = None, on_listening: Any = None
 ) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; then stop accepting and finish what is in flight."""
     router = Router(settings)
     loop = asyncio.get_running_loop()
-    connections: set[ServerProtocol] = set()
+    connections = Connections(server_limits(settings))
+    router.metrics.refusals = connections.refused
+    tls = (
+        None
+        if settings.tls_cert_file is None or settings.tls_key_file is None
+        else server_ssl_context(settings.tls_cert_file, settings.tls_key_file)
+    )
     server = await loop.create_server(
-        lambda: ServerProtocol(router.dispatch, settings.max_body_bytes, connections),
+        lambda: ServerProtocol(router.dispatch, connections),
         settings.host,
         settings.port,
         backlog=2048,
         reuse_address=True,
+        ssl=tls,
     )
+    connections.start()
     router.start()
     if on_listening is not None:
         on_listening(server.sockets[0].getsockname()[1])
@@ -390,11 +512,12 @@ async def serve_router(
         server.close()
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
-            for connection in list(connections):
+            for connection in list(connections.open):
                 connection.close_if_idle()
-            if not connections:
+            if not connections.open:
                 break
             await asyncio.sleep(0.05)
+        connections.stop()
         await router.stop()
 
 

@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.errors import NotFound, SpecError
-from modelfleet.fleet.plan import FleetPlan
+from modelfleet.fleet.plan import FleetPlan, ServerGroup
+
+DEFAULT_MAX_IN_FLIGHT = 256
+# Requests in flight per batch slot (max_batch_size × instances): one batch running, one forming, and
+# slack for bursts and the network. Fewer starves the batcher under bursty arrivals; more only queues
+# in the server where the router can no longer send the request elsewhere.
+_IN_FLIGHT_PER_BATCH_SLOT = 4
+_MIN_IN_FLIGHT = 8
 
 
 class Upstream(SpecModel):
@@ -23,6 +30,12 @@ class Upstream(SpecModel):
     group: str = Field(description="Server group the replica belongs to.")
     url: str = Field(description="Base URL, e.g. http://127.0.0.1:41234.")
     models: list[str] = Field(min_length=1, description="Models this upstream serves.")
+    max_in_flight: int = Field(
+        default=DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        description="Requests the router keeps in flight to this upstream at most; beyond it the router "
+        "picks another replica or sheds with 503.",
+    )
 
 
 class RouterSettings(SpecModel):
@@ -53,6 +66,55 @@ class RouterSettings(SpecModel):
     protect_metrics: bool = Field(
         default=True, description="With keys_file: /metrics needs the `read` scope too."
     )
+    max_url_bytes: int = Field(default=8192, ge=256, description="Longer request targets get 414.")
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Request headers larger than this in all get 431."
+    )
+    max_header_count: int = Field(default=100, ge=8, description="More request headers than this get 431.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request whose headers are not complete this long after its first byte gets 408.",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A keep-alive connection with nothing in progress this long is closed.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open client connections at most; a new one beyond gets 503 and is closed.",
+    )
+    max_pipelined_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Parsed requests waiting per connection before the router stops reading it.",
+    )
+    max_upstream_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="A larger upstream response is dropped and answered 502.",
+    )
+    retry_budget_percent: float = Field(
+        default=20.0,
+        ge=0,
+        le=100,
+        description="Retries (after a failed connection or a replica's 503) allowed as a share of requests over 10 s.",
+    )
+    retry_budget_min_per_s: float = Field(
+        default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate; with tls_key_file the router serves HTTPS only."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        return self
 
     @property
     def model_names(self) -> list[str]:
@@ -63,21 +125,52 @@ class RouterSettings(SpecModel):
         return list(seen)
 
 
+def replica_in_flight_limit(plan: FleetPlan, group: ServerGroup) -> int:
+    """Requests in flight the router allows one replica of ``group``: ``router.max_in_flight_per_replica``,
+    or 4 × the batch slots of its processes (Σ max_batch_size × instances, times workers), at least 8."""
+    configured = plan.fleet.router.max_in_flight_per_replica
+    if configured is not None:
+        return configured
+    slots = (
+        sum(model.batching.max_batch_size * model.instances for model in group.models) * group.pool.workers
+    )
+    return max(_MIN_IN_FLIGHT, _IN_FLIGHT_PER_BATCH_SLOT * slots)
+
+
 def router_settings(
-    plan: FleetPlan, host: str, port: int, upstreams: list[Upstream], keys_file: Path | None = None
+    plan: FleetPlan,
+    host: str,
+    port: int,
+    upstreams: list[Upstream],
+    keys_file: Path | None = None,
+    tls_files: tuple[Path, Path] | None = None,
 ) -> RouterSettings:
-    """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys."""
+    """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys,
+    ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP)."""
     spec = plan.fleet
+    router = spec.router
     return RouterSettings(
         fleet=spec.name,
         host=host,
         port=port,
         request_timeout_s=spec.request_timeout_s,
-        health_interval_s=spec.router.health_interval_s,
-        max_body_bytes=spec.router.max_body_bytes,
+        health_interval_s=router.health_interval_s,
+        max_body_bytes=router.max_body_bytes,
         upstreams=upstreams,
         keys_file=keys_file,
         protect_metrics=spec.auth.protect_metrics,
+        max_url_bytes=router.max_url_bytes,
+        max_header_bytes=router.max_header_bytes,
+        max_header_count=router.max_header_count,
+        header_timeout_s=router.header_timeout_s,
+        idle_timeout_s=router.idle_timeout_s,
+        max_connections=router.max_connections,
+        max_pipelined_requests=router.max_pipelined_requests,
+        max_upstream_response_bytes=router.max_upstream_response_bytes,
+        retry_budget_percent=router.retry_budget_percent,
+        retry_budget_min_per_s=router.retry_budget_min_per_s,
+        tls_cert_file=None if tls_files is None else tls_files[0],
+        tls_key_file=None if tls_files is None else tls_files[1],
     )
 
 

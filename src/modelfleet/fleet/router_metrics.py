@@ -26,14 +26,21 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 
+# Why a request was answered 503 by the router itself instead of being sent (a fixed set of labels).
+SHED_SATURATED = "saturated"  # every ready replica at its in-flight limit
+SHED_RETRY_BUDGET = "retry_budget"  # a retry was due but the retry budget was spent
+SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET)
+
+
 class _ModelFigures:
-    __slots__ = ("buckets", "by_status", "retries", "sum_s")
+    __slots__ = ("buckets", "by_status", "retries", "shed", "sum_s")
 
     def __init__(self) -> None:
         self.by_status: dict[int, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last one is +Inf
         self.sum_s = 0.0
         self.retries = 0
+        self.shed = dict.fromkeys(SHED_REASONS, 0)
 
     def cumulative(self) -> list[int]:
         total, out = 0, []
@@ -44,12 +51,17 @@ class _ModelFigures:
 
 
 class RouterMetrics(Collector):
-    """Requests by model and status, latency histograms, retries, and routing-table gauges."""
+    """Requests by model and status, latency histograms, retries, sheds, refusals and routing-table gauges.
+
+    Only the fleet's own models get labels: the router counts nothing for a name it does not serve.
+    """
 
     def __init__(self, fleet: str, table: RoutingTable) -> None:
         self.fleet = fleet
         self.table = table
         self._models: dict[str, _ModelFigures] = {}
+        # Connections refused by the transport, by setting name; set by the server that owns them.
+        self.refusals: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
@@ -71,6 +83,9 @@ class RouterMetrics(Collector):
     def retried(self, model: str) -> None:
         self._figures(model).retries += 1
 
+    def shed(self, model: str, reason: str) -> None:
+        self._figures(model).shed[reason] += 1
+
     # reading -----------------------------------------------------------------------------------------
 
     def model_figures(self, model: str) -> dict[str, Any]:
@@ -84,6 +99,7 @@ class RouterMetrics(Collector):
             "errors": sum(count for code, count in figures.by_status.items() if code >= 500),
             "by_status": by_status,
             "retries": figures.retries,
+            "shed": dict(figures.shed),
         }
         for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
             value = quantile_from_buckets(q, bounds, cumulative)
@@ -103,9 +119,21 @@ class RouterMetrics(Collector):
         )
         retries = CounterMetricFamily(
             "modelfleet_router_retries",
-            "Requests retried on another replica after a connection failure.",
+            "Requests retried on another replica after a connection failure or a replica's 503.",
             labels=["fleet", "model"],
         )
+        shed = CounterMetricFamily(
+            "modelfleet_router_shed",
+            "Requests the router answered 503 itself: every ready replica saturated, or no retry budget.",
+            labels=["fleet", "model", "reason"],
+        )
+        refusals = CounterMetricFamily(
+            "modelfleet_router_refusals",
+            "Requests or connections refused by a router limit, by the setting that set it.",
+            labels=["fleet", "setting"],
+        )
+        for setting, count in sorted(self.refusals.items()):
+            refusals.add_metric([self.fleet, setting], count)
         for model, figures in sorted(self._models.items()):
             for code, count in sorted(figures.by_status.items()):
                 requests.add_metric([self.fleet, model, str(code)], count)
@@ -114,9 +142,13 @@ class RouterMetrics(Collector):
             buckets = list(zip(labels, cumulative, strict=True))
             duration.add_metric([self.fleet, model], buckets, figures.sum_s)
             retries.add_metric([self.fleet, model], figures.retries)
+            for reason, count in figures.shed.items():
+                shed.add_metric([self.fleet, model, reason], count)
         yield requests
         yield duration
         yield retries
+        yield shed
+        yield refusals
         yield from self._table_gauges()
 
     def _table_gauges(self) -> Iterator[Metric]:

@@ -1,4 +1,5 @@
-"""The router's pure parts: the routing table (least outstanding requests) and quantiles from buckets.
+"""The router's pure parts: the routing table (least outstanding requests under a per-replica limit),
+the retry budget, and quantiles from buckets.
 
 No sockets and no event loop here, so the choice of replica is tested in process.
 """
@@ -6,28 +7,34 @@ No sockets and no event loop here, so the choice of replica is tested in process
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from modelfleet.fleet.router_config import Upstream
 
 
 class Replica:
-    """One upstream as the router sees it: readiness from health polls, requests in flight."""
+    """One upstream as the router sees it: readiness from health polls, requests in flight and their limit."""
 
-    __slots__ = ("group", "models", "name", "outstanding", "ready", "url")
+    __slots__ = ("group", "limit", "models", "name", "outstanding", "ready", "url")
 
     def __init__(self, upstream: Upstream) -> None:
         self.name = upstream.name
         self.group = upstream.group
         self.url = upstream.url.rstrip("/")
         self.models = tuple(upstream.models)
+        self.limit = upstream.max_in_flight
         self.outstanding = 0
         # Unknown until the first poll; starting "not ready" means a client never hits a cold server.
         self.ready = False
 
 
 class RoutingTable:
-    """Model name → replicas serving it; picks the ready replica with the fewest requests in flight."""
+    """Model name → replicas serving it; picks the ready replica with the fewest requests in flight.
+
+    A replica with ``limit`` requests in flight is saturated and skipped: when every ready replica is,
+    ``choose`` returns None and the router sheds at once (503) instead of queueing in front of it.
+    """
 
     def __init__(self, upstreams: Iterable[Upstream]) -> None:
         self.replicas = [Replica(upstream) for upstream in upstreams]
@@ -50,7 +57,7 @@ class RoutingTable:
         best: Replica | None = None
         for offset in range(count):
             replica = candidates[(self._turn + offset) % count]
-            if not replica.ready or replica is exclude:
+            if not replica.ready or replica is exclude or replica.outstanding >= replica.limit:
                 continue
             if best is None or replica.outstanding < best.outstanding:
                 best = replica
@@ -67,6 +74,42 @@ class RoutingTable:
 
     def not_ready_models(self) -> list[str]:
         return [model for model, replicas in self.by_model.items() if not any(r.ready for r in replicas)]
+
+
+class RetryBudget:
+    """Retries allowed over a sliding window: ``percent`` of the requests plus ``min_per_s`` (Finagle's
+    RetryBudget: 20 % and 10/s over 10 s; Envoy's retry budget likewise defaults to 20 %).
+
+    Without a budget a failing replica turns each request into two and an overload into a storm; with
+    it, retries add at most ``percent`` to the load however much fails. The window is ``slots`` counters
+    rotated by ``tick()`` (the router calls it every ``window_s / slots``), so recording a request is one
+    increment (``requests += 1``) on the hot path.
+    """
+
+    __slots__ = ("_ratio", "_reserve", "_retries", "_slot_requests", "_slot_retries", "requests")
+
+    def __init__(self, percent: float, min_per_s: float, window_s: float = 10.0, slots: int = 10) -> None:
+        self._ratio = percent / 100.0
+        self._reserve = min_per_s * window_s
+        self._slot_requests: deque[int] = deque([0] * (slots - 1), maxlen=slots - 1)
+        self._slot_retries: deque[int] = deque([0] * (slots - 1), maxlen=slots - 1)
+        self.requests = 0  # this slot's requests, counted by the caller
+        self._retries = 0  # this slot's retries
+
+    def tick(self) -> None:
+        """Start a new slot; the oldest falls out of the window."""
+        self._slot_requests.append(self.requests)
+        self._slot_retries.append(self._retries)
+        self.requests = self._retries = 0
+
+    def try_retry(self) -> bool:
+        """Spend one retry if the window has budget left."""
+        requests = self.requests + sum(self._slot_requests)
+        retries = self._retries + sum(self._slot_retries)
+        if retries + 1 > self._ratio * requests + self._reserve:
+            return False
+        self._retries += 1
+        return True
 
 
 def quantile_from_buckets(

@@ -2,6 +2,7 @@
 
 from modelfleet.protocol.codec import (
     HEADER_CONTENT_LENGTH,
+    DecodeLimits,
     InferRequest,
     InferResponse,
     InputTensor,
@@ -12,6 +13,7 @@ from modelfleet.protocol.codec import (
 
 __all__ = [
     "HEADER_CONTENT_LENGTH",
+    "DecodeLimits",
     "InferRequest",
     "InferResponse",
     "InputTensor",

@@ -6,12 +6,20 @@ each binary input carries `parameters.binary_data_size`. BYTES elements are a 4-
 length followed by the bytes. Outputs are binary when the request asks (`parameters.binary_data` on
 the output, or `parameters.binary_data_output` on the request).
 
+JSON data must have the JSON type of its datatype: strings for BYTES (base64 strings when the input
+has `parameters.content_type: "base64"`, as MLServer spells it), integers for INT*/UINT* (not
+true/false, and within the type's range), numbers for FP*, true/false for BOOL; flat, or nested
+exactly as the shape says. Sizes a client controls are checked against `DecodeLimits` (the server's
+`max_element_bytes`, `max_tensor_bytes`) with Python ints before anything of that size is allocated.
+
 Everything here works on numpy arrays without per-element Python loops except where the format
 forces one (BYTES).
 """
 
 from __future__ import annotations
 
+import binascii
+import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +27,29 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidInput, PayloadTooLarge
 from modelfleet.types import Datatype
 
 HEADER_CONTENT_LENGTH = "inference-header-content-length"
 _LENGTH_PREFIX = struct.Struct("<I")
 _DATATYPES = {d.value: d for d in Datatype}
+# numpy's own limit is 64; no model here takes more than a handful.
+MAX_DIMS = 32
+# Names end up in error messages; no model's tensor name comes near this.
+MAX_NAME_CHARS = 256
+# `inputs[].parameters.content_type` that marks BYTES data as base64 strings (MLServer's name and value).
+CONTENT_TYPE_BASE64 = "base64"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What one request may make the server allocate; the server config's fields of the same names."""
+
+    max_element_bytes: int = 1024 * 1024
+    max_tensor_bytes: int = 64 * 1024 * 1024
+
+
+DEFAULT_LIMITS = DecodeLimits()
 
 
 @dataclass(slots=True)
@@ -66,29 +91,74 @@ class InferResponse:
     id: str | None = None
 
 
+def _parse_shape(raw: object, name: str, limits: DecodeLimits) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
+    ):
+        raise InvalidInput(
+            f"input '{name}': shape must be a list of non-negative integers, got {reprlib.repr(raw)}"
+        )
+    if len(raw) > MAX_DIMS:
+        raise InvalidInput(
+            f"input '{name}': shape has {len(raw)} dimensions, over the fixed limit of {MAX_DIMS}"
+        )
+    # No legal tensor has a dimension larger than the byte limit (every element costs at least a byte);
+    # checking each one also keeps a zero elsewhere from smuggling an impossible shape into numpy.
+    if any(d > limits.max_tensor_bytes for d in raw):
+        raise InvalidInput(
+            f"input '{name}': shape {raw} has a dimension over the limit of {limits.max_tensor_bytes} "
+            f"(server.max_tensor_bytes)"
+        )
+    return tuple(raw)
+
+
 def _element_count(shape: tuple[int, ...]) -> int:
+    # Python ints: the product of client-given dimensions is compared with the limits before numpy sees it.
     count = 1
     for dim in shape:
         count *= dim
     return count
 
 
-def _parse_shape(raw: object, name: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
-    ):
-        raise InvalidInput(f"input '{name}': shape must be a list of non-negative integers, got {raw!r}")
-    return tuple(raw)
+class _Budget:
+    """Decoded tensor bytes of one request so far, against server.max_tensor_bytes."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int, name: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise PayloadTooLarge(
+                f"input '{name}': the request's tensors need {self.used} bytes decoded, over the limit "
+                f"of {self.limit} bytes (server.max_tensor_bytes)"
+            )
 
 
-def _decode_bytes_elements(buffer: memoryview, name: str) -> list[bytes]:
+def _element_too_large(name: str, size: int, limits: DecodeLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"input '{name}': a BYTES element of {size} bytes is over the limit of {limits.max_element_bytes} "
+        "bytes (server.max_element_bytes)"
+    )
+
+
+def _decode_bytes_elements(buffer: memoryview, name: str, count: int, limits: DecodeLimits) -> list[bytes]:
     items: list[bytes] = []
     offset, end = 0, len(buffer)
     while offset < end:
+        if len(items) == count:
+            raise InvalidInput(
+                f"input '{name}': binary data holds more than the {count} elements of its shape"
+            )
         if offset + 4 > end:
             raise InvalidInput(f"input '{name}': truncated BYTES element length")
         (length,) = _LENGTH_PREFIX.unpack_from(buffer, offset)
         offset += 4
+        if length > limits.max_element_bytes:
+            raise _element_too_large(name, length, limits)
         if offset + length > end:
             raise InvalidInput(
                 f"input '{name}': BYTES element of {length} bytes runs past the end of the data"
@@ -107,74 +177,250 @@ def encode_bytes_elements(values: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
+def _object_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
 def _from_binary(
-    buffer: memoryview, datatype: Datatype, shape: tuple[int, ...], name: str
+    buffer: memoryview,
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    name: str,
+    limits: DecodeLimits,
+    budget: _Budget,
 ) -> np.ndarray[Any, Any]:
     count = _element_count(shape)
     if datatype is Datatype.BYTES:
-        items = _decode_bytes_elements(buffer, name)
+        # Each element carries a 4-byte length, so the buffer's size bounds the count before any parsing.
+        if count * _LENGTH_PREFIX.size > len(buffer):
+            raise InvalidInput(
+                f"input '{name}': shape {list(shape)} needs {count} BYTES elements, "
+                f"more than {len(buffer)} bytes of binary data can hold"
+            )
+        budget.take(len(buffer), name)
+        items = _decode_bytes_elements(buffer, name, count, limits)
         if len(items) != count:
             raise InvalidInput(
                 f"input '{name}': shape {list(shape)} needs {count} elements, binary data holds {len(items)}"
             )
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
+        return _object_array(items, shape)
     expected = count * datatype.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
             f"input '{name}': shape {list(shape)} of {datatype.value} needs {expected} bytes, got {len(buffer)}"
         )
+    budget.take(expected, name)
     # frombuffer views the request body: no copy on the hot path.
     return np.frombuffer(buffer, dtype=datatype.numpy_dtype).reshape(shape)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    # V2 allows nested (row-major) JSON lists; flatten only when the first element is a list.
-    if data and isinstance(data[0], list):
-        flat: list[Any] = []
-        stack = [data]
-        while stack:
-            current = stack.pop()
-            if current and isinstance(current[0], list):
-                stack.extend(reversed(current))
-            else:
-                flat.extend(current)
-        return flat
-    return data
+def _flatten(data: list[Any], shape: tuple[int, ...], name: str) -> list[Any]:
+    """Flat data as given, or nested (row-major) data whose every level matches `shape` exactly.
+
+    One Python step per row, not per element; leaves are type-checked by the caller.
+    """
+    if not data or not isinstance(data[0], list):
+        return data
+    level: list[Any] = [data]
+    for depth, dim in enumerate(shape):
+        children: list[Any] = []
+        for node in level:
+            if not isinstance(node, list) or len(node) != dim:
+                raise InvalidInput(
+                    f"input '{name}': nested 'data' does not match shape {list(shape)} "
+                    f"(dimension {depth} must be a list of {dim})"
+                )
+            children.extend(node)
+        level = children
+    return level
 
 
-def _from_json(data: object, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray[Any, Any]:
+_JSON_TYPES: dict[Datatype, tuple[frozenset[type], str]] = {
+    Datatype.BOOL: (frozenset({bool}), "true/false"),
+    Datatype.BYTES: (frozenset({str}), "strings"),
+    **{d: (frozenset({int}), "integers") for d in Datatype if d.value.startswith(("INT", "UINT"))},
+    **{d: (frozenset({int, float}), "numbers") for d in (Datatype.FP16, Datatype.FP32, Datatype.FP64)},
+}
+_JSON_NAMES = {
+    bool: "true/false",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _bytes_from_json(
+    flat: list[str], shape: tuple[int, ...], name: str, base64: bool, limits: DecodeLimits, budget: _Budget
+) -> np.ndarray[Any, Any]:
+    limit = limits.max_element_bytes
+    # Length in characters bounds the encoded size from below (UTF-8) or above (base64: 3 bytes per 4
+    # characters), so an oversized element is refused before it is encoded or decoded.
+    longest = max(map(len, flat), default=0)
+    if (longest * 3 // 4 if base64 else longest) > limit:
+        raise _element_too_large(name, longest * 3 // 4 if base64 else longest, limits)
+    try:
+        if base64:
+            items = [binascii.a2b_base64(item, strict_mode=True) for item in flat]
+        else:
+            items = [item.encode() for item in flat]
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            f"input '{name}': BYTES data with content_type base64 must be base64 strings"
+        ) from None
+    except UnicodeEncodeError:
+        raise InvalidInput(f"input '{name}': BYTES data must be valid Unicode strings") from None
+    sizes = list(map(len, items))
+    if max(sizes, default=0) > limit:
+        raise _element_too_large(name, max(sizes), limits)
+    budget.take(sum(sizes) + _LENGTH_PREFIX.size * len(sizes), name)
+    return _object_array(items, shape)
+
+
+def _from_json(
+    data: object,
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    name: str,
+    base64: bool,
+    limits: DecodeLimits,
+    budget: _Budget,
+) -> np.ndarray[Any, Any]:
     if not isinstance(data, list):
         raise InvalidInput(f"input '{name}': 'data' must be a list")
-    flat = _flatten(data)
     count = _element_count(shape)
+    flat = _flatten(data, shape, name)
     if len(flat) != count:
         raise InvalidInput(
             f"input '{name}': shape {list(shape)} needs {count} elements, 'data' holds {len(flat)}"
         )
+    allowed, wanted = _JSON_TYPES[datatype]
+    # One C-speed pass: the set of Python types orjson produced (bool is not int here, nor list a leaf).
+    kinds = set(map(type, flat))
+    if not kinds <= allowed:
+        found = _JSON_NAMES.get(next(iter(kinds - allowed)), "another JSON type")
+        raise InvalidInput(
+            f"input '{name}': data is not all {datatype.value} values: they must be {wanted}, found {found}"
+        )
     if datatype is Datatype.BYTES:
-        array = np.empty(count, dtype=object)
-        try:
-            array[:] = [item.encode() if isinstance(item, str) else bytes(item) for item in flat]
-        except (TypeError, ValueError):
-            raise InvalidInput(f"input '{name}': BYTES data must be strings") from None
-        return array.reshape(shape)
+        return _bytes_from_json(flat, shape, name, base64, limits, budget)
+    budget.take(count * datatype.itemsize, name)
     try:
-        array = np.asarray(flat, dtype=datatype.numpy_dtype)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"input '{name}': data is not all {datatype.value} values") from None
-    if (
-        datatype is not Datatype.BOOL
-        and array.dtype.kind in "iu"
-        and any(isinstance(v, float) for v in flat[:16])
-    ):
-        raise InvalidInput(f"input '{name}': {datatype.value} data must be integers")
+        # A float beyond FP16/FP32 range becomes inf (refused below), not a logged warning.
+        with np.errstate(over="ignore"):
+            array = np.asarray(flat, dtype=datatype.numpy_dtype)
+    except OverflowError:
+        raise InvalidInput(f"input '{name}': a value is out of the range of {datatype.value}") from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"input '{name}': a value is out of the range of {datatype.value}")
     return array.reshape(shape)
 
 
-def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
-    """Parse an infer request body. Raises InvalidInput with a message a client can act on."""
+def _parameters(raw: object, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    return raw
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: parameters.{key} must be true or false")
+    return value
+
+
+def _decode_input(
+    position: int,
+    raw: object,
+    binary_part: memoryview,
+    offset: int,
+    seen: set[str],
+    limits: DecodeLimits,
+    budget: _Budget,
+) -> tuple[InputTensor, int]:
+    """One input tensor and the binary offset after it."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"inputs[{position}] must be an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"inputs[{position}] needs a 'name'")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(
+            f"inputs[{position}]: a name is at most {MAX_NAME_CHARS} characters (a fixed limit)"
+        )
+    if name in seen:
+        raise InvalidInput(f"input '{name}' is given twice")
+    seen.add(name)
+    raw_datatype = raw.get("datatype")
+    datatype = _DATATYPES.get(raw_datatype) if isinstance(raw_datatype, str) else None
+    if datatype is None:
+        raise InvalidInput(
+            f"input '{name}': unknown datatype {reprlib.repr(raw_datatype)}; use one of {sorted(_DATATYPES)}"
+        )
+    shape = _parse_shape(raw.get("shape"), name, limits)
+    parameters = _parameters(raw.get("parameters"), f"input '{name}'")
+    content_type = parameters.get("content_type")
+    if content_type not in (None, "str", CONTENT_TYPE_BASE64):
+        raise InvalidInput(
+            f"input '{name}': parameters.content_type {reprlib.repr(content_type)} is not "
+            f"supported; use '{CONTENT_TYPE_BASE64}' for base64-encoded BYTES data"
+        )
+    base64 = content_type == CONTENT_TYPE_BASE64
+    if base64 and datatype is not Datatype.BYTES:
+        raise InvalidInput(f"input '{name}': content_type base64 applies to BYTES data only")
+    binary_size = parameters.get("binary_data_size")
+    if binary_size is not None:
+        if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
+            raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+        if offset + binary_size > len(binary_part):
+            raise InvalidInput(
+                f"input '{name}': binary_data_size {binary_size} runs past the end of the body "
+                "(is Inference-Header-Content-Length set?)"
+            )
+        chunk = binary_part[offset : offset + binary_size]
+        data = _from_binary(chunk, datatype, shape, name, limits, budget)
+        return InputTensor(name, datatype, shape, data), offset + binary_size
+    if "data" not in raw:
+        raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+    data = _from_json(raw["data"], datatype, shape, name, base64, limits, budget)
+    return InputTensor(name, datatype, shape, data), offset
+
+
+def _decode_outputs(raw_outputs: object, binary_default: bool) -> list[RequestedOutput] | None:
+    if raw_outputs is None:
+        return None
+    if not isinstance(raw_outputs, list):
+        raise InvalidInput("'outputs' must be a list")
+    outputs: list[RequestedOutput] = []
+    for position, raw in enumerate(raw_outputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise InvalidInput(f"outputs[{position}] needs a 'name'")
+        if len(raw["name"]) > MAX_NAME_CHARS:
+            raise InvalidInput(
+                f"outputs[{position}]: a name is at most {MAX_NAME_CHARS} characters (a fixed limit)"
+            )
+        where = f"output '{raw['name']}'"
+        parameters = _parameters(raw.get("parameters"), where)
+        if parameters.get("classification", 0):
+            raise InvalidInput("the classification extension is not supported; request the raw output")
+        outputs.append(RequestedOutput(raw["name"], _flag(parameters, "binary_data", where, binary_default)))
+    return outputs
+
+
+def decode_request(
+    body: bytes, header_length: int | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+) -> InferRequest:
+    """Parse an infer request body. Raises InvalidInput (400/413) with a message a client can act on.
+
+    Every check on a client-given size (shape, element length, decoded bytes) runs before the
+    allocation it guards; no JSON shape reaches a KeyError/TypeError/AttributeError.
+    """
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise InvalidInput(
@@ -192,65 +438,26 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("request must have a non-empty 'inputs' list")
-    parameters = document.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("'parameters' must be an object")
+    parameters = _parameters(document.get("parameters"), "request")
+    binary_default = _flag(parameters, "binary_data_output", "request", False)
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
 
+    budget = _Budget(limits.max_tensor_bytes)
     inputs: list[InputTensor] = []
+    seen: set[str] = set()
     offset = 0
     for position, raw in enumerate(raw_inputs):
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"inputs[{position}] must be an object")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"inputs[{position}] needs a 'name'")
-        datatype = _DATATYPES.get(raw.get("datatype"))  # type: ignore[arg-type]
-        if datatype is None:
-            raise InvalidInput(
-                f"input '{name}': unknown datatype {raw.get('datatype')!r}; use one of {sorted(_DATATYPES)}"
-            )
-        shape = _parse_shape(raw.get("shape"), name)
-        input_parameters = raw.get("parameters") or {}
-        binary_size = input_parameters.get("binary_data_size") if isinstance(input_parameters, dict) else None
-        if binary_size is not None:
-            if not isinstance(binary_size, int) or binary_size < 0:
-                raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
-            if offset + binary_size > len(binary_part):
-                raise InvalidInput(
-                    f"input '{name}': binary_data_size {binary_size} runs past the end of the body "
-                    "(is Inference-Header-Content-Length set?)"
-                )
-            data = _from_binary(binary_part[offset : offset + binary_size], datatype, shape, name)
-            offset += binary_size
-        elif "data" in raw:
-            data = _from_json(raw["data"], datatype, shape, name)
-        else:
-            raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-        inputs.append(InputTensor(name, datatype, shape, data))
+        tensor, offset = _decode_input(position, raw, binary_part, offset, seen, limits, budget)
+        inputs.append(tensor)
     if offset != len(binary_part):
         raise InvalidInput(f"{len(binary_part) - offset} bytes of binary data follow the inputs unused")
-
-    outputs: list[RequestedOutput] | None = None
-    binary_default = parameters.get("binary_data_output") is True
-    raw_outputs = document.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise InvalidInput("'outputs' must be a list")
-        outputs = []
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                raise InvalidInput("each requested output needs a 'name'")
-            output_parameters = raw.get("parameters") or {}
-            if output_parameters.get("classification", 0):
-                raise InvalidInput("the classification extension is not supported; request the raw output")
-            binary = output_parameters.get("binary_data", binary_default)
-            outputs.append(RequestedOutput(raw["name"], bool(binary)))
-    request_id = document.get("id")
     return InferRequest(
         inputs=inputs,
-        id=str(request_id) if request_id is not None else None,
+        id=request_id,
         parameters=parameters,
-        outputs=outputs,
+        outputs=_decode_outputs(document.get("outputs"), binary_default),
         binary_outputs=binary_default,
     )
 

@@ -49,3 +49,30 @@ class ErrorResponse(TypedDict):
     """$inference_error_response = { "error": <error message string> }"""
 
     error: str
+
+
+class RequestInput(TypedDict):
+    """$request_input = { "name", "shape", "datatype", "parameters"?, "data"? }; codec.decode_request
+    checks each field's JSON type (and `data`'s against the datatype) before using it."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: NotRequired[dict[str, Any]]
+    data: NotRequired[list[Any]]
+
+
+class RequestOutput(TypedDict):
+    """$request_output = { "name", "parameters"? }"""
+
+    name: str
+    parameters: NotRequired[dict[str, Any]]
+
+
+class InferenceRequest(TypedDict):
+    """$inference_request = { "id"?, "parameters"?, "inputs", "outputs"? }"""
+
+    id: NotRequired[str]
+    parameters: NotRequired[dict[str, Any]]
+    inputs: list[RequestInput]
+    outputs: NotRequired[list[RequestOutput]]

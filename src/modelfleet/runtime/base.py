@@ -28,6 +28,13 @@ class Model(Protocol):
 
     def predict(self, inputs: Arrays) -> Arrays: ...
 
+    def validate_inputs(self, inputs: Arrays) -> Arrays:
+        """Check one request's inputs (datatypes and shapes already match the specs) and return them
+        ready for `predict`; raise InvalidInput for a bad one. Called per request on the event loop
+        before the request joins a batch, so it must be cheap: O(bytes), no model run.
+        """
+        ...
+
     def example_inputs(self, batch_size: int) -> Arrays:
         """Valid inputs of the given batch size, for warm-up runs."""
         ...

@@ -120,6 +120,12 @@ class OnnxModel:
             raise InvalidInput(f"model {self.name} rejected the inputs: {str(exc).splitlines()[0]}") from None
         return dict(zip(self._output_names, results, strict=True))
 
+    def validate_inputs(self, inputs: Arrays) -> Arrays:
+        if self._text is None:
+            return inputs
+        name = self.inputs[0].name
+        return {name: self._text.prepare(inputs[name], name)}
+
     def _predict_text(self, texts: np.ndarray[Any, Any]) -> Arrays:
         assert self._text is not None
         count = texts.shape[0]

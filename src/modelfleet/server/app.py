@@ -11,6 +11,7 @@ import orjson
 
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.protocol.codec import DecodeLimits
 from modelfleet.runtime.onnx import default_intra_op_threads
 from modelfleet.security.auth import Authenticator, Authorizer
 from modelfleet.server.alias_watch import AliasWatcher
@@ -118,4 +119,7 @@ def create_app(
         authorizer=_authorizer(spec),
         protect_metrics=spec.auth.protect_metrics,
         admin=_admin_handler(spec, dataplane),
+        decode_limits=DecodeLimits(
+            max_element_bytes=spec.server.max_element_bytes, max_tensor_bytes=spec.server.max_tensor_bytes
+        ),
     )

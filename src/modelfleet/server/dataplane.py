@@ -191,6 +191,7 @@ def _validate_inputs(entry: ModelEntry, request: InferRequest) -> tuple[Arrays, 
             f"model '{entry.name}' has no input {extra[0]!r}; it takes {_describe(specs.values())}"
         )
     items = -1
+    limit = entry.config.batching.items_per_request_limit()
     arrays: Arrays = {}
     for name, spec in specs.items():
         tensor = given[name]
@@ -205,8 +206,15 @@ def _validate_inputs(entry: ModelEntry, request: InferRequest) -> tuple[Arrays, 
         if items not in (-1, tensor.shape[0]):
             raise InvalidInput("all inputs must have the same first (batch) dimension")
         items = tensor.shape[0]
+        if items > limit:
+            raise InvalidInput(
+                f"input '{name}' holds {items} items, over the limit of {limit} items per request "
+                f"(model batching.max_items_per_request)"
+            )
         arrays[name] = tensor.data
-    return arrays, items
+    # The model checks and prepares its own inputs (text: UTF-8, cut to what the tokenizer keeps) here,
+    # per request, so a bad one fails alone instead of failing the batch it would have joined.
+    return model.validate_inputs(arrays), items
 
 
 def _describe(specs: Iterable[TensorSpec]) -> str:

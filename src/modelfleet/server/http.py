@@ -24,7 +24,13 @@ from modelfleet.errors import (
     Unauthorized,
     Unavailable,
 )
-from modelfleet.protocol.codec import HEADER_CONTENT_LENGTH, decode_request, encode_response
+from modelfleet.protocol.codec import (
+    DEFAULT_LIMITS,
+    HEADER_CONTENT_LENGTH,
+    DecodeLimits,
+    decode_request,
+    encode_response,
+)
 from modelfleet.security.auth import (
     WWW_AUTHENTICATE,
     Authorizer,
@@ -74,8 +80,10 @@ class V2App:
         authorizer: Authorizer | None = None,
         protect_metrics: bool = True,
         admin: AdminHandler | None = None,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.dataplane = dataplane
+        self.decode_limits = decode_limits
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.lifecycle = lifecycle
@@ -218,10 +226,10 @@ class V2App:
         header_length: int | None = None
         if header_length_text is not None:
             try:
-                header_length = int(header_length_text)
+                header_length = int(header_length_text) if len(header_length_text) <= 20 else -1
             except ValueError:
                 raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
-        request = decode_request(body, header_length)
+        request = decode_request(body, header_length, self.decode_limits)
         response = await self.dataplane.infer(name, version, request)
         payload, json_length = encode_response(response, request)
         headers = (

@@ -27,6 +27,7 @@ from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.fileio import write_atomic
 from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.http_limits import HeadLimits, protocol_class
 
 log = logging.getLogger("modelfleet.server")
 _RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -95,9 +96,21 @@ def _run_uvicorn(
     app = (app_factory or create_app)(spec, on_fatal=on_fatal)
     if slots is not None:
         app.dataplane.peers_ready = slots.all_loaded
+    limits = spec.server
     config = uvicorn.Config(
         app,
-        http="httptools",
+        # uvicorn's httptools protocol plus the head limits and timeouts it lacks (see http_limits).
+        http=protocol_class(
+            HeadLimits(
+                max_url_bytes=limits.max_url_bytes,
+                max_header_bytes=limits.max_header_bytes,
+                max_headers=limits.max_headers,
+                header_timeout_s=limits.header_timeout_s,
+                max_connections=limits.max_connections,
+            )
+        ),
+        ws="none",
+        timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]
         lifespan="on",
         access_log=spec.server.access_log,
         log_level="warning",

@@ -1,4 +1,4 @@
-"""The generator's HTTP/1.1 connection pool against real sockets on loopback."""
+"""The shared HTTP/1.1 connection pool (load generator and router upstreams) against real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import pytest
 from tests.bench_fixtures import free_port
 
 from modelfleet.bench.targets import encode_request
-from modelfleet.bench.transport import CONNECTION_ERROR, QUEUED_AT_CAP, SENT, TIMEOUT, ConnectionPool, Origin
+from modelfleet.transport.client import (
+    CONNECTION_ERROR,
+    QUEUED_AT_CAP,
+    RESPONSE_TOO_LARGE,
+    SENT,
+    TIMEOUT,
+    ClientLimits,
+    ConnectionPool,
+    FetchPool,
+    Origin,
+)
 
 
 async def _serve(handler: Any) -> tuple[asyncio.Server, int]:
@@ -40,7 +50,9 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
 
 def _collect() -> tuple[list[tuple[Any, float, float, int]], Any]:
     done: list[tuple[Any, float, float, int]] = []
-    return done, lambda token, written, finished, status: done.append((token, written, finished, status))
+    return done, lambda token, written, finished, status, response: done.append(
+        (token, written, finished, status)
+    )
 
 
 async def _wait_for(done: list[Any], count: int, timeout_s: float = 5.0) -> None:
@@ -215,5 +227,103 @@ def test_prewarm_against_a_refused_port_counts_errors_and_returns() -> None:
         await _wait_for(done, 1)
         assert done[0][0] == "r" and done[0][3] == CONNECTION_ERROR
         await pool.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("answer", "limits"),
+    [
+        (_response(body=b"x" * 20_000), ClientLimits(max_response_bytes=10_000)),
+        (
+            b"HTTP/1.1 200 OK\r\n"
+            + b"".join(b"X-%d: v\r\n" % i for i in range(50))
+            + b"Content-Length: 0\r\n\r\n",
+            ClientLimits(max_header_count=20),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 5000 + b"\r\nContent-Length: 0\r\n\r\n",
+            ClientLimits(max_header_bytes=4096),
+        ),
+    ],
+    ids=["body", "header-count", "header-bytes"],
+)
+def test_a_response_past_the_limits_ends_its_exchange(answer: bytes, limits: ClientLimits) -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await _read_request(reader):
+                writer.write(answer)
+                await writer.drain()
+
+        server, port = await _serve(handler)
+        done: list[tuple[Any, int, Any]] = []
+        pool = ConnectionPool(
+            Origin("127.0.0.1", port),
+            2,
+            lambda token, written, finished, status, response: done.append((token, status, response)),
+            limits=limits,
+            keep_responses=True,
+        )
+        pool.submit(encode_request("GET", "h", "/", {}, None), "big", time.monotonic() + 5)
+        await _wait_for(done, 1)
+        await pool.close()
+        server.close()
+        assert done == [("big", RESPONSE_TOO_LARGE, None)]
+
+    asyncio.run(scenario())
+
+
+def test_kept_responses_carry_headers_and_body_and_a_stale_keep_alive_is_retried_once() -> None:
+    async def scenario() -> None:
+        connections = 0
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await _read_request(reader)
+            writer.write(_response(body=b'{"n":%d}' % connections))
+            await writer.drain()
+            if connections == 1:  # the first connection reads the next request and closes unanswered
+                await _read_request(reader)
+            writer.close()
+
+        server, port = await _serve(handler)
+        done: list[tuple[Any, int, Any]] = []
+        pool = ConnectionPool(
+            Origin("127.0.0.1", port),
+            1,
+            lambda token, written, finished, status, response: done.append((token, status, response)),
+            keep_responses=True,
+        )
+        request = encode_request("POST", "h", "/x", {}, b"{}")
+        pool.submit(request, 0, time.monotonic() + 5)
+        await _wait_for(done, 1)
+        pool.submit(request, 1, time.monotonic() + 5)
+        await _wait_for(done, 2)
+        await pool.close()
+        server.close()
+        assert [(token, status) for token, status, _ in done] == [(0, 200), (1, 200)]
+        assert [response.body for _, _, response in done] == [b'{"n":1}', b'{"n":2}']
+        assert done[0][2].header(b"content-length") == b"7"
+        assert connections == 2
+
+    asyncio.run(scenario())
+
+
+def test_fetch_returns_outcomes_instead_of_raising() -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await _read_request(reader):
+                writer.write(_response(body=b"ok", status=503))
+
+        server, port = await _serve(handler)
+        pool = FetchPool(Origin("127.0.0.1", port))
+        status, response = await pool.fetch(encode_request("GET", "h", "/", {}, None), 2.0)
+        assert status == 503 and response is not None and response.body == b"ok"
+        await pool.close()
+        server.close()
+        refused = FetchPool(Origin("127.0.0.1", free_port()))
+        assert await refused.fetch(encode_request("GET", "h", "/", {}, None), 2.0) == (CONNECTION_ERROR, None)
+        await refused.close()
 
     asyncio.run(scenario())

@@ -1,0 +1,281 @@
+"""The router's server protocol against raw sockets on loopback: smuggling, pipelining, limits, slow clients.
+
+The protocol runs on a real event loop in a thread with a small dispatcher (echo the path, some answers
+later through the callback, as the router's forwarding does), so each limit is seen from the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from modelfleet.transport.server import Answer, Connections, ServerLimits, ServerProtocol
+from modelfleet.transport.wire import Request, Response
+
+pytestmark = pytest.mark.timeout(60)
+
+LIMITS = ServerLimits(
+    max_url_bytes=1024,
+    max_header_bytes=4096,
+    max_header_count=20,
+    max_body_bytes=4096,
+    header_timeout_s=1.0,
+    idle_timeout_s=1.5,
+    max_connections=400,
+    max_pipelined=8,
+)
+
+
+class Served:
+    """A ServerProtocol listening on 127.0.0.1 in its own event-loop thread."""
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connections = Connections(limits)
+        self.port = 0
+        ready = threading.Event()
+
+        async def main() -> None:
+            server = await self.loop.create_server(
+                lambda: ServerProtocol(self.dispatch, self.connections), "127.0.0.1", 0
+            )
+            self.port = server.sockets[0].getsockname()[1]
+            self.connections.start()
+            ready.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(main(), self.loop).result(5)
+        ready.wait(5)
+
+    def dispatch(self, request: Request, answer: Answer) -> Response | None:
+        body = json.dumps({"path": request.path, "body_bytes": len(request.body)}).encode()
+        response = Response(200, [(b"Content-Type", b"application/json")], body)
+        if request.path.startswith("/later"):  # answered through the callback, as forwarding is
+            self.loop.call_later(0.01, answer, response)
+            return None
+        return response
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.connections.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    server = Served(LIMITS)
+    yield server
+    server.close()
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def _error(response: bytes) -> str:
+    body = response.split(b"\r\n\r\n", 1)[1]
+    return str(json.loads(body)["error"])
+
+
+def _get(path: str = "/x") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode()
+
+
+SMUGGLING = {
+    "content-length and transfer-encoding": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length",
+    ),
+    "duplicate content-length": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        "Duplicate Content-Length",
+    ),
+    "conflicting content-length": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
+        "Duplicate Content-Length",
+    ),
+    "content-length list": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        "Content-Length",
+    ),
+    "transfer-encoding gzip": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        "Transfer-Encoding",
+    ),
+    "transfer-encoding gzip, chunked": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "request smuggling",
+    ),
+    "transfer-encoding twice": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding",
+    ),
+    "chunked on HTTP/1.0": (
+        b"POST / HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "request smuggling",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SMUGGLING), ids=list(SMUGGLING))
+def test_smuggling_shapes_get_400_and_the_connection_closes(served: Served, case: str) -> None:
+    request, named = SMUGGLING[case]
+    with _connect(served.port) as sock:
+        # A follow-up request in the same write must never be answered: the stream is not trusted.
+        sock.sendall(request + _get("/smuggled"))
+        received = _read_all(sock)
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close" in received
+    assert named in _error(received)
+    assert b"/smuggled" not in received
+
+
+def test_plain_chunked_bodies_are_accepted(served: Served) -> None:
+    with _connect(served.port) as sock:
+        sock.sendall(
+            b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b'"body_bytes": 5' in head
+
+
+def test_pipelined_requests_in_one_write_are_answered_in_order(served: Served) -> None:
+    paths = [f"/later/{i}" if i % 3 == 0 else f"/now/{i}" for i in range(20)]  # more than max_pipelined
+    with _connect(served.port) as sock:
+        sock.sendall(b"".join(_get(path) for path in paths))
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < len(paths):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed early after {received.count(b'HTTP/1.1 200 OK')} answers"
+            received += chunk
+    answered = [
+        json.loads(part.split(b"\r\n\r\n", 1)[1])["path"] for part in received.split(b"HTTP/1.1 ")[1:]
+    ]
+    assert answered == paths
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "setting"),
+    [
+        (_get("/" + "u" * 2000), b"414", "router.max_url_bytes"),
+        (
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(30)) + b"\r\n",
+            b"431",
+            "router.max_header_count",
+        ),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"v" * 5000 + b"\r\n\r\n", b"431", "router.max_header_bytes"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", b"413", "router.max_body_bytes"),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1400\r\n" + b"b" * 5120 + b"\r\n0\r\n\r\n",
+            b"413",
+            "router.max_body_bytes",
+        ),
+    ],
+    ids=["url", "header-count", "header-bytes", "content-length", "chunked-body"],
+)
+def test_limits_refuse_with_json_naming_the_setting(
+    served: Served, request_bytes: bytes, status: bytes, setting: str
+) -> None:
+    with _connect(served.port) as sock:
+        sock.sendall(request_bytes)
+        received = _read_all(sock)
+    assert received.startswith(b"HTTP/1.1 " + status)
+    assert setting in _error(received)
+
+
+def test_a_huge_header_is_cut_off_after_about_one_read(served: Served) -> None:
+    # 16 MB of one header value, sent as it would be by a hostile client: the server answers 431 and
+    # closes long before the value ends; what it read stays within the limit plus one read.
+    sent = 0
+    with _connect(served.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nX-Huge: ")
+        chunk = b"h" * 65536
+        with pytest.raises(OSError):  # reset or broken pipe once the server has closed
+            while sent < 16 * 1024 * 1024:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        assert sent < 2 * 1024 * 1024
+
+
+def test_slow_header_clients_are_closed_while_others_are_answered_fast() -> None:
+    server = Served(LIMITS)
+    try:
+        slow = [_connect(server.port) for _ in range(200)]
+        request = b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"s" * 100
+        opened = time.monotonic()
+        answered_in: list[float] = []
+        for position in range(3):  # one byte per connection per half second: a slowloris client
+            for sock in slow:
+                sock.sendall(request[position : position + 1])
+            started = time.monotonic()
+            with _connect(server.port) as sock:
+                sock.sendall(_get("/ordinary"))
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            answered_in.append(time.monotonic() - started)
+            time.sleep(0.5)
+        closed: dict[int, bytes] = {}
+        deadline = opened + LIMITS.header_timeout_s + 3.0
+        while len(closed) < len(slow) and time.monotonic() < deadline:
+            readable, _, _ = select.select([s for s in slow if s.fileno() not in closed], [], [], 0.2)
+            for sock in readable:
+                closed[sock.fileno()] = _read_all(sock)
+        closed_after_s = time.monotonic() - opened
+        for sock in slow:
+            sock.close()
+    finally:
+        server.close()
+    assert len(closed) == 200
+    assert all(data.startswith(b"HTTP/1.1 408") for data in closed.values())
+    assert "router.header_timeout_s" in _error(next(iter(closed.values())))
+    assert closed_after_s < LIMITS.header_timeout_s + 3.0
+    assert max(answered_in) < 0.5
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(served: Served) -> None:
+    with _connect(served.port) as used, _connect(served.port) as silent:
+        used.sendall(_get())
+        assert used.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        started = time.monotonic()
+        assert used.recv(65536) == b""  # closed by the server, with no answer
+        assert silent.recv(65536) == b""  # a connection that never sends is idle from the start
+        waited = time.monotonic() - started
+    assert LIMITS.idle_timeout_s - 0.3 < waited < LIMITS.idle_timeout_s + 1.5
+
+
+def test_connections_beyond_the_cap_get_503_at_once() -> None:
+    server = Served(ServerLimits(max_connections=3, retry_after_s=2))
+    try:
+        held = [_connect(server.port) for _ in range(3)]
+        for sock in held:  # each is registered once it has been answered
+            sock.sendall(_get())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        with _connect(server.port) as extra:
+            received = _read_all(extra)
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        with _connect(server.port) as again:  # room again once the others have gone
+            again.sendall(_get())
+            assert again.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        server.close()
+    assert received.startswith(b"HTTP/1.1 503")
+    assert b"Retry-After: 2\r\n" in received
+    assert "router.max_connections" in _error(received)
+    assert server.connections.refused["max_connections"] == 1
