@@ -40,6 +40,11 @@ from _harness import free_port
 def scenario_slow_model(ctx: Context) -> Scenario:
     deadline_s = 1.0
     s = Scenario("slow_model", "a model 10× slower than usual (injected delay)")
+    s.notes.append(
+        "Method: one `modelfleet serve` process with minilm (fp32) and minilm-int8 (timeout_s 1 s); the benchmark "
+        "wraps minilm-int8's predict to sleep 9× each run's own time after SIGUSR1. Both models get the same open "
+        "loop (15 % of minilm's closed-loop capacity each), first at normal speed, then slowed."
+    )
     port = free_port()
     spec = {
         "server": {"host": "127.0.0.1", "port": port, "workers": 1},
@@ -206,6 +211,14 @@ class RssWatch:
 
 def scenario_hostile(ctx: Context) -> Scenario:
     s = Scenario("hostile", "hostile-input battery while ordinary traffic runs")
+    s.notes.append(
+        "Method: the issue's inputs (10 non-UTF-8 binary requests, so that some share a batch with ordinary ones), "
+        "unknown model names with valid and malformed bodies, then seeded generated cases (structural, mutated "
+        "JSON, binary extension, bad gzip), then the heavy cases, each sent once to the router and once to a "
+        "replica directly, one request per connection, until the deadline; ordinary traffic at a fifth of "
+        "capacity through the router throughout. RSS of every fleet process polled every 50 ms (psutil); "
+        "/metrics read by the battery before it and right after the unknown names."
+    )
     fleet, low = ctx.fleet(), ctx.low_rate()
     replica = fleet.replicas()[0]
     say(f"hostile: baseline {low:g}/s for {ctx.d.unloaded_s:g} s")
@@ -306,8 +319,8 @@ def scenario_hostile(ctx: Context) -> Scenario:
     )
     limit = None if base.p99_ms is None else 2 * base.p99_ms
     s.judge(
-        "ordinary p99 ≤ 2× unloaded",
-        within(during.p99_ms, limit),
+        "ordinary p99 ≤ 2× unloaded (and every ordinary request answered: a p99 of the survivors alone would hide failures)",
+        within(during.p99_ms, limit) and under.outcomes().keys() <= {"ok"},
         f"p99 {ms(during.p99_ms)} during the battery vs {ms(base.p99_ms)} before (limit {ms(limit)}); "
         f"ordinary outcomes {under.outcomes()}",
     )
@@ -335,13 +348,13 @@ def scenario_hostile(ctx: Context) -> Scenario:
             status = r.get("status") or r.get("error")
             rows.append(f"| {r['case']} | {r['target']} | {status} | {r['seconds']:.3f} |")
     generated = [r for r in results if r["generated"] or r["case"].startswith("random model name")]
-    by_status: dict[str, int] = {}
+    grouped: dict[tuple[str, str, str], int] = {}
     for r in generated:
-        key = f"{r['case']} → {r.get('status') or r.get('error')}"
-        by_status[key] = by_status.get(key, 0) + 1
+        key = (r["case"], r["target"], str(r.get("status") or r.get("error")))
+        grouped[key] = grouped.get(key, 0) + 1
     rows += [
-        f"| {key.split(' → ')[0]} ×{count} | both | {key.split(' → ')[1]} | |"
-        for key, count in sorted(by_status.items())
+        f"| {case} ×{count} | {target} | {status} | |"
+        for (case, target, status), count in sorted(grouped.items())
     ]
     s.tables.append(
         "Battery answers (issue cases one by one; random names and generated cases grouped):\n\n"
@@ -365,6 +378,11 @@ def _case_counts(rows: list[dict[str, Any]]) -> str:
 def scenario_slow_headers(ctx: Context) -> Scenario:
     count = 1000
     s = Scenario("slow_headers", f"{count:,} slow-header connections to the router")
+    s.notes.append(
+        "Method: a child process opens the connections (100 at a time) and sends `POST … HTTP/1.1`, `Host` and "
+        "the start of one more header, then one byte every 0.5 s, never the end of the headers; it records when "
+        "the router closes each. Ordinary traffic at a fifth of capacity runs once all are open."
+    )
     fleet, low = ctx.fleet(), ctx.low_rate()
     timeout_s = fleet.header_timeout_s
     observe_s = (timeout_s + 5.0) if timeout_s is not None else ctx.d.slow_headers_s + 8.0
@@ -405,7 +423,7 @@ def scenario_slow_headers(ctx: Context) -> Scenario:
     )
     limit = None if base.p99_ms is None else 2 * base.p99_ms
     s.judge(
-        "ordinary p99 ≤ 2× unloaded",
+        "ordinary p99 ≤ 2× unloaded (and every ordinary request answered)",
         within(under.p99_ms, limit) and during.outcomes().keys() <= {"ok"},
         f"p99 {ms(under.p99_ms)} with the slow connections open vs {ms(base.p99_ms)} before (limit {ms(limit)}); "
         f"outcomes {during.outcomes()}",
@@ -423,8 +441,9 @@ def scenario_slow_headers(ctx: Context) -> Scenario:
         late = [t for t in closed if t > timeout_s + 1.0]
         s.judge(
             f"the slow connections closed after the header timeout (router.{fleet.header_timeout_field} = {timeout_s:g} s, +1 s slack)",
-            still_open == 0 and not late and summary.get("connect_failed", 0) == 0,
-            f"{len(closed)} of {count} closed, {still_open} still open after {observe_s:g} s, {len(late)} late; "
+            still_open == 0 and not late,
+            f"{len(closed)} of {count} closed, {still_open} still open after {observe_s:g} s, {len(late)} late, "
+            f"{summary.get('connect_failed', 0)} refused at connect; "
             f"close times {_spread(closed)}",
         )
     s.figures = {"rate_rps": low, "router_fds_with_slow_connections": fds, "clients": {k: v for k, v in summary.items() if k != "closed_after_s"},

@@ -55,6 +55,11 @@ from _harness import RESULTS_DIR, machine_description, raise_open_files_limit, w
 
 def scenario_overload(ctx: Context) -> Scenario:
     s = Scenario("overload", f"3× capacity, open loop, {ctx.d.overload_s:g} s")
+    s.notes.append(
+        "Method: one generator run of three points through the router: a fifth of capacity (unloaded), 3× "
+        "capacity, a fifth again. Latency counts from intended send times; the 503 figure is the latency of the "
+        "503 answers alone; recovery counts the requests intended from 2 s after the overload's last send."
+    )
     fleet, capacity, low = ctx.fleet(), ctx.capacity(), ctx.low_rate()
     high = round(3 * capacity)
     say(
@@ -165,6 +170,11 @@ def scenario_overload(ctx: Context) -> Scenario:
 
 def scenario_kill(ctx: Context) -> Scenario:
     s = Scenario("kill", "kill -9 of one of two replicas at 50 % load")
+    s.notes.append(
+        "Method: open loop at half capacity through the router; SIGKILL to one replica's server process; from "
+        "then its own /v2/health/ready is polled every 20 ms; its model load time is the sum of "
+        "modelfleet_model_load_seconds on the restarted replica."
+    )
     fleet, capacity = ctx.fleet(), ctx.capacity()
     rate = round(0.5 * capacity)
     victim = fleet.replicas()[-1]
