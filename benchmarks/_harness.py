@@ -135,15 +135,31 @@ def server_process(
             process.kill()
 
 
-def write_result(name: str, command: str, body_markdown: str) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.md"
+def write_result(name: str, command: str, body_markdown: str, path: Path | None = None) -> Path:
+    """Write ``body_markdown`` under a header naming the command, the machine and the date.
+
+    The file goes to ``path``, or to ``benchmarks/results/NAME.md`` when none is given.
+    """
+    path = path or RESULTS_DIR / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# {name}\n\n"
         f"- command: `{command}`\n- machine: {machine_description()}\n"
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n{body_markdown}\n"
     )
     return path
+
+
+def raise_open_files_limit(wanted: int) -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted``, within the hard limit (children
+    started afterwards inherit it). Returns the (soft, hard) limits now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def free_port() -> int:
