@@ -51,7 +51,9 @@ def test_the_document_lists_each_served_model(fuzzed_server: RunningServer) -> N
     assert iris["schema"]["properties"]["inputs"]["minItems"] == 1
 
 
-def test_every_generated_request_gets_a_documented_answer(api_schema: schemathesis.schemas.BaseSchema) -> None:
+def test_every_generated_request_gets_a_documented_answer(
+    api_schema: schemathesis.schemas.BaseSchema,
+) -> None:
     # One hypothesis run per operation of the live document (schemathesis' pytest plugin does not work
     # with pytest 9, so the operations are walked here); every failure is collected, then reported.
     failures: list[str] = []

@@ -117,7 +117,9 @@ class DataPlane:
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document of the V2 routes, with a concrete infer path for each loaded model."""
         models = [
-            (entry.name, list(entry.model.inputs)) for entry in self.repository.entries() if entry.model is not None
+            (entry.name, list(entry.model.inputs))
+            for entry in self.repository.entries()
+            if entry.model is not None
         ]
         return openapi_document(models)
 

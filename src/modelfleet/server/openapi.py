@@ -271,7 +271,8 @@ def openapi_document(models: Iterable[tuple[str, list[TensorSpec]]]) -> dict[str
             "post": {
                 "summary": "Repository index (model_repository extension)",
                 "responses": _responses(
-                    _json_body(_ref("RepositoryIndex"), "Every model and its state."), ("400", "401", "403", "413")
+                    _json_body(_ref("RepositoryIndex"), "Every model and its state."),
+                    ("400", "401", "403", "413"),
                 ),
             }
         },
@@ -283,7 +284,9 @@ def openapi_document(models: Iterable[tuple[str, list[TensorSpec]]]) -> dict[str
                     "requestBody": {
                         "required": False,
                         "content": {
-                            _JSON: {"schema": {"type": "object", "properties": {"parameters": _ref("Parameters")}}}
+                            _JSON: {
+                                "schema": {"type": "object", "properties": {"parameters": _ref("Parameters")}}
+                            }
                         },
                     },
                     "responses": _responses(_json_body({"type": "object"}, f"{action.capitalize()}ed.")),
@@ -310,7 +313,8 @@ def openapi_document(models: Iterable[tuple[str, list[TensorSpec]]]) -> dict[str
         "components": {
             "schemas": _schemas(),
             "responses": {
-                f"E{status}": _json_body(_ref("Error"), description) for status, description in _ERRORS.items()
+                f"E{status}": _json_body(_ref("Error"), description)
+                for status, description in _ERRORS.items()
             },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
