@@ -122,7 +122,7 @@ class V2App:
                 if self.protect_metrics:
                     await self._authorize(scope, "read")
                 await _respond(
-                    send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())]
+                    send, 200, await self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
                 return
             raise NotFound(f"no route {method} {path}; the API is under /v2 (Open Inference Protocol)")
@@ -138,10 +138,8 @@ class V2App:
             headers.append((b"retry-after", str(max(1, round(exc.retry_after_s or 1))).encode()))
         elif isinstance(exc, Unauthorized):
             headers.append((b"www-authenticate", _CHALLENGE))
-        if model_name:
-            bound = self.metrics.for_model(model_name) if exc.http_status != 404 else None
-            if bound is not None:
-                bound.outcomes[outcome_for_status(exc.http_status)].inc()
+        if model_name:  # a name that is not served counts under `unknown`, never as a new label
+            self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
         await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), headers)
 
     async def _authorize(self, scope: Scope, needed: str) -> str | None:
