@@ -94,14 +94,20 @@ def test_register_promote_rollback_and_audit(tmp_path: Path, artifacts: tuple[Pa
         json.loads(line)
         for line in (tmp_path / ".modelfleet" / "registry" / "audit.jsonl").read_text().splitlines()
     ]
-    assert [e["event"] for e in audit] == [
-        "registry.add",
-        "registry.add",
-        "registry.promote",
-        "registry.promote",
-        "registry.rollback",
+    # The registry records every write attempt with its outcome, the refused ones too.
+    assert [(e["event"], e["outcome"]) for e in audit] == [
+        ("registry.add", "ok"),
+        ("registry.add", "ok"),
+        ("registry.add", "failed: Conflict"),
+        ("registry.promote", "ok"),
+        ("registry.promote", "ok"),
+        ("registry.rollback", "ok"),
+        ("registry.rollback", "failed: Conflict"),
     ]
     assert all(e["actor"] == "tester" for e in audit)
+    assert (audit[0]["model"], audit[0]["version"]) == ("iris", 1)
+    assert (audit[4]["from_version"], audit[4]["to_version"], audit[4]["reason"]) == (1, 2, "better")
+    assert "already holds exactly this artifact" in audit[2]["error"]
 
 
 def test_errors_have_documented_exit_codes(tmp_path: Path, artifacts: tuple[Path, Path]) -> None:
