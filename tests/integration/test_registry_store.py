@@ -448,7 +448,7 @@ def test_the_library_records_every_write_with_actor_and_outcome(
         ("registry.promote", "ana", "ok"),
         ("registry.promote", "ana", "failed: Conflict"),
         ("registry.promote", "ana", "failed: InvalidInput"),
-        ("registry.set", "ben", "ok"),
+        ("registry.alias", "ben", "ok"),
         ("registry.rollback", "ben", "ok"),
         ("registry.sign", "ana", "ok"),
         ("registry.export", "ops", "ok"),

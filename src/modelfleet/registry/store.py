@@ -308,9 +308,8 @@ class Registry:
         self, ref: ModelRef | str, alias: str, *, actor: str, reason: str = "", action: AliasAction = "set"
     ) -> AliasEvent:
         """Point ``alias`` at the version ``ref`` names, recording who, when and why."""
-        with self.audit.operation(
-            f"registry.{action}", actor, ref=str(ref), alias=alias, reason=reason
-        ) as learned:
+        event_name = "registry.alias" if action == "set" else f"registry.{action}"
+        with self.audit.operation(event_name, actor, ref=str(ref), alias=alias, reason=reason) as learned:
             if action == "promote":
                 require_reason(reason, "promote")
             check_alias_name(alias)
