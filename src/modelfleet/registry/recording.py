@@ -35,8 +35,8 @@ def storage_error(root: Path, action: str, exc: BaseException) -> StorageError |
     """The StorageError a disk-full or read-only failure of ``action`` means; None for any other error."""
     if isinstance(exc, OSError) and exc.errno in _FULL | _READ_ONLY:
         cause = "is read-only" if exc.errno in _READ_ONLY else f"is full ({exc.strerror})"
-    elif isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
-        cause = "is read-only"
+    elif isinstance(exc, sqlite3.OperationalError) and ("readonly" in str(exc) or _read_only(root)):
+        cause = "is read-only"  # SQLite says "unable to open database file" when it cannot make its WAL files
     elif isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
         cause = "is full"
     else:
@@ -45,6 +45,13 @@ def storage_error(root: Path, action: str, exc: BaseException) -> StorageError |
         f"cannot {action}: the file system holding the registry at {root} {cause}; nothing was "
         "registered (free space or make it writable, then retry; `modelfleet registry gc` removes leftovers)"
     )
+
+
+def _read_only(root: Path) -> bool:
+    try:
+        return bool(os.statvfs(root).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 @contextmanager
