@@ -458,3 +458,20 @@ def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:
         text = (tmp_path / "out" / name).read_text()
         assert "&id" not in text and "*id" not in text  # no YAML anchors: every tool reads it
         assert yaml.safe_load(text) == obj
+
+
+def test_servers_write_their_audit_log_to_stdout_unless_audit_is_off() -> None:
+    def audit_env(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                container = obj["spec"]["template"]["spec"]["containers"][0]
+                found[obj["metadata"]["name"]] = [
+                    e["value"] for e in container.get("env", []) if e["name"] == "MODELFLEET_AUDIT_LOG"
+                ]
+        return found
+
+    on = audit_env(_render(_base()))
+    assert on and all(values == ["-"] for name, values in on.items() if not name.endswith("-router"))
+    off = audit_env(_render(_base(audit={"enabled": False})))
+    assert all(values == [] for values in off.values())

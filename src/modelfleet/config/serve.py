@@ -110,7 +110,8 @@ class AuthConfig(SpecModel):
     )
     keys_file: Path | None = Field(default=None, description="Key store written by `modelfleet keys create`.")
     audit_log: Path | None = Field(
-        default=None, description="JSON-lines audit log of admin actions and auth failures."
+        default=None,
+        description="JSON-lines audit log of admin actions and auth failures, with client addresses; `-` writes to stdout.",
     )
     protect_metrics: bool = Field(
         default=True, description="Require the `read` scope for /metrics when auth is on."
@@ -123,7 +124,9 @@ class AuthConfig(SpecModel):
         return self
 
     def resolve_paths(self, base: Path) -> None:
-        self.resolve_path_fields(base, "keys_file", "audit_log")
+        self.resolve_path_fields(base, "keys_file")
+        if self.audit_log is not None and str(self.audit_log) != "-":  # `-` is stdout, not a file here
+            self.resolve_path_fields(base, "audit_log")
 
 
 class RegistryConfig(SpecModel):
