@@ -49,7 +49,10 @@ class ModelRuntimeConfig(SpecModel):
         default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after)."
     )
     warmup_runs: int = Field(
-        default=2, ge=0, description="Runs on generated inputs before the model reports ready."
+        default=2,
+        ge=0,
+        description="Runs through the model's batcher before it reports ready, alternating batch 1 and "
+        "max_batch_size (verification sentences for text models, inputs generated from the specs otherwise).",
     )
 
     def runtime_fields(self) -> dict[str, object]:
