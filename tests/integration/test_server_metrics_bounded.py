@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +14,6 @@ IRIS_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "
 
 
 def _metrics(url: str) -> str:
-    time.sleep(1.1)  # past the reuse window of the last render
     return httpx.get(f"{url}/metrics").text
 
 

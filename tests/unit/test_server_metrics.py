@@ -33,11 +33,20 @@ def test_release_removes_every_series_of_a_model_that_is_no_longer_served() -> N
     assert metrics.for_model("iris") is metrics.for_model(UNKNOWN_MODEL)
 
 
-async def test_concurrent_scrapes_share_one_render_and_reuse_it() -> None:
+async def test_concurrent_scrapes_share_one_render_and_a_slow_render_is_reused() -> None:
     metrics = ServerMetrics()
-    metrics.bind("iris")
+    for index in range(500):  # a render of a few hundred milliseconds
+        metrics.bind(f"model-{index}")
     first, second = await asyncio.gather(metrics.render(), metrics.render())
     assert first is second  # one render in a thread, awaited by both
     metrics.bind("late").outcomes["success"].inc()
-    assert await metrics.render() is first  # reused within EXPOSITION_MAX_AGE_S
+    assert await metrics.render() is first  # asked again at once: reused for as long as it took
     assert b'model="late"' in metrics.exposition()
+
+
+async def test_a_quick_render_is_not_reused() -> None:
+    metrics = ServerMetrics()
+    first = await metrics.render()
+    await asyncio.sleep(0.2)  # far longer than rendering a handful of series takes
+    metrics.bind("late")
+    assert b'model="late"' in await metrics.render() and b'model="late"' not in first
