@@ -81,21 +81,22 @@ class AuditTrail:
             yield learned
         except BaseException as exc:
             outcome = f"failed: {type(exc).__name__}"
-            error = (
-                exc.message
-                if isinstance(exc, ModelfleetError)
-                else "interrupted"
-                if isinstance(exc, KeyboardInterrupt)
-                else str(exc).splitlines()[0]
-                if str(exc)
-                else type(exc).__name__
-            )
+            error = _first_line(exc)
             # The disk that refused the write may refuse its record too; the error raised says why.
             with suppress(OSError):
-                self.log.record(event, actor=actor, outcome=outcome, error=error, **fields, **learned)
+                self.log.record(event, actor=actor, outcome=outcome, error=error, **(fields | learned))
             raise
         try:
-            self.log.record(event, actor=actor, outcome="ok", **fields, **learned)
+            self.log.record(event, actor=actor, outcome="ok", **(fields | learned))
         except OSError as exc:
             translated = storage_error(self._root, f"write the audit record of {event}", exc)
             raise translated or exc from None
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, ModelfleetError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
