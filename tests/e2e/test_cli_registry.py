@@ -204,3 +204,27 @@ def test_export_delete_import_round_trip_with_signatures_and_encryption(
     assert no_key.returncode == 2 and "is encrypted" in no_key.stderr
     gc = _json(_run(tmp_path, "gc", "--json", env=target))
     assert gc["removed_blobs"] == 0
+
+
+def test_a_bundle_member_larger_than_its_index_says_is_one_line_exit_4(
+    tmp_path: Path, artifacts: tuple[Path, Path]
+) -> None:
+    import io
+    import tarfile
+
+    source = {"MODELFLEET_REGISTRY": str(tmp_path / "source")}
+    added = _json(_run(tmp_path, "add", str(artifacts[0]), "--json", env=source))
+    assert _run(tmp_path, "export", "--out", str(tmp_path / "good.tar"), env=source).returncode == 0
+    model_sha = next(f["sha256"] for f in added["files"] if f["path"] == "model.onnx")
+    with tarfile.open(tmp_path / "good.tar") as good, tarfile.open(tmp_path / "big.tar", "w") as big:
+        for member in good.getmembers():
+            data = good.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == f"blobs/{model_sha}":
+                data += b"\0" * (1 << 20)
+                member.size = len(data)
+            big.addfile(member, io.BytesIO(data))
+    target = {"MODELFLEET_REGISTRY": str(tmp_path / "target")}
+    result = _run(tmp_path, "import", str(tmp_path / "big.tar"), env=target)
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "its index says" in result.stderr
+    assert _json(_run(tmp_path, "verify", "--json", env=target))["checked_versions"] == 0
