@@ -93,3 +93,7 @@ class Unauthorized(ModelfleetError):
 class Forbidden(ModelfleetError):
     http_status = 403
     exit_code = 7
+
+
+class StorageError(Unavailable):
+    """The disk is full or read-only: nothing was written, and retrying once there is room may work."""

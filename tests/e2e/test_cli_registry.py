@@ -94,14 +94,20 @@ def test_register_promote_rollback_and_audit(tmp_path: Path, artifacts: tuple[Pa
         json.loads(line)
         for line in (tmp_path / ".modelfleet" / "registry" / "audit.jsonl").read_text().splitlines()
     ]
-    assert [e["event"] for e in audit] == [
-        "registry.add",
-        "registry.add",
-        "registry.promote",
-        "registry.promote",
-        "registry.rollback",
+    # The registry records every write attempt with its outcome, the refused ones too.
+    assert [(e["event"], e["outcome"]) for e in audit] == [
+        ("registry.add", "ok"),
+        ("registry.add", "ok"),
+        ("registry.add", "failed: Conflict"),
+        ("registry.promote", "ok"),
+        ("registry.promote", "ok"),
+        ("registry.rollback", "ok"),
+        ("registry.rollback", "failed: Conflict"),
     ]
     assert all(e["actor"] == "tester" for e in audit)
+    assert (audit[0]["model"], audit[0]["version"]) == ("iris", 1)
+    assert (audit[4]["from_version"], audit[4]["to_version"], audit[4]["reason"]) == (1, 2, "better")
+    assert "already holds exactly this artifact" in audit[2]["error"]
 
 
 def test_errors_have_documented_exit_codes(tmp_path: Path, artifacts: tuple[Path, Path]) -> None:
@@ -198,3 +204,27 @@ def test_export_delete_import_round_trip_with_signatures_and_encryption(
     assert no_key.returncode == 2 and "is encrypted" in no_key.stderr
     gc = _json(_run(tmp_path, "gc", "--json", env=target))
     assert gc["removed_blobs"] == 0
+
+
+def test_a_bundle_member_larger_than_its_index_says_is_one_line_exit_4(
+    tmp_path: Path, artifacts: tuple[Path, Path]
+) -> None:
+    import io
+    import tarfile
+
+    source = {"MODELFLEET_REGISTRY": str(tmp_path / "source")}
+    added = _json(_run(tmp_path, "add", str(artifacts[0]), "--json", env=source))
+    assert _run(tmp_path, "export", "--out", str(tmp_path / "good.tar"), env=source).returncode == 0
+    model_sha = next(f["sha256"] for f in added["files"] if f["path"] == "model.onnx")
+    with tarfile.open(tmp_path / "good.tar") as good, tarfile.open(tmp_path / "big.tar", "w") as big:
+        for member in good.getmembers():
+            data = good.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == f"blobs/{model_sha}":
+                data += b"\0" * (1 << 20)
+                member.size = len(data)
+            big.addfile(member, io.BytesIO(data))
+    target = {"MODELFLEET_REGISTRY": str(tmp_path / "target")}
+    result = _run(tmp_path, "import", str(tmp_path / "big.tar"), env=target)
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "its index says" in result.stderr
+    assert _json(_run(tmp_path, "verify", "--json", env=target))["checked_versions"] == 0

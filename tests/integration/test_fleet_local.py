@@ -4,6 +4,7 @@ requests admitted meanwhile succeed (retried) or fail with a clear 503, never ha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -184,6 +185,12 @@ def test_auth_on_the_fleet_is_enforced_through_the_router(tmp_path: Path) -> Non
         other_model = httpx.post(f"{url}/beta/infer", json=infer_body(), headers={"X-API-Key": key})
         assert other_model.status_code == 403
         assert httpx.get(f"{state.router_url}/v2/health/ready").status_code == 200  # probes stay open
+        # Each server process keeps its own audit log in the fleet's state folder, with client addresses.
+        server = next(p for p in state.processes if p.kind == "server")
+        assert httpx.get(f"{server.url}/v2", headers={"X-API-Key": "mf_nokey000_x"}).status_code == 401
+        audit_file = FleetPaths.for_fleet("testfleet", state_root).root / "audit" / f"{server.id}.jsonl"
+        denied = [json.loads(line) for line in audit_file.read_text().splitlines()]
+        assert denied[-1]["event"] == "auth.denied" and denied[-1]["client"].startswith("127.0.0.1:")
         # The router's own figures need a `read` key too; without one, status says how to give it.
         assert httpx.get(f"{state.router_url}/fleet/status").status_code == 401
         assert httpx.get(f"{state.router_url}/metrics").status_code == 401

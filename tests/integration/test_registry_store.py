@@ -413,3 +413,62 @@ def test_a_folder_that_is_not_a_registry_is_refused(tmp_path: Path) -> None:
     (tmp_path / "stuff" / "file.txt").write_text("x")
     with pytest.raises(InvalidInput, match="not a modelfleet registry"):
         Registry(tmp_path / "stuff")
+
+
+def test_the_library_records_every_write_with_actor_and_outcome(
+    tmp_path: Path, artifacts: tuple[Path, Path, Path]
+) -> None:
+    import json
+
+    from modelfleet.security.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    registry = Registry(tmp_path / "registry", audit=log)
+    registry.add(artifacts[0], actor="ci")
+    registry.add(artifacts[1], actor="ci")
+    registry.promote("iris:1", actor="ana", reason="first")
+    with pytest.raises(Conflict):
+        registry.promote("iris:1", actor="ana", reason="again")
+    with pytest.raises(InvalidInput):
+        registry.promote("iris:2", actor="ana", reason=" ")
+    registry.alias("iris:2", "staging", actor="ben")
+    registry.rollback("iris", alias="staging", to_version=1, actor="ben", reason="flaky")
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub"
+    generate_signing_key(private, public)
+    registry.sign("iris:1", load_private_key(private), actor="ana")
+    registry.export_bundle(tmp_path / "all.tar", actor="ops")
+    registry.gc(actor="ops")
+    registry.gc(dry_run=True)  # counts only: not a write
+    Registry(tmp_path / "other", audit=log).import_bundle(tmp_path / "all.tar", actor="ops")
+
+    records = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [(r["event"], r["actor"], r["outcome"]) for r in records] == [
+        ("registry.add", "ci", "ok"),
+        ("registry.add", "ci", "ok"),
+        ("registry.promote", "ana", "ok"),
+        ("registry.promote", "ana", "failed: Conflict"),
+        ("registry.promote", "ana", "failed: InvalidInput"),
+        ("registry.alias", "ben", "ok"),
+        ("registry.rollback", "ben", "ok"),
+        ("registry.sign", "ana", "ok"),
+        ("registry.export", "ops", "ok"),
+        ("registry.gc", "ops", "ok"),
+        ("registry.import", "ops", "ok"),
+    ]
+    assert (records[1]["model"], records[1]["version"]) == ("iris", 2)
+    assert (records[2]["from_version"], records[2]["to_version"], records[2]["reason"]) == (None, 1, "first")
+    assert "already points at version 1" in records[3]["error"]
+    assert records[7]["key_id"] and records[10]["versions_added"] == ["iris:1", "iris:2"]
+    assert not (tmp_path / "registry" / "audit.jsonl").exists()  # the log given replaced the default
+
+
+def test_by_default_the_trail_is_kept_in_the_registry_folder(
+    tmp_path: Path, artifacts: tuple[Path, Path, Path]
+) -> None:
+    import json
+
+    registry = Registry(tmp_path / "registry")
+    registry.add(artifacts[0], actor="script")
+    registry.promote("iris:1", actor="script", reason="go")
+    lines = (tmp_path / "registry" / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["registry.add", "registry.promote"]

@@ -154,3 +154,28 @@ def test_required_signature(tmp_path: Path, registry: Registry) -> None:
     registry.sign("iris:1", load_private_key(private), actor="test")
     with serve(["--spec", str(spec)], tmp_path) as server:
         assert httpx.post(f"{server.url}/v2/models/iris/infer", json=BODY).status_code == 200
+
+
+def test_a_model_registered_under_another_name_is_served_and_followed_under_that_name(
+    tmp_path: Path, registry: Registry
+) -> None:
+    for seed in (0, 1):  # the manifests say `iris`; the registry knows them as `emb`
+        registry.add(
+            make_artifact(tmp_path / f"renamed-{seed}", name="iris", seed=seed), actor="t", name="emb"
+        )
+    registry.promote("emb:1", actor="test", reason="first release")
+    root = str(registry.root)
+    with serve(["--ref", "emb@production", "--registry", root], tmp_path) as server:
+        assert httpx.get(f"{server.url}/v2/models/iris").status_code == 404
+        metadata = httpx.get(f"{server.url}/v2/models/emb").json()
+        assert metadata["name"] == "emb" and metadata["versions"] == ["1"]
+        response = httpx.post(f"{server.url}/v2/models/emb/infer", json=BODY)
+        assert response.status_code == 200 and response.json()["model_name"] == "emb"
+        registry.promote("emb:2", actor="test", reason="better model")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if httpx.get(f"{server.url}/v2/models/emb").json()["versions"] == ["2"]:
+                break
+            time.sleep(0.1)
+        response = httpx.post(f"{server.url}/v2/models/emb/infer", json=BODY)
+        assert response.status_code == 200 and response.json()["model_version"] == "2"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +161,34 @@ def test_request_limits_stay_enforced_with_auth_on(secure: SecureServer) -> None
         anonymous = client.post("/v2/models/iris/infer", json=big)
     assert allowed.status_code == 413
     assert anonymous.status_code == 401, "credentials are checked before the body is read"
+
+
+def test_audit_records_carry_the_client_address(secure: SecureServer) -> None:
+    with _client(secure) as client:
+        headers = {"Authorization": f"Bearer {secure.keys.admin}"}
+        assert client.post("/v2/repository/models/iris/load", headers=headers).status_code == 200
+        assert client.get("/v2", headers={"Authorization": "Bearer mf_nokey000_x"}).status_code == 401
+    records = [json.loads(line) for line in secure.audit_log.read_text().splitlines()]
+    recent = {r["event"]: r for r in records}
+    for event in ("repository.load", "auth.denied"):
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", recent[event]["client"] or ""), recent[event]
+    assert recent["repository.load"]["outcome"] == "ok" and recent["repository.load"]["key_id"]
+
+
+def test_audit_to_stdout_as_on_kubernetes(tmp_path: Path, iris_artifact: Path) -> None:
+    KeyStore(tmp_path / "keys.json").create("client", ["infer:iris"], actor="test")
+    spec = {
+        "auth": {"enabled": True, "keys_file": str(tmp_path / "keys.json")},
+        "models": [{"path": str(iris_artifact)}],
+    }
+    spec_file = tmp_path / "serve.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    with serve(["--spec", str(spec_file)], tmp_path, env={"MODELFLEET_AUDIT_LOG": "-"}) as server:
+        assert httpx.get(f"{server.url}/v2", headers={"X-API-Key": "mf_nokey000_x"}).status_code == 401
+        deadline = time.monotonic() + 10
+        while "auth.denied" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [line for line in server.log().splitlines() if '"auth.denied"' in line]
+    assert lines, server.log()
+    record = json.loads(lines[0])
+    assert record["client"].startswith("127.0.0.1:") and record["reason"] == "unknown"

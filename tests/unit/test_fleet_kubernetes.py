@@ -495,3 +495,20 @@ def test_router_tls_mounts_the_secret_probes_over_https_and_validates() -> None:
         parse_spec(_base(router={"tls_secret_name": "Not_A_Name"}), FleetSpec)
     with pytest.raises(SpecError):
         parse_spec(_base(router={"tls_cert_file": "/c.pem"}), FleetSpec)  # a certificate without its key
+
+
+def test_servers_write_their_audit_log_to_stdout_unless_audit_is_off() -> None:
+    def audit_env(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                container = obj["spec"]["template"]["spec"]["containers"][0]
+                found[obj["metadata"]["name"]] = [
+                    e["value"] for e in container.get("env", []) if e["name"] == "MODELFLEET_AUDIT_LOG"
+                ]
+        return found
+
+    on = audit_env(_render(_base()))
+    assert on and all(values == ["-"] for name, values in on.items() if not name.endswith("-router"))
+    off = audit_env(_render(_base(audit={"enabled": False})))
+    assert all(values == [] for values in off.values())

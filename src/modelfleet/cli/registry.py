@@ -1,7 +1,7 @@
 """`modelfleet registry ...`: register, alias, promote, roll back, verify, sign, export and import models.
 
-Every command wraps one `modelfleet.registry.Registry` method. Admin actions also go to the audit log
-(`<root>/audit.jsonl` unless --audit-log or MODELFLEET_AUDIT_LOG says otherwise).
+Every command wraps one `modelfleet.registry.Registry` method. The registry itself records every write
+in its audit log (`<root>/audit.jsonl` unless --audit-log or MODELFLEET_AUDIT_LOG says otherwise).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from modelfleet.registry import AliasEvent, ModelVersion, Registry
-    from modelfleet.security.audit import AuditLog
 
 # Library imports happen inside commands so `modelfleet --help` does not load cryptography and SQLite.
 ENCRYPTION_KEY_BYTES = 32
@@ -91,16 +90,14 @@ def _root(root: Path | None) -> Path:
     return (root or Path.home() / ".modelfleet" / "registry").expanduser()
 
 
-def _open(root: Path | None, key_file: Path | None, create: bool = True) -> Registry:
+def _open(
+    root: Path | None, key_file: Path | None, create: bool = True, audit_log: Path | None = None
+) -> Registry:
     from modelfleet.registry import Registry
-
-    return Registry(_root(root), read_encryption_key(key_file), create=create)
-
-
-def _audit(root: Path | None, audit_log: Path | None) -> AuditLog:
     from modelfleet.security.audit import AuditLog
 
-    return AuditLog(audit_log or _root(root) / "audit.jsonl")
+    audit = AuditLog(audit_log) if audit_log is not None else None
+    return Registry(_root(root), read_encryption_key(key_file), create=create, audit=audit)
 
 
 def _trusted(paths: list[Path] | None) -> list[Any] | None:
@@ -206,7 +203,7 @@ def add_command(
     from modelfleet.registry import digest_path
 
     data_sha256 = digest_path(training_data) if training_data is not None else training_data_sha256
-    registry = _open(root, encryption_key_file)
+    registry = _open(root, encryption_key_file, audit_log=audit_log)
     who = actor_name(actor)
     with _progress(f"registering {artifact_dir}") as progress:
         version = registry.add(
@@ -220,13 +217,6 @@ def add_command(
             parent_version=parent,
             progress=progress,
         )
-    _audit(root, audit_log).record(
-        "registry.add",
-        actor=who,
-        model=version.name,
-        version=version.version,
-        manifest_sha256=version.manifest_sha256,
-    )
     if as_json:
         print_json(version.model_dump(mode="json"))
     else:
@@ -310,8 +300,8 @@ def alias_command(
 ) -> None:
     """Point an alias at a version."""
     who = actor_name(actor)
-    event = _open(root, encryption_key_file, create=False).alias(ref, alias, actor=who, reason=reason)
-    _print_event("registry.alias", event, root, audit_log, as_json)
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
+    _print_event(registry.alias(ref, alias, actor=who, reason=reason), as_json)
 
 
 @registry_app.command("promote")
@@ -326,10 +316,8 @@ def promote_command(
     as_json: Json = False,
 ) -> None:
     """Point an alias (production by default) at a version; the one it replaces stays registered."""
-    event = _open(root, encryption_key_file, create=False).promote(
-        ref, alias=to, actor=actor_name(actor), reason=reason
-    )
-    _print_event("registry.promote", event, root, audit_log, as_json)
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
+    _print_event(registry.promote(ref, alias=to, actor=actor_name(actor), reason=reason), as_json)
 
 
 @registry_app.command("rollback")
@@ -347,24 +335,12 @@ def rollback_command(
     as_json: Json = False,
 ) -> None:
     """Move an alias back to the version it pointed at before its last promotion."""
-    event = _open(root, encryption_key_file, create=False).rollback(
-        name, alias=alias, to_version=to, actor=actor_name(actor), reason=reason
-    )
-    _print_event("registry.rollback", event, root, audit_log, as_json)
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
+    event = registry.rollback(name, alias=alias, to_version=to, actor=actor_name(actor), reason=reason)
+    _print_event(event, as_json)
 
 
-def _print_event(
-    action: str, event: AliasEvent, root: Path | None, audit_log: Path | None, as_json: bool
-) -> None:
-    _audit(root, audit_log).record(
-        action,
-        actor=event.actor,
-        model=event.name,
-        alias=event.alias,
-        from_version=event.from_version,
-        to_version=event.to_version,
-        reason=event.reason,
-    )
+def _print_event(event: AliasEvent, as_json: bool) -> None:
     if as_json:
         print_json(event.model_dump(mode="json"))
         return
@@ -450,14 +426,8 @@ def gc_command(
     as_json: Json = False,
 ) -> None:
     """Remove blobs no version uses and leftovers of interrupted writes (never a referenced blob)."""
-    report = _open(root, encryption_key_file, create=False).gc(dry_run=dry_run)
-    if not dry_run:
-        _audit(root, audit_log).record(
-            "registry.gc",
-            actor=actor_name(actor),
-            removed_blobs=report.removed_blobs,
-            freed_bytes=report.freed_bytes,
-        )
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
+    report = registry.gc(dry_run=dry_run, actor=actor_name(actor))
     if as_json:
         print_json(report.model_dump(mode="json"))
     else:
@@ -477,12 +447,14 @@ def export_command(
     ] = None,
     root: Root = None,
     encryption_key_file: KeyFile = None,
+    audit_log: AuditPath = None,
+    actor: Actor = None,
     as_json: Json = False,
 ) -> None:
     """Write a self-describing bundle (plaintext: protect it like the models themselves)."""
-    registry = _open(root, encryption_key_file, create=False)
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
     with _progress("exporting") as progress:
-        report = registry.export_bundle(out, ref, progress=progress)
+        report = registry.export_bundle(out, ref, progress=progress, actor=actor_name(actor))
     if as_json:
         print_json(report.model_dump(mode="json"))
     else:
@@ -503,12 +475,9 @@ def import_command(
     as_json: Json = False,
 ) -> None:
     """Restore a bundle with identical hashes and version numbers (every blob verified)."""
-    registry = _open(root, encryption_key_file)
+    registry = _open(root, encryption_key_file, audit_log=audit_log)
     with _progress(f"importing {bundle}") as progress:
-        report = registry.import_bundle(bundle, progress=progress)
-    _audit(root, audit_log).record(
-        "registry.import", actor=actor_name(actor), bundle=str(bundle), versions_added=report.versions_added
-    )
+        report = registry.import_bundle(bundle, progress=progress, actor=actor_name(actor))
     if as_json:
         print_json(report.model_dump(mode="json"))
         return
@@ -534,15 +503,11 @@ def sign_command(
     as_json: Json = False,
 ) -> None:
     """Sign a version's name, number and file hashes with Ed25519."""
-    registry = _open(root, encryption_key_file, create=False)
+    registry = _open(root, encryption_key_file, create=False, audit_log=audit_log)
     version = registry.get(ref)
-    who = actor_name(actor)
     from modelfleet.registry import load_private_key
 
-    record = registry.sign(version.ref, load_private_key(key), actor=who)
-    _audit(root, audit_log).record(
-        "registry.sign", actor=who, model=version.name, version=version.version, key_id=record.key_id
-    )
+    record = registry.sign(version.ref, load_private_key(key), actor=actor_name(actor))
     if as_json:
         print_json(record.model_dump(mode="json"))
     else:

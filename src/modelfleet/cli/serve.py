@@ -20,6 +20,7 @@ def build_spec(
     batching: dict[str, object],
     refs: list[str] | None = None,
     registry_root: Path | None = None,
+    audit_log: Path | None = None,
 ) -> ServeSpec:
     """A serve spec from a file and/or `--model` paths and `--ref` registry references; flags override the file."""
     refs = refs or []
@@ -40,6 +41,8 @@ def build_spec(
         if registry_root is not None or registry.get("root") is None:
             registry["root"] = (registry_root or Path.home() / ".modelfleet" / "registry").expanduser()
     data["server"].update({key: value for key, value in overrides.items() if value is not None})
+    if audit_log is not None:
+        data.setdefault("auth", {})["audit_log"] = audit_log
     chosen_batching = {key: value for key, value in batching.items() if value is not None}
     if chosen_batching:
         for model in data["models"]:
@@ -89,6 +92,11 @@ def register(app: typer.Typer) -> None:
         ),
         tls_key: Path | None = typer.Option(None, help="PEM private key.", envvar="MODELFLEET_TLS_KEY"),
         port_file: Path | None = typer.Option(None, help="Write the port here once listening (for scripts)."),
+        audit_log: Path | None = typer.Option(
+            None,
+            help="Audit log of admin actions and auth failures (JSON lines); `-` for stdout.",
+            envvar="MODELFLEET_AUDIT_LOG",
+        ),
     ) -> None:
         """Serve models over the Open Inference Protocol (V2) with dynamic batching."""
         logging.basicConfig(level=logging.WARNING, format="modelfleet: %(message)s")
@@ -110,6 +118,7 @@ def register(app: typer.Typer) -> None:
             },
             ref,
             registry,
+            audit_log,
         )
         # Fail before binding the port when an artifact folder is plainly missing or not an artifact.
         for entry in spec.models:

@@ -255,6 +255,16 @@ class AuthConfig(SpecModel):
         self.resolve_path_fields(base, "keys_file")
 
 
+class AuditConfig(SpecModel):
+    """The servers' audit log: admin actions (repository load/unload) and auth failures, with client addresses."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep an audit log: locally one JSON-lines file per server process in the fleet's state "
+        "folder (`audit/PROCESS.jsonl`), on Kubernetes each server's stdout (collected with its logs).",
+    )
+
+
 class ImageConfig(SpecModel):
     """The model-server container image (built from `modelfleet image context`)."""
 
@@ -511,6 +521,7 @@ class FleetSpec(SpecModel):
     )
     router: RouterConfig = Field(default_factory=RouterConfig, description="The fleet's single endpoint.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API-key authentication.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="The servers' audit log.")
     image: ImageConfig = Field(default_factory=ImageConfig, description="Model-server container image.")
     kubernetes: KubernetesConfig = Field(
         default_factory=KubernetesConfig, description="Kubernetes rendering settings."

@@ -61,7 +61,10 @@ class ModelRuntimeConfig(SpecModel):
         default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after)."
     )
     warmup_runs: int = Field(
-        default=2, ge=0, description="Runs on generated inputs before the model reports ready."
+        default=2,
+        ge=0,
+        description="Runs through the model's batcher before it reports ready, alternating batch 1 and "
+        "max_batch_size (verification sentences for text models, inputs generated from the specs otherwise).",
     )
 
     def runtime_fields(self) -> dict[str, object]:
@@ -157,7 +160,8 @@ class AuthConfig(SpecModel):
     )
     keys_file: Path | None = Field(default=None, description="Key store written by `modelfleet keys create`.")
     audit_log: Path | None = Field(
-        default=None, description="JSON-lines audit log of admin actions and auth failures."
+        default=None,
+        description="JSON-lines audit log of admin actions and auth failures, with client addresses; `-` writes to stdout.",
     )
     protect_metrics: bool = Field(
         default=True, description="Require the `read` scope for /metrics when auth is on."
@@ -170,7 +174,9 @@ class AuthConfig(SpecModel):
         return self
 
     def resolve_paths(self, base: Path) -> None:
-        self.resolve_path_fields(base, "keys_file", "audit_log")
+        self.resolve_path_fields(base, "keys_file")
+        if self.audit_log is not None and str(self.audit_log) != "-":  # `-` is stdout, not a file here
+            self.resolve_path_fields(base, "audit_log")
 
 
 class RegistryConfig(SpecModel):

@@ -237,6 +237,8 @@ def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
         {"name": "MODELFLEET_FLEET", "value": spec.name},
         {"name": "MODELFLEET_GROUP", "value": group.name},
     ]
+    if spec.audit.enabled:  # to stdout: the cluster's log pipeline collects it with the server's logs
+        container["env"].append({"name": "MODELFLEET_AUDIT_LOG", "value": "-"})
     startup_budget_s = max(m.warmup_runs for m in group.models) * 5 + 120
     container["startupProbe"] = _http_probe(
         "/v2/health/ready", PROBE_PERIOD_S, math.ceil(startup_budget_s / PROBE_PERIOD_S)

@@ -118,6 +118,8 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             serve_spec = group.serve_spec(
                 host, port, keys_file=keys_file, protect_metrics=spec.auth.protect_metrics
             )
+            if spec.audit.enabled:  # one file per process: no two writers share a log
+                serve_spec.auth.audit_log = paths.root / "audit" / f"{process_id}.jsonl"
             write_atomic(
                 spec_file,
                 yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False),

@@ -12,17 +12,18 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import sqlite3
 import tarfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound, StorageError
 from modelfleet.fileio import fsync_dir
 from modelfleet.manifest import MANIFEST_FILE
 from modelfleet.registry import index
@@ -30,11 +31,15 @@ from modelfleet.registry.aliases import check_alias_name
 from modelfleet.registry.blobs import BlobStore, is_sha256_hex
 from modelfleet.registry.checkout import check_relative_path
 from modelfleet.registry.models import AliasEvent, ExportReport, ImportReport, ModelVersion
+from modelfleet.registry.recording import storage_error
+from modelfleet.types import ModelRef
 
 BUNDLE_INDEX_NAME = "modelfleet-bundle.json"
 BUNDLE_FORMAT = "modelfleet-bundle"
 BUNDLE_FORMAT_VERSION = 1
 _BLOB_MEMBER = re.compile(r"^blobs/([0-9a-f]{64})$")
+# The index is read into memory whole; this bounds what a hostile bundle can make it allocate.
+MAX_INDEX_BYTES = 256 << 20
 
 Progress = Callable[[str], None]
 Scope = Literal["version", "model", "all"]
@@ -75,6 +80,34 @@ class BundleIndex(BaseModel):
                     raise InvalidInput(f"bundle: {version.ref}/{entry.path} has no valid sha256")
             if MANIFEST_FILE not in paths or version.file_hashes()[MANIFEST_FILE] != version.manifest_sha256:
                 raise IntegrityError(f"bundle: {version.ref} does not carry the manifest its record names")
+
+
+def bundle_index(
+    conn: sqlite3.Connection, versions: list[ModelVersion], ref: ModelRef | None, store_id: str, now: str
+) -> BundleIndex:
+    """The index of a bundle of ``versions`` (chosen by ``ref``; None: everything), with aliases and history
+    unless it holds a single version."""
+    scope: Scope = (
+        "all" if ref is None else "model" if ref.version is None and ref.alias is None else "version"
+    )
+    aliases: list[AliasPointer] = []
+    events: list[AliasEvent] = []
+    if scope != "version":
+        for name in sorted({v.name for v in versions}):
+            aliases += [
+                AliasPointer(name=name, alias=a, version=k) for a, k in index.aliases_of(conn, name).items()
+            ]
+            events += index.events(conn, name)
+    return BundleIndex(
+        format="modelfleet-bundle",
+        format_version=BUNDLE_FORMAT_VERSION,
+        created_at=now,
+        scope=scope,
+        source_registry_id=store_id,
+        versions=versions,
+        aliases=aliases,
+        alias_events=events,
+    )
 
 
 def write_bundle(
@@ -133,39 +166,36 @@ def read_bundle(path: Path, blobs: BlobStore, progress: Progress | None = None) 
     """Read a bundle's index and copy its blobs into ``blobs`` (each verified); returns (index, blobs written).
 
     Blobs go in before the caller registers anything, so an interrupted import leaves only unreferenced
-    blobs, which ``gc`` removes.
+    blobs, which ``gc`` removes. Nothing a bundle claims is trusted before it is checked: every member
+    must be a blob the index names, of the size the index gives, once; the blobs missing here must fit
+    the free space; and no member is read past its recorded size.
     """
     if not path.is_file():
         raise NotFound(f"bundle {path} does not exist")
     try:
         with tarfile.open(path, "r|*") as tar:
             index = _read_index(path, tar)
-            users: dict[str, list[str]] = {}
-            for version in index.versions:
-                for entry in version.files:
-                    users.setdefault(entry.sha256, []).append(f"{version.ref}/{entry.path}")
+            users, sizes = _expected_blobs(path, index)
+            _check_free_space(path, blobs, sizes)
             received: set[str] = set()
             written = 0
             # next() rather than iteration: iterating a stream-mode tar replays members already read.
             while (member := tar.next()) is not None:
-                match = _BLOB_MEMBER.match(member.name)
-                if match is None or not member.isfile():
-                    raise InvalidInput(f"bundle {path}: unexpected member {member.name!r}")
-                sha256 = match[1]
-                if sha256 not in users:
-                    continue
+                sha256 = _check_member(path, member, sizes, received)
                 if progress is not None:
                     progress(f"importing blob {len(received) + 1}/{len(users)} ({users[sha256][0]})")
                 handle = tar.extractfile(member)
                 assert handle is not None  # a regular file member always has data
                 try:
-                    written += blobs.put_stream(handle, sha256)
+                    written += blobs.put_stream(_Bounded(handle, sizes[sha256], path, sha256), sha256)
                 except IntegrityError as exc:
                     raise IntegrityError(
                         f"bundle {path}: {', '.join(users[sha256])} is corrupt: {exc.message}"
                     ) from None
                 received.add(sha256)
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and storage_error(path, "import", exc) is not None:
+            raise  # the registry's disk, not the bundle: the caller says so
         raise InvalidInput(f"bundle {path} is truncated or not a tar file: {exc}") from None
     for sha256, used_by in users.items():
         if sha256 not in received and blobs.check(sha256) is not None:
@@ -173,10 +203,74 @@ def read_bundle(path: Path, blobs: BlobStore, progress: Progress | None = None) 
     return index, written
 
 
+def _expected_blobs(path: Path, index: BundleIndex) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Who uses each blob, and its size; refuses an index that gives one blob two sizes."""
+    users: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    for version in index.versions:
+        for entry in version.files:
+            users.setdefault(entry.sha256, []).append(f"{version.ref}/{entry.path}")
+            known = sizes.setdefault(entry.sha256, entry.size_bytes)
+            if known != entry.size_bytes or entry.size_bytes < 0:
+                raise IntegrityError(
+                    f"bundle {path}: the index gives {version.ref}/{entry.path} {entry.size_bytes} bytes, "
+                    f"another file with the same sha256 {known}"
+                )
+    return users, sizes
+
+
+def _check_free_space(path: Path, blobs: BlobStore, sizes: dict[str, int]) -> None:
+    needed = sum(size for sha256, size in sizes.items() if not blobs.has(sha256))
+    free = shutil.disk_usage(blobs.tmp_dir).free
+    if needed > free:
+        raise StorageError(
+            f"cannot import {path}: its blobs need {needed:,} bytes and the registry's disk has {free:,} free; "
+            "nothing was imported"
+        )
+
+
+def _check_member(path: Path, member: tarfile.TarInfo, sizes: dict[str, int], received: set[str]) -> str:
+    """The sha256 a member holds, once its name, kind and size agree with the index (before any byte is read)."""
+    match = _BLOB_MEMBER.match(member.name)
+    if match is None or not member.isfile():
+        raise InvalidInput(f"bundle {path}: unexpected member {member.name!r}")
+    sha256 = match[1]
+    if sha256 not in sizes:
+        raise IntegrityError(f"bundle {path}: member {member.name} is not named by the bundle's index")
+    if sha256 in received:
+        raise IntegrityError(f"bundle {path}: member {member.name} appears twice")
+    if member.size != sizes[sha256]:
+        raise IntegrityError(
+            f"bundle {path}: member {member.name} holds {member.size:,} bytes, its index says {sizes[sha256]:,}"
+        )
+    return sha256
+
+
+class _Bounded:
+    """A member's reader that fails once it yields more than the index's size (stops at size + 0 bytes)."""
+
+    def __init__(self, reader: IO[bytes], size_bytes: int, path: Path, sha256: str) -> None:
+        self._reader = reader
+        self._remaining = size_bytes
+        self._what = f"bundle {path}: member blobs/{sha256}"
+
+    def read(self, size: int = -1, /) -> bytes:
+        wanted = self._remaining + 1 if size < 0 else min(size, self._remaining + 1)
+        data = self._reader.read(wanted)
+        if len(data) > self._remaining:
+            raise IntegrityError(f"{self._what} holds more bytes than its index says")
+        self._remaining -= len(data)
+        return data
+
+
 def _read_index(path: Path, tar: tarfile.TarFile) -> BundleIndex:
     first = tar.next()
     if first is None or first.name != BUNDLE_INDEX_NAME or not first.isfile():
         raise InvalidInput(f"{path} is not a modelfleet bundle: it does not start with {BUNDLE_INDEX_NAME}")
+    if first.size > MAX_INDEX_BYTES:
+        raise InvalidInput(
+            f"bundle {path}: its index is {first.size:,} bytes, over the limit of {MAX_INDEX_BYTES:,}"
+        )
     handle = tar.extractfile(first)
     assert handle is not None
     try:

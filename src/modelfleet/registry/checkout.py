@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+import tempfile
 import uuid
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
 from modelfleet.errors import IntegrityError, InvalidInput
@@ -78,3 +81,18 @@ def write_checkout(blobs: BlobStore, version: ModelVersion, dest: Path) -> None:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def private_temp_dir() -> Path:
+    """``$TMPDIR/modelfleet-checkouts-<uid>``, created 0700 and refused if someone else owns it or it is a link."""
+    path = Path(tempfile.gettempdir()) / f"modelfleet-checkouts-{os.getuid()}"
+    with suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise InvalidInput(
+            f"{path} is not a folder owned by this user; refusing to put decrypted models there"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -11,13 +11,15 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from modelfleet.registry.models import ModelVersion, SignatureRecord
 
 _CONTEXT = b"modelfleet-version-signature-v1\n"
 
@@ -106,3 +108,47 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise InvalidInput(f"{path} is a {type(key).__name__}, not an Ed25519 public key")
     return key
+
+
+def version_payload(version: ModelVersion) -> bytes:
+    return signing_payload(version.name, version.version, version.manifest_sha256, version.file_hashes())
+
+
+def sign_version(version: ModelVersion, key: Ed25519PrivateKey, actor: str, at: str) -> SignatureRecord:
+    """A signature record of ``version`` (name, number, file hashes) by ``key``."""
+    public = key.public_key()
+    return SignatureRecord(
+        key_id=key_id(public),
+        public_key_b64=base64.b64encode(public_key_bytes(public)).decode(),
+        signature_b64=base64.b64encode(sign(key, version_payload(version))).decode(),
+        signed_at=at,
+        actor=actor,
+    )
+
+
+def trusted_signature(version: ModelVersion, trusted_keys: Sequence[Ed25519PublicKey]) -> SignatureRecord:
+    """The recorded signature made by one of ``trusted_keys``; IntegrityError when there is none."""
+    payload = version_payload(version)
+    trusted = {key_id(key): key for key in trusted_keys}
+    if not trusted:
+        raise IntegrityError(
+            f"{version.ref}: a signature is required but no trusted public key is configured"
+        )
+    for record in version.signatures:
+        key = trusted.get(record.key_id)
+        if key is not None and verify(key, payload, base64.b64decode(record.signature_b64)):
+            return record
+    held = ", ".join(s.key_id for s in version.signatures) or "none"
+    raise IntegrityError(
+        f"{version.ref}: no valid signature by a trusted key (trusted {', '.join(sorted(trusted))}; signed by {held})"
+    )
+
+
+def mismatched_signature(version: ModelVersion) -> str | None:
+    """A problem line for the first recorded signature that does not match the version's files."""
+    payload = version_payload(version)
+    for record in version.signatures:
+        key = public_key_from_b64(record.public_key_b64)
+        if not verify(key, payload, base64.b64decode(record.signature_b64)):
+            return f"{version.ref}: signature by key {record.key_id} does not match the version's files"
+    return None

@@ -10,22 +10,23 @@ Layout of a registry folder::
 
 Crash safety: `add` and `import` write blobs first (each atomically), then register the version in one
 SQLite transaction. A version row therefore only exists once all its bytes do; a crash before the commit
-leaves unreferenced blobs and temp files, which `gc` removes.
+leaves unreferenced blobs and temp files, which `gc` removes. A full or read-only disk is a StorageError.
+
+Audit: every write (add, alias, promote, rollback, sign, gc, export, import) is recorded in the
+registry's AuditLog (``<root>/audit.jsonl`` unless another is given) with its actor and outcome, by the
+library itself, so a script calling ``registry.promote(...)`` leaves the same trail as the CLI.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import os
 import shutil
 import sqlite3
-import stat
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from modelfleet.manifest import MANIFEST_FILE, read_manifest
 from modelfleet.registry import bundle, index, lineage, signing
 from modelfleet.registry.aliases import check_alias_name, rollback_target
 from modelfleet.registry.blobs import BlobCipher, BlobStore, is_sha256_hex
-from modelfleet.registry.checkout import first_mismatch, write_checkout
+from modelfleet.registry.checkout import first_mismatch, private_temp_dir, write_checkout
 from modelfleet.registry.models import (
     AliasAction,
     AliasEvent,
@@ -51,10 +52,14 @@ from modelfleet.registry.models import (
     SignatureRecord,
     VerifyReport,
 )
+from modelfleet.registry.names import check_model_name, describe_ranges, parse_ref, require_reason
+from modelfleet.registry.recording import AuditTrail, default_actor, storage_errors
+from modelfleet.security.audit import AuditLog
 from modelfleet.types import ModelRef
 
 INDEX_FILE = "index.sqlite"
 LOCK_FILE = "registry.lock"
+AUDIT_FILE = "audit.jsonl"
 Progress = Callable[[str], None]
 
 
@@ -72,22 +77,28 @@ class Registry:
         *,
         cache_dir: Path | None = None,
         create: bool = True,
+        audit: AuditLog | None = None,
     ) -> None:
-        """Open the registry at ``root``; with ``create`` (the default) make it when it does not exist."""
+        """Open the registry at ``root``; with ``create`` (the default) make it when it does not exist.
+
+        ``audit`` receives a record of every write; by default ``<root>/audit.jsonl``.
+        """
         self.root = Path(root)
+        self.audit = AuditTrail(audit or AuditLog(self.root / AUDIT_FILE), self.root)
         if not create and not (self.root / INDEX_FILE).is_file():
             raise NotFound(f"there is no registry at {self.root} (`modelfleet registry add` creates one)")
-        self._check_root()
         cipher = BlobCipher(encryption_key) if encryption_key is not None else None
         self._index = index.Index(self.root / INDEX_FILE)
-        meta = self._index.initialise(
-            {
-                "schema_version": index.SCHEMA_VERSION,
-                "store_id": uuid.uuid4().hex,
-                "encryption": "aes-256-gcm" if cipher is not None else "none",
-                "key_check": cipher.key_check() if cipher is not None else "",
-            }
-        )
+        with storage_errors(self.root, "open the registry"):
+            self._check_root()
+            meta = self._index.initialise(
+                {
+                    "schema_version": index.SCHEMA_VERSION,
+                    "store_id": uuid.uuid4().hex,
+                    "encryption": "aes-256-gcm" if cipher is not None else "none",
+                    "key_check": cipher.key_check() if cipher is not None else "",
+                }
+            )
         if meta["schema_version"] != index.SCHEMA_VERSION:
             raise InvalidInput(
                 f"registry {self.root} has schema version {meta['schema_version']}; this modelfleet reads {index.SCHEMA_VERSION}"
@@ -103,8 +114,9 @@ class Registry:
         else:
             # Checkouts are plaintext by necessity (the runtime reads them); keep them out of the store so a
             # copied store stays useless without the key, in a folder only this user can read.
-            self.cache_dir = _private_temp_dir() / self.store_id
-        self._clean_temp_if_idle()
+            self.cache_dir = private_temp_dir() / self.store_id
+        with storage_errors(self.root, "open the registry"):
+            self._clean_temp_if_idle()
 
     # ----- opening -------------------------------------------------------------------------------------
 
@@ -151,14 +163,16 @@ class Registry:
     # ----- reading -------------------------------------------------------------------------------------
 
     def _resolve(self, conn: sqlite3.Connection, ref: ModelRef | str) -> tuple[str, int]:
-        parsed = _parse_ref(ref)
+        parsed = parse_ref(ref)
         numbers = index.version_numbers(conn, parsed.name)
         if not numbers:
             raise NotFound(f"model {parsed.name!r} is not in the registry at {self.root}")
         if parsed.version is not None:
             number = int(parsed.version)
             if number not in numbers:
-                raise NotFound(f"model {parsed.name!r} has no version {number} (versions {_ranges(numbers)})")
+                raise NotFound(
+                    f"model {parsed.name!r} has no version {number} (versions {describe_ranges(numbers)})"
+                )
             return parsed.name, number
         if parsed.alias is not None:
             aliases = index.aliases_of(conn, parsed.name)
@@ -214,8 +228,27 @@ class Registry:
         bytes; point an alias at the existing one instead).
         """
         artifact_dir = Path(artifact_dir)
+        with self.audit.operation("registry.add", actor, artifact=str(artifact_dir)) as learned:
+            with storage_errors(self.root, f"register {artifact_dir}"):
+                lineage_args = (source_uri, training_data_sha256, training_data_uri, training_params)
+                record = self._add(artifact_dir, actor, name, lineage_args, parent_version, learned, progress)
+            learned.update(version=record.version, manifest_sha256=record.manifest_sha256)
+        return record
+
+    def _add(
+        self,
+        artifact_dir: Path,
+        actor: str,
+        name: str | None,
+        lineage_args: tuple[str | None, str | None, str | None, dict[str, Any] | None],
+        parent_version: int | None,
+        learned: dict[str, object],
+        progress: Progress | None,
+    ) -> ModelVersion:
+        source_uri, training_data_sha256, training_data_uri, training_params = lineage_args
         manifest = read_manifest(artifact_dir)
-        model_name = _check_model_name(name or manifest.name)
+        model_name = check_model_name(name or manifest.name)
+        learned["model"] = model_name
         if training_data_sha256 is not None and not is_sha256_hex(training_data_sha256):
             raise InvalidInput("training data sha256 must be 64 lowercase hex digits")
         manifest_bytes = (artifact_dir / MANIFEST_FILE).read_bytes()
@@ -275,27 +308,44 @@ class Registry:
         self, ref: ModelRef | str, alias: str, *, actor: str, reason: str = "", action: AliasAction = "set"
     ) -> AliasEvent:
         """Point ``alias`` at the version ``ref`` names, recording who, when and why."""
-        check_alias_name(alias)
-        with self._index.connect(write=True) as conn:
-            name, number = self._resolve(conn, ref)
-            current = index.aliases_of(conn, name).get(alias)
-            if current == number:
-                raise Conflict(f"{name}@{alias} already points at version {number}")
-            return self._move(conn, name, alias, current, number, action, reason, actor)
+        event_name = "registry.alias" if action == "set" else f"registry.{action}"
+        with self.audit.operation(event_name, actor, ref=str(ref), alias=alias, reason=reason) as learned:
+            if action == "promote":
+                require_reason(reason, "promote")
+            check_alias_name(alias)
+            with (
+                storage_errors(self.root, f"move {ref} to @{alias}"),
+                self._index.connect(write=True) as conn,
+            ):
+                name, number = self._resolve(conn, ref)
+                current = index.aliases_of(conn, name).get(alias)
+                if current == number:
+                    raise Conflict(f"{name}@{alias} already points at version {number}")
+                event = self._move(conn, name, alias, current, number, action, reason, actor)
+            learned.update(model=event.name, from_version=event.from_version, to_version=event.to_version)
+        return event
 
     def promote(
         self, ref: ModelRef | str, *, actor: str, reason: str, alias: str = "production"
     ) -> AliasEvent:
         """Point ``alias`` (production by default) at ``ref``; the version it replaces stays registered."""
-        _require_reason(reason, "promote")
         return self.alias(ref, alias, actor=actor, reason=reason, action="promote")
 
     def rollback(
         self, name: str, *, actor: str, reason: str, alias: str = "production", to_version: int | None = None
     ) -> AliasEvent:
         """Move ``alias`` back to where it pointed before its last promotion, or to ``to_version``."""
-        _require_reason(reason, "roll back")
-        check_alias_name(alias)
+        with self.audit.operation(
+            "registry.rollback", actor, model=name, alias=alias, reason=reason
+        ) as learned:
+            require_reason(reason, "roll back")
+            check_alias_name(alias)
+            with storage_errors(self.root, f"roll back {name}@{alias}"):
+                event = self._rollback(name, alias, to_version, reason, actor)
+            learned.update(from_version=event.from_version, to_version=event.to_version)
+        return event
+
+    def _rollback(self, name: str, alias: str, to_version: int | None, reason: str, actor: str) -> AliasEvent:
         with self._index.connect(write=True) as conn:
             if not index.model_exists(conn, name):
                 raise NotFound(f"model {name!r} is not in the registry at {self.root}")
@@ -344,38 +394,27 @@ class Registry:
 
     def sign(self, ref: ModelRef | str, private_key: Ed25519PrivateKey, *, actor: str) -> SignatureRecord:
         """Sign a version's name, number and file hashes with an Ed25519 key, and record the signature."""
+        with self.audit.operation("registry.sign", actor, ref=str(ref)) as learned:
+            with storage_errors(self.root, f"sign {ref}"):
+                record, version = self._sign(ref, private_key, actor)
+            learned.update(model=version.name, version=version.version, key_id=record.key_id)
+        return record
+
+    def _sign(
+        self, ref: ModelRef | str, private_key: Ed25519PrivateKey, actor: str
+    ) -> tuple[SignatureRecord, ModelVersion]:
         version = self.get(ref)
-        payload = _signing_payload(version)
-        public = private_key.public_key()
-        record = SignatureRecord(
-            key_id=signing.key_id(public),
-            public_key_b64=_b64(signing.public_key_bytes(public)),
-            signature_b64=_b64(signing.sign(private_key, payload)),
-            signed_at=utc_now(),
-            actor=actor,
-        )
+        record = signing.sign_version(version, private_key, actor, utc_now())
         with self._index.connect(write=True) as conn:
             index.insert_signature(conn, version.name, version.version, record)
-        return record
+        return record, version
 
     def verify_signature(
         self, ref: ModelRef | str | ModelVersion, trusted_keys: Sequence[Ed25519PublicKey]
     ) -> SignatureRecord:
         """The recorded signature made by one of ``trusted_keys``; IntegrityError when there is none."""
-        version = ref if isinstance(ref, ModelVersion) else self.get(ref)
-        payload = _signing_payload(version)
-        trusted = {signing.key_id(key): key for key in trusted_keys}
-        if not trusted:
-            raise IntegrityError(
-                f"{version.ref}: a signature is required but no trusted public key is configured"
-            )
-        for record in version.signatures:
-            key = trusted.get(record.key_id)
-            if key is not None and signing.verify(key, payload, _unb64(record.signature_b64)):
-                return record
-        held = ", ".join(s.key_id for s in version.signatures) or "none"
-        raise IntegrityError(
-            f"{version.ref}: no valid signature by a trusted key (trusted {', '.join(sorted(trusted))}; signed by {held})"
+        return signing.trusted_signature(
+            ref if isinstance(ref, ModelVersion) else self.get(ref), trusted_keys
         )
 
     # ----- loading -------------------------------------------------------------------------------------
@@ -462,11 +501,9 @@ class Registry:
     def _signature_problem(
         self, version: ModelVersion, trusted_keys: Sequence[Ed25519PublicKey] | None
     ) -> str | None:
-        payload = _signing_payload(version)
-        for record in version.signatures:
-            key = signing.public_key_from_b64(record.public_key_b64)
-            if not signing.verify(key, payload, _unb64(record.signature_b64)):
-                return f"{version.ref}: signature by key {record.key_id} does not match the version's files"
+        mismatch = signing.mismatched_signature(version)
+        if mismatch is not None:
+            return mismatch
         if trusted_keys is not None:
             try:
                 self.verify_signature(version, trusted_keys)
@@ -477,7 +514,7 @@ class Registry:
     def _select(self, conn: sqlite3.Connection, ref: ModelRef | str | None) -> list[tuple[str, int]]:
         if ref is None:
             return [(n, k) for n in index.model_names(conn) for k in index.version_numbers(conn, n)]
-        parsed = _parse_ref(ref)
+        parsed = parse_ref(ref)
         if parsed.version is None and parsed.alias is None:
             numbers = index.version_numbers(conn, parsed.name)
             if not numbers:
@@ -485,8 +522,17 @@ class Registry:
             return [(parsed.name, k) for k in numbers]
         return [self._resolve(conn, parsed)]
 
-    def gc(self, *, dry_run: bool = False) -> GcReport:
+    def gc(self, *, dry_run: bool = False, actor: str | None = None) -> GcReport:
         """Remove blobs no version uses and leftovers of interrupted writes; never a referenced blob."""
+        if dry_run:
+            return self._gc(dry_run=True)
+        with self.audit.operation("registry.gc", actor or default_actor()) as learned:
+            with storage_errors(self.root, "collect garbage"):
+                report = self._gc(dry_run=False)
+            learned.update(removed_blobs=report.removed_blobs, freed_bytes=report.freed_bytes)
+        return report
+
+    def _gc(self, *, dry_run: bool) -> GcReport:
         with self._lock(exclusive=True):
             with self._index.connect() as conn:
                 referenced = set(index.blob_users(conn))
@@ -507,105 +553,52 @@ class Registry:
     # ----- bundles -------------------------------------------------------------------------------------
 
     def export_bundle(
-        self, out: Path, ref: ModelRef | str | None = None, *, progress: Progress | None = None
+        self,
+        out: Path,
+        ref: ModelRef | str | None = None,
+        *,
+        progress: Progress | None = None,
+        actor: str | None = None,
     ) -> ExportReport:
-        """Write one version (``name:3``, ``name@alias``), a whole model (``name``) or everything (None) to ``out``."""
+        """Write one version (``name:3``, ``name@alias``), a whole model (``name``) or everything (None) to ``out``.
+
+        Audited: a bundle is a plaintext copy of the models.
+        """
+        with self.audit.operation(
+            "registry.export",
+            actor or default_actor(),
+            ref=None if ref is None else str(ref),
+            bundle=str(out),
+        ) as learned:
+            report = self._export(Path(out), ref, progress)
+            learned.update(versions=report.versions, size_bytes=report.size_bytes)
+        return report
+
+    def _export(self, out: Path, ref: ModelRef | str | None, progress: Progress | None) -> ExportReport:
         with self._index.connect() as conn:
             selected = self._select(conn, ref)
             versions = [v for n, k in selected if (v := index.load_version(conn, n, k)) is not None]
-            parsed = None if ref is None else _parse_ref(ref)
-            scope: bundle.Scope = (
-                "all"
-                if parsed is None
-                else "model"
-                if parsed.version is None and parsed.alias is None
-                else "version"
-            )
-            aliases: list[bundle.AliasPointer] = []
-            events: list[AliasEvent] = []
-            if scope != "version":
-                for name in sorted({v.name for v in versions}):
-                    aliases += [
-                        bundle.AliasPointer(name=name, alias=a, version=k)
-                        for a, k in index.aliases_of(conn, name).items()
-                    ]
-                    events += index.events(conn, name)
-        contents = bundle.BundleIndex(
-            format="modelfleet-bundle",
-            format_version=bundle.BUNDLE_FORMAT_VERSION,
-            created_at=utc_now(),
-            scope=scope,
-            source_registry_id=self.store_id,
-            versions=versions,
-            aliases=aliases,
-            alias_events=events,
-        )
-        return bundle.write_bundle(Path(out), contents, self._blobs, progress)
+            parsed = None if ref is None else parse_ref(ref)
+            contents = bundle.bundle_index(conn, versions, parsed, self.store_id, utc_now())
+        return bundle.write_bundle(out, contents, self._blobs, progress)
 
-    def import_bundle(self, path: Path, *, progress: Progress | None = None) -> ImportReport:
-        """Restore a bundle: same version numbers, same hashes, aliases and history where they are new here."""
-        with self._lock(exclusive=False):
-            contents, written = bundle.read_bundle(Path(path), self._blobs, progress)
-            with self._index.connect(write=True) as conn:
-                for version in contents.versions:
-                    _check_model_name(version.name)
-                return bundle.register_bundle(conn, contents, written, utc_now())
+    def import_bundle(
+        self, path: Path, *, progress: Progress | None = None, actor: str | None = None
+    ) -> ImportReport:
+        """Restore a bundle: same version numbers, same hashes, aliases and history where they are new here.
+
+        Every member's size is checked against the index before and while it is copied, and the bundle's
+        total against the free space, so a hostile or damaged bundle cannot fill the disk.
+        """
+        with self.audit.operation("registry.import", actor or default_actor(), bundle=str(path)) as learned:
+            with storage_errors(self.root, f"import {path}"), self._lock(exclusive=False):
+                contents, written = bundle.read_bundle(Path(path), self._blobs, progress)
+                with self._index.connect(write=True) as conn:
+                    for version in contents.versions:
+                        check_model_name(version.name)
+                    report = bundle.register_bundle(conn, contents, written, utc_now())
+            learned.update(versions_added=report.versions_added, aliases_set=report.aliases_set)
+        return report
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
-
-
-def _private_temp_dir() -> Path:
-    """``$TMPDIR/modelfleet-checkouts-<uid>``, created 0700 and refused if someone else owns it or it is a link."""
-    path = Path(tempfile.gettempdir()) / f"modelfleet-checkouts-{os.getuid()}"
-    with suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise InvalidInput(
-            f"{path} is not a folder owned by this user; refusing to put decrypted models there"
-        )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
-    return path
-
-
-def _parse_ref(ref: ModelRef | str) -> ModelRef:
-    if isinstance(ref, ModelRef):
-        return ref
-    try:
-        return ModelRef.parse(ref)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
-def _check_model_name(name: str) -> str:
-    parsed = _parse_ref(name)
-    if parsed.version is not None or parsed.alias is not None:
-        raise InvalidInput(f"model name {name!r} must not contain ':' or '@'")
-    return name
-
-
-def _require_reason(reason: str, verb: str) -> None:
-    if not reason.strip():
-        raise InvalidInput(f"say why you {verb} (a reason is recorded in the alias history)")
-
-
-def _signing_payload(version: ModelVersion) -> bytes:
-    return signing.signing_payload(
-        version.name, version.version, version.manifest_sha256, version.file_hashes()
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _ranges(numbers: list[int]) -> str:
-    if len(numbers) > 1 and numbers[-1] - numbers[0] == len(numbers) - 1:
-        return f"{numbers[0]}–{numbers[-1]}"
-    return ", ".join(str(n) for n in numbers)

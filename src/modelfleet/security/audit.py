@@ -18,13 +18,19 @@ _FORBIDDEN_NAME = re.compile(
 )
 _SECRET_VALUE = re.compile(r"mf_[a-z0-9]{8}_[A-Za-z0-9_-]{8,}|(?i:bearer)\s+\S+")
 REDACTED = "[redacted]"
+# The destination that means "this process's standard output" (a container's log stream).
+STDOUT = "-"
 
 
 class AuditLog:
-    """``AuditLog(path).record("keys.create", key_id="ab12cd34", actor="ana")``: one JSON object per line."""
+    """``AuditLog(path).record("keys.create", key_id="ab12cd34", actor="ana")``: one JSON object per line.
 
-    def __init__(self, path: Path) -> None:
+    ``AuditLog("-")`` writes to standard output instead (what Kubernetes collects from a container).
+    """
+
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.to_stdout = str(path) == STDOUT
 
     def record(self, event: str, **fields: object) -> None:
         for name in fields:
@@ -38,6 +44,9 @@ class AuditLog:
         entry["event"] = event
         entry.update({name: _redact(value) for name, value in fields.items()})
         line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
+        if self.to_stdout:
+            os.write(1, line)  # one write per line: lines up to PIPE_BUF never interleave with other output
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND with one write per line: concurrent writers (server workers, CLI) never interleave lines.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -13,6 +13,7 @@ every scope miss is "not allowed".
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import threading
@@ -64,23 +65,30 @@ def credentials_from_headers(authorization: str | None, x_api_key: str | None) -
 
 
 class Authorizer(Protocol):
-    """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin` (an Authenticator)."""
+    """Checks a request's credentials for a scope such as `infer:<model>`, `read` or `admin` (an Authenticator).
 
-    def authorize(self, credentials: str | None, scope: str) -> Principal: ...
+    ``client`` is the caller's address (``host:port``); it goes to the audit log with a refusal.
+    """
+
+    def authorize(self, credentials: str | None, scope: str, *, client: str | None = None) -> Principal: ...
 
     def is_cheap(self, credentials: str | None) -> bool: ...
 
 
-async def authorize_off_loop(authorizer: Authorizer, credentials: str | None, scope: str) -> Principal:
+async def authorize_off_loop(
+    authorizer: Authorizer, credentials: str | None, scope: str, client: str | None = None
+) -> Principal:
     """``authorizer.authorize`` for an async server (the model server's routes, the fleet router).
 
     Answered inline when the verdict is in memory; a key not seen before costs a KDF run (tens of
     milliseconds), which runs in a worker thread so it never blocks the event loop. Raises Unauthorized
     (401) or Forbidden (403) like ``authorize``.
     """
+    # `client` only when known, so an authorizer written before it existed keeps working.
+    check = authorizer.authorize if client is None else functools.partial(authorizer.authorize, client=client)
     if authorizer.is_cheap(credentials):
-        return authorizer.authorize(credentials, scope)
-    return await asyncio.to_thread(authorizer.authorize, credentials, scope)
+        return check(credentials, scope)
+    return await asyncio.to_thread(check, credentials, scope)
 
 
 class Authenticator:
@@ -116,9 +124,14 @@ class Authenticator:
         self._reload(force=True)
 
     @classmethod
-    def from_keys_file(cls, keys_file: Path, *, audit_log: Path | None = None) -> Authenticator:
-        """What a server builds from its spec's ``auth: {enabled, keys_file}`` (and an optional audit log)."""
-        return cls(KeyStore(keys_file), audit=None if audit_log is None else AuditLog(audit_log))
+    def from_keys_file(
+        cls, keys_file: Path, *, audit_log: Path | None = None, audit: AuditLog | None = None
+    ) -> Authenticator:
+        """What a server builds from its spec's ``auth: {enabled, keys_file}`` and its audit log (an
+        ``AuditLog``, or a path to open one at)."""
+        if audit is None and audit_log is not None:
+            audit = AuditLog(audit_log)
+        return cls(KeyStore(keys_file), audit=audit)
 
     def authorize(self, credentials: str | None, scope: str, *, client: str | None = None) -> Principal:
         """``credentials`` is the Authorization value (``Bearer <key>``) or the X-API-Key value.

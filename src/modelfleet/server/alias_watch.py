@@ -14,8 +14,8 @@ import logging
 
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import ModelfleetError, NotFound
-from modelfleet.server.registry_source import RegistrySource, follows_alias, pinned_config, served_name
-from modelfleet.server.repository import ModelRepository
+from modelfleet.server.registry_source import RegistrySource, follows_alias, pinned_config
+from modelfleet.server.repository import ModelRepository, served_name
 
 log = logging.getLogger("modelfleet.server")
 

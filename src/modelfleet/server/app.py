@@ -13,6 +13,7 @@ from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.protocol.codec import DecodeLimits
 from modelfleet.runtime.onnx import default_intra_op_threads
+from modelfleet.security.audit import AuditLog
 from modelfleet.security.auth import Authenticator, Authorizer
 from modelfleet.server.alias_watch import AliasWatcher
 from modelfleet.server.dataplane import DataPlane
@@ -41,21 +42,17 @@ class _Lifecycle:
         await self.dataplane.shutdown(self.drain_timeout_s)
 
 
-def _authorizer(spec: ServeSpec) -> Authorizer | None:
+def _authorizer(spec: ServeSpec, audit: AuditLog | None) -> Authorizer | None:
     if not spec.auth.enabled:
         return None
     assert spec.auth.keys_file is not None
-    return Authenticator.from_keys_file(spec.auth.keys_file, audit_log=spec.auth.audit_log)
+    return Authenticator.from_keys_file(spec.auth.keys_file, audit=audit)
 
 
-def _admin_handler(spec: ServeSpec, dataplane: DataPlane) -> AdminHandler:
-    audit = None
-    if spec.auth.audit_log is not None:
-        from modelfleet.security.audit import AuditLog
-
-        audit = AuditLog(spec.auth.audit_log)
-
-    async def handle(action: str, model: str, body: bytes, caller: str | None) -> dict[str, Any]:
+def _admin_handler(spec: ServeSpec, dataplane: DataPlane, audit: AuditLog | None) -> AdminHandler:
+    async def handle(
+        action: str, model: str, body: bytes, caller: str | None, client: str | None
+    ) -> dict[str, Any]:
         parameters: dict[str, object] = {}
         if body.strip():
             try:
@@ -77,7 +74,9 @@ def _admin_handler(spec: ServeSpec, dataplane: DataPlane) -> AdminHandler:
             raise
         finally:
             if audit is not None:
-                audit.record(f"repository.{action}", model=model, key_id=caller, outcome=outcome)
+                audit.record(
+                    f"repository.{action}", model=model, key_id=caller, client=client, outcome=outcome
+                )
         return {}
 
     return handle
@@ -87,8 +86,15 @@ def create_app(
     spec: ServeSpec,
     *,
     on_fatal: Callable[[ModelfleetError], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> V2App:
-    """An ASGI app serving every model of `spec`. Models load in the background once it starts."""
+    """An ASGI app serving every model of `spec`. Models load in the background once it starts.
+
+    ``audit`` receives admin actions (repository load/unload) and auth failures, each with the client's
+    address; by default the spec's ``auth.audit_log`` (a path, or ``-`` for stdout), if any.
+    """
+    if audit is None and spec.auth.audit_log is not None:
+        audit = AuditLog(spec.auth.audit_log)
     metrics = ServerMetrics()
     threads = default_intra_op_threads(spec.server.workers)
     explicit = {model.intra_op_threads for model in spec.models if model.intra_op_threads}
@@ -116,9 +122,9 @@ def create_app(
         metrics,
         max_body_bytes=spec.server.max_body_bytes,
         lifecycle=_Lifecycle(dataplane, spec.server.graceful_shutdown_s, watcher, on_fatal),
-        authorizer=_authorizer(spec),
+        authorizer=_authorizer(spec, audit),
         protect_metrics=spec.auth.protect_metrics,
-        admin=_admin_handler(spec, dataplane),
+        admin=_admin_handler(spec, dataplane, audit),
         decode_limits=DecodeLimits(
             max_element_bytes=spec.server.max_element_bytes, max_tensor_bytes=spec.server.max_tensor_bytes
         ),

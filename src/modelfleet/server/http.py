@@ -52,14 +52,21 @@ _GZIP_MIN_BYTES = 1024
 _CHALLENGE = WWW_AUTHENTICATE.encode()
 
 
-# (action "load"/"unload", model name, request body, caller's key id or None) → response document
-AdminHandler = Callable[[str, str, bytes, str | None], Awaitable[Any]]
+# (action "load"/"unload", model name, request body, caller's key id or None, client address or None)
+# → response document
+AdminHandler = Callable[[str, str, bytes, str | None, str | None], Awaitable[Any]]
 
 
 class LifecycleHooks(Protocol):
     async def startup(self) -> None: ...
 
     async def shutdown(self) -> None: ...
+
+
+def client_address(scope: Scope) -> str | None:
+    """``host:port`` of the peer (ASGI ``scope["client"]``), for audit records."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -130,7 +137,7 @@ class V2App:
                 if self.protect_metrics:
                     await self._authorize(scope, "read")
                 await _respond(
-                    send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())]
+                    send, 200, await self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
                 return
             if parts == ["openapi.json"] and method == "GET":
@@ -150,10 +157,8 @@ class V2App:
             headers.append((b"retry-after", str(max(1, round(exc.retry_after_s or 1))).encode()))
         elif isinstance(exc, Unauthorized):
             headers.append((b"www-authenticate", _CHALLENGE))
-        if model_name:
-            bound = self.metrics.for_model(model_name) if exc.http_status != 404 else None
-            if bound is not None:
-                bound.outcomes[outcome_for_status(exc.http_status)].inc()
+        if model_name:  # a name that is not served counts under `unknown`, never as a new label
+            self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
         await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), headers)
 
     async def _authorize(self, scope: Scope, needed: str) -> str | None:
@@ -161,7 +166,7 @@ class V2App:
         if self.authorizer is None:
             return None
         credentials = credentials_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
-        principal = await authorize_off_loop(self.authorizer, credentials, needed)
+        principal = await authorize_off_loop(self.authorizer, credentials, needed, client_address(scope))
         return principal.key_id
 
     async def _server_route(
@@ -188,7 +193,7 @@ class V2App:
             if self.admin is None:
                 raise NotFound("the repository load/unload extension is not enabled on this server")
             body = await _read_body(scope, receive, self.max_body_bytes)
-            await _json(send, 200, await self.admin(parts[4], parts[3], body, caller))
+            await _json(send, 200, await self.admin(parts[4], parts[3], body, caller, client_address(scope)))
         else:
             raise NotFound(f"no route {method} /{'/'.join(parts)}")
 

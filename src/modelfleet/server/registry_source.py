@@ -46,11 +46,3 @@ def pinned_config(config: ModelConfig, version: str) -> ModelConfig:
 def follows_alias(config: ModelConfig) -> bool:
     """`name@alias` and bare `name` (latest) can move; `name:version` cannot."""
     return config.ref is not None and ModelRef.parse(config.ref).version is None
-
-
-def served_name(config: ModelConfig) -> str | None:
-    if config.name:
-        return config.name
-    if config.ref is not None:
-        return ModelRef.parse(config.ref).name
-    return None

@@ -16,6 +16,8 @@ from modelfleet.heap import release_free_heap
 from modelfleet.runtime import Model, load_model
 from modelfleet.server.batching import Batcher
 from modelfleet.server.metrics import ModelMetrics, ServerMetrics
+from modelfleet.server.warmup import WarmupObserver, warm
+from modelfleet.types import ModelRef
 
 log = logging.getLogger("modelfleet.server")
 
@@ -42,6 +44,17 @@ class ModelEntry:
     metrics: ModelMetrics | None = None
     load_s: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    # Warm-up runs made through the batcher before READY; `.runs` holds (items, compute seconds) each.
+    warmup: WarmupObserver | None = None
+
+
+def served_name(config: ModelConfig) -> str | None:
+    """The name clients use: the spec's `name`, else a registry model's registry name, else None (the manifest's)."""
+    if config.name:
+        return config.name
+    if config.ref is not None:
+        return ModelRef.parse(config.ref).name
+    return None
 
 
 def resolve_path(config: ModelConfig) -> tuple[Path, str | None]:
@@ -112,7 +125,14 @@ class ModelRepository:
             entry.name = model.name
             entry.version = model.version
             entry.model = model
-            await asyncio.to_thread(_warm, model, config)
+            # Bound from here on: requests to a model still warming count under its own label.
+            entry.metrics = self._metrics.bind(entry.name)
+            entry.warmup = WarmupObserver(entry.metrics)
+            entry.batcher = _batcher(entry.name, model, config, entry.warmup)
+            entry.batcher.start()
+            await warm(entry.batcher, model, config, entry.warmup)
+            entry.metrics.warmup_runs.inc(len(entry.warmup.runs))
+            await asyncio.to_thread(release_free_heap)
         except ModelfleetError as exc:
             entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
             raise
@@ -121,19 +141,14 @@ class ModelRepository:
             raise ModelfleetError(f"model {entry.name or config.path}: {entry.reason}") from exc
         finally:
             self._pending.remove(entry)
+            if entry.state is ModelState.UNAVAILABLE:
+                if entry.batcher is not None:
+                    await entry.batcher.close()
+                if entry.model is not None:
+                    entry.model.close()
+                if not self._serves(entry.name):
+                    self._metrics.release(entry.name)
         entry.load_s = time.perf_counter() - started
-        entry.metrics = self._metrics.for_model(entry.name)
-        entry.batcher = Batcher(
-            model.predict,
-            max_batch_size=config.batching.max_batch_size,
-            max_delay_s=config.batching.max_delay_s,
-            dispatch_when_idle=config.batching.dispatch_when_idle,
-            max_queue_items=config.batching.max_queue_items,
-            instances=config.instances,
-            observer=entry.metrics,
-            name=entry.name,
-        )
-        entry.batcher.start()
         entry.state = ModelState.READY
         self._entries.setdefault(entry.name, {})[entry.version] = entry
         self._default.setdefault(entry.name, entry.version)
@@ -159,6 +174,8 @@ class ModelRepository:
         if not self._entries[name]:
             del self._entries[name]
             self._default.pop(name, None)
+            if not self._serves(name):
+                self._metrics.release(name)
         elif self._default.get(name) == version:
             self._default[name] = next(iter(self._entries[name]))
         self._metrics.model_ready.labels(name, version).set(0)
@@ -176,15 +193,25 @@ class ModelRepository:
                 entry.model.close()
         self._entries.clear()
 
+    def _serves(self, name: str) -> bool:
+        """True while a version of `name` is loaded or loading."""
+        return bool(self._entries.get(name)) or any(entry.name == name for entry in self._pending)
+
     def _open(self, config: ModelConfig) -> Model:
         path, version = self._resolver(config)
-        return load_model(path, intra_op_threads=self._intra_op_threads, name=config.name, version=version)
+        return load_model(
+            path, intra_op_threads=self._intra_op_threads, name=served_name(config), version=version
+        )
 
 
-def _warm(model: Model, config: ModelConfig) -> None:
-    # One run at batch 1 and one at the largest batch: ORT allocates its buffers and picks its kernels on
-    # first use, and that cost must not land on the first client.
-    for run in range(config.warmup_runs):
-        batch_size = 1 if run % 2 == 0 else config.batching.max_batch_size
-        model.predict(model.example_inputs(batch_size))
-    release_free_heap()
+def _batcher(name: str, model: Model, config: ModelConfig, observer: WarmupObserver) -> Batcher:
+    return Batcher(
+        model.predict,
+        max_batch_size=config.batching.max_batch_size,
+        max_delay_s=config.batching.max_delay_s,
+        dispatch_when_idle=config.batching.dispatch_when_idle,
+        max_queue_items=config.batching.max_queue_items,
+        instances=config.instances,
+        observer=observer,
+        name=name,
+    )
