@@ -112,7 +112,7 @@ class ModelRepository:
             entry.name = model.name
             entry.version = model.version
             entry.model = model
-            await asyncio.to_thread(_warm, model, config)
+            warm_runs = await asyncio.to_thread(_warm, model, config)
         except ModelfleetError as exc:
             entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
             raise
@@ -129,10 +129,13 @@ class ModelRepository:
             max_delay_s=config.batching.max_delay_s,
             dispatch_when_idle=config.batching.dispatch_when_idle,
             max_queue_items=config.batching.max_queue_items,
+            max_queue_wait_s=config.batching.max_queue_wait_s,
+            queue_wait_runs=config.batching.queue_wait_runs,
             instances=config.instances,
             observer=entry.metrics,
             name=entry.name,
         )
+        entry.batcher.seed(warm_runs)  # admission starts from the warm-up's measured throughput
         entry.batcher.start()
         entry.state = ModelState.READY
         self._entries.setdefault(entry.name, {})[entry.version] = entry
@@ -181,10 +184,16 @@ class ModelRepository:
         return load_model(path, intra_op_threads=self._intra_op_threads, name=config.name, version=version)
 
 
-def _warm(model: Model, config: ModelConfig) -> None:
+def _warm(model: Model, config: ModelConfig) -> list[tuple[int, float]]:
+    """Run the model before it serves; return (items, seconds) of each run for admission's estimate."""
     # One run at batch 1 and one at the largest batch: ORT allocates its buffers and picks its kernels on
     # first use, and that cost must not land on the first client.
+    runs: list[tuple[int, float]] = []
     for run in range(config.warmup_runs):
         batch_size = 1 if run % 2 == 0 else config.batching.max_batch_size
-        model.predict(model.example_inputs(batch_size))
+        inputs = model.example_inputs(batch_size)
+        started = time.perf_counter()
+        model.predict(inputs)
+        runs.append((batch_size, time.perf_counter() - started))
     release_free_heap()
+    return runs
