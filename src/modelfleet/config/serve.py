@@ -40,17 +40,18 @@ class BatchingConfig(SpecModel):
         le=3600,
         description=(
             "Queue-wait target: a request whose expected wait (items ahead of it ÷ measured items/s) is "
-            "longer is refused at once with 503. Unset: queue_wait_runs × the measured compute time of an "
-            "unshared run (plus max_delay_s when dispatch_when_idle is off)."
+            "longer is refused at once with 503. Unset: queue_wait_runs × the measured compute time of a "
+            "run that held one request (plus max_delay_s when dispatch_when_idle is off)."
         ),
     )
     queue_wait_runs: float = Field(
-        default=2.0,
+        default=4.0,
         gt=0,
         le=1000,
         description=(
-            "With max_queue_wait_s unset, the queue-wait target in unshared runs' compute time. 2 keeps "
-            "admitted latency near 2x the unloaded one; larger values trade latency for fuller batches."
+            "With max_queue_wait_s unset, the queue-wait target in unshared runs' compute time (at least "
+            "5 ms). Smaller keeps admitted latency nearer the unloaded one; larger gives fuller batches "
+            "and more throughput under overload (docs/serve.md, Overload and admission)."
         ),
     )
 

@@ -38,6 +38,9 @@ SHED_REASONS: tuple[ShedReason, ...] = ("queue_full", "queue_wait", "deadline", 
 # odd run moves the estimate by a quarter at most.
 _RUN_WEIGHT = 0.25
 _MIN_RETRY_AFTER_S = 0.001
+# The automatic queue-wait target never goes below this: under a few milliseconds, event-loop and
+# thread hand-off jitter alone would make a lightly loaded tiny model refuse.
+MIN_AUTO_QUEUE_WAIT_S = 0.005
 
 
 class BatchObserver(Protocol):
@@ -131,7 +134,7 @@ class Batcher:
         max_delay_s: float,
         max_queue_items: int,
         max_queue_wait_s: float | None = None,
-        queue_wait_runs: float = 2.0,
+        queue_wait_runs: float = 4.0,
         instances: int = 1,
         dispatch_when_idle: bool = True,
         observer: BatchObserver | None = None,
@@ -189,7 +192,7 @@ class Batcher:
         if self.max_queue_wait_s is not None:
             return self.max_queue_wait_s
         fill_s = 0.0 if self.dispatch_when_idle else self.max_delay_s
-        return self.queue_wait_runs * self.service.run_s + fill_s
+        return max(MIN_AUTO_QUEUE_WAIT_S, self.queue_wait_runs * self.service.run_s + fill_s)
 
     async def submit(self, inputs: Arrays, items: int, deadline: float) -> Arrays:
         """Queue a request of `items` rows; resolve with its rows of the outputs. `deadline` is loop time."""
@@ -257,13 +260,18 @@ class Batcher:
         )
 
     def _items_per_s(self, now: float) -> float:
-        """Measured throughput of all instances, lowered at once while a run takes longer than expected."""
+        """Measured throughput of all instances, lowered at once while a run is overdue.
+
+        A run that has taken k times its expected time is assumed to need (k - 1) times longer still, so
+        the rate drops by k - 1: thread-scheduling jitter (up to 2x on a small run) changes nothing, and
+        a model that became 10x slower is seen as such before its first slow run ends.
+        """
         per_instance = self.service.items_per_s
         slowdown = 1.0
         for started, run_items in zip(self._run_started, self._run_items, strict=True):
             if run_items:
-                overdue = (now - started) * per_instance / run_items
-                slowdown = max(slowdown, overdue)
+                elapsed_runs = (now - started) * per_instance / run_items
+                slowdown = max(slowdown, elapsed_runs - 1.0)
         return per_instance * self._instances / slowdown
 
     def _cold_retry_after_s(self) -> float:
