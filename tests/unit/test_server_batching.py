@@ -258,37 +258,41 @@ async def test_request_that_would_miss_its_deadline_is_refused_at_once() -> None
 
 
 @pytest.mark.parametrize(
-    ("max_queue_wait_s", "queue_wait_runs", "admitted"),
-    [(None, 2.5, 3), (0.1, 2.5, 6)],
+    ("max_queue_wait_s", "limit_s"),
+    [(None, 2.5 * 0.02), (0.1, 0.1)],
     ids=["auto-from-unshared-run-time", "explicit"],
 )
-async def test_queue_is_bounded_by_expected_wait(
-    max_queue_wait_s: float | None, queue_wait_runs: float, admitted: int
+async def test_a_burst_is_served_but_a_standing_queue_is_cut_to_the_wait_target(
+    max_queue_wait_s: float | None, limit_s: float
 ) -> None:
     recorder = Recorder()
-    model = LinearModel(fixed_s=0.005, per_item_s=0.005)
+    model = LinearModel(fixed_s=0.03, per_item_s=0.005)  # 4 items: 50 ms
     batcher = Batcher(
         model,
         max_batch_size=4,
         max_delay_s=0.0,
         max_queue_items=1000,
         max_queue_wait_s=max_queue_wait_s,
-        queue_wait_runs=queue_wait_runs,
+        queue_wait_runs=2.5,
         observer=recorder,
     )
-    batcher.seed([(1, 0.02)])  # 50 items/s; an unshared run takes 20 ms
+    batcher.seed([(1, 0.02)])  # an unshared run took 20 ms
     batcher.start()
-    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(20)))
-    served = [r for r, _, _ in results if isinstance(r, dict)]
-    refused = [r for r, _, _ in results if isinstance(r, Unavailable)]
-    # auto: the target is 2.5 × 20 ms = 50 ms, i.e. 2.5 items ahead at 50/s; explicit 100 ms: 5 items.
-    assert len(served) == admitted and len(refused) == 20 - admitted
-    limit_s = max_queue_wait_s or queue_wait_runs * 0.02
     assert batcher.queue_wait_limit_s() == pytest.approx(limit_s)
-    assert "max_queue_wait_s" in refused[0].message
-    wait_s = admitted / 50  # the refused requests all saw `admitted` items ahead
-    assert refused[0].retry_after_s == pytest.approx(wait_s - limit_s, rel=0.05)
-    assert recorder.shed == {"queue_wait": 20 - admitted}
+    loop = asyncio.get_running_loop()
+    burst = [loop.create_task(_timed(batcher, _rows(1.0), 10.0)) for _ in range(40)]
+    await asyncio.sleep(0.3)  # runs now start with requests that waited 250 ms and more: a standing queue
+    probes = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(5)))
+    assert all(isinstance(r, dict) for r, _, _ in await asyncio.gather(*burst)), "a burst is not refused"
+    for result, elapsed_s, _ in probes:
+        assert isinstance(result, Unavailable) and elapsed_s < 0.05
+        assert "max_queue_wait_s" in result.message and result.retry_after_s
+        assert 0 < result.retry_after_s < 1.0  # the backlog (< 30 items at ~80/s) drained to the target
+    assert recorder.shed == {"queue_wait": 5}
+    # Once no request has been over the target for 100 ms the queue no longer stands: bursts are served.
+    await asyncio.sleep(0.15)
+    again = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(8)))
+    assert all(isinstance(r, dict) for r, _, _ in again)
     await batcher.close()
 
 
