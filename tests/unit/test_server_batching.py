@@ -183,3 +183,179 @@ async def test_drain_finishes_queued_work_then_refuses_new() -> None:
     with pytest.raises(Unavailable):
         await batcher.submit(_rows(1.0), 1, loop.time() + 5)
     await batcher.close()
+
+
+# -- admission by expected wait ---------------------------------------------------------------------
+
+
+class LinearModel:
+    """Sleeps `fixed_s + per_item_s × items` per run (a CPU model's cost); `slowdown` multiplies it."""
+
+    def __init__(self, fixed_s: float, per_item_s: float) -> None:
+        self.fixed_s = fixed_s
+        self.per_item_s = per_item_s
+        self.slowdown = 1.0
+        self.runs = 0
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        self.runs += 1
+        time.sleep((self.fixed_s + self.per_item_s * inputs["x"].shape[0]) * self.slowdown)
+        return {"y": inputs["x"] * 2}
+
+
+class Recorder:
+    """A batch observer that counts refusals by reason."""
+
+    def __init__(self) -> None:
+        self.shed: dict[str, int] = {}
+
+    def on_batch(self, items: int, requests: int, compute_s: float, queue_s: list[float]) -> None:
+        pass
+
+    def on_queue_depth(self, items: int) -> None:
+        pass
+
+    def on_shed(self, reason: str) -> None:
+        self.shed[reason] = self.shed.get(reason, 0) + 1
+
+
+async def _timed(batcher: Batcher, request: Arrays, timeout_s: float) -> tuple[Any, float, float]:
+    """(result or exception, seconds until it resolved, its timeout)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        result: Any = await batcher.submit(request, request["x"].shape[0], started + timeout_s)
+    except ModelfleetError as exc:
+        result = exc
+    return result, loop.time() - started, timeout_s
+
+
+async def test_request_that_would_miss_its_deadline_is_refused_at_once() -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.005, per_item_s=0.005)  # 4 items: 25 ms, 160 items/s
+    batcher = Batcher(
+        model,
+        max_batch_size=4,
+        max_delay_s=0.0,
+        max_queue_items=1000,
+        max_queue_wait_s=10.0,
+        observer=recorder,
+    )
+    batcher.seed([(1, 0.02)])  # measured at load: 50 items/s
+    batcher.start()
+    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 0.51) for _ in range(60)))
+    served = [r for r, _, _ in results if isinstance(r, dict)]
+    refused = [(r, s) for r, s, _ in results if isinstance(r, Unavailable)]
+    # The n-th request expects to finish n / 50 s from now: 25 fit in 0.51 s, the rest are refused.
+    assert len(served) == 25 and len(refused) == 35
+    assert all(elapsed_s < 0.05 for _, elapsed_s in refused), "a refusal must not wait for the model"
+    first = refused[0][0]
+    assert "deadline" in first.message and "overloaded" in first.message
+    # Retry when the backlog (25 items ahead at 50/s) has drained to what the deadline allows (24.5).
+    assert first.retry_after_s == pytest.approx(0.5 / 50, rel=0.05)
+    assert recorder.shed == {"deadline": 35}
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("max_queue_wait_s", "limit_s"),
+    [(None, 2.5 * 0.02), (0.1, 0.1)],
+    ids=["auto-from-unshared-run-time", "explicit"],
+)
+async def test_a_burst_is_served_but_a_standing_queue_is_cut_to_the_wait_target(
+    max_queue_wait_s: float | None, limit_s: float
+) -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.03, per_item_s=0.005)  # 4 items: 50 ms
+    batcher = Batcher(
+        model,
+        max_batch_size=4,
+        max_delay_s=0.0,
+        max_queue_items=1000,
+        max_queue_wait_s=max_queue_wait_s,
+        queue_wait_runs=2.5,
+        observer=recorder,
+    )
+    batcher.seed([(1, 0.02)])  # an unshared run took 20 ms
+    batcher.start()
+    assert batcher.queue_wait_limit_s() == pytest.approx(limit_s)
+    loop = asyncio.get_running_loop()
+    burst = [loop.create_task(_timed(batcher, _rows(1.0), 10.0)) for _ in range(40)]
+    await asyncio.sleep(0.3)  # runs now start with requests that waited 250 ms and more: a standing queue
+    probes = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(5)))
+    assert all(isinstance(r, dict) for r, _, _ in await asyncio.gather(*burst)), "a burst is not refused"
+    for result, elapsed_s, _ in probes:
+        assert isinstance(result, Unavailable) and elapsed_s < 0.05
+        assert "max_queue_wait_s" in result.message and result.retry_after_s
+        assert 0 < result.retry_after_s < 1.0  # the backlog (< 30 items at ~80/s) drained to the target
+    assert recorder.shed == {"queue_wait": 5}
+    # Once no request has been over the target for 100 ms the queue no longer stands: bursts are served.
+    await asyncio.sleep(0.15)
+    again = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(8)))
+    assert all(isinstance(r, dict) for r, _, _ in again)
+    await batcher.close()
+
+
+async def test_cold_model_admits_by_the_items_bound_only() -> None:
+    model = LinearModel(fixed_s=0.002, per_item_s=0.001)
+    batcher = Batcher(model, max_batch_size=4, max_delay_s=0.0, max_queue_items=10, max_queue_wait_s=0.001)
+    batcher.start()
+    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 5.0) for _ in range(14)))
+    refused = [r for r, _, _ in results if isinstance(r, Unavailable)]
+    assert len(refused) == 4 and "max_queue_items" in refused[0].message
+    assert all(isinstance(r, dict) for r, _, _ in results[:10])
+    await batcher.close()
+
+
+async def test_idle_model_admits_even_when_its_estimate_is_stale() -> None:
+    model = LinearModel(fixed_s=0.001, per_item_s=0.001)
+    batcher = Batcher(model, max_batch_size=8, max_delay_s=0.0, max_queue_items=1000)
+    batcher.seed([(1, 5.0)])  # once 5 s per item: now ~500 items/s
+    batcher.start()
+    result, _, _ = await _timed(batcher, _rows(1.0), 0.5)
+    assert isinstance(result, dict), "an idle model must run the request that corrects its estimate"
+    for _ in range(40):  # each run moves the estimate a quarter of the way toward the real speed
+        await _timed(batcher, _rows(1.0), 0.5)
+    assert batcher.service.items_per_s > 100
+    assert batcher.queue_wait_limit_s() < 0.05
+    await batcher.close()
+
+
+async def test_a_model_made_10x_slower_sheds_at_once_and_another_model_keeps_its_latency() -> None:
+    slow_model = LinearModel(fixed_s=0.002, per_item_s=0.002)
+    fast_model = LinearModel(fixed_s=0.002, per_item_s=0.002)
+    recorder = Recorder()
+    slow = Batcher(slow_model, max_batch_size=4, max_delay_s=0.0, max_queue_items=1000, observer=recorder)
+    fast = Batcher(fast_model, max_batch_size=4, max_delay_s=0.0, max_queue_items=1000)
+    slow.start()
+    fast.start()
+    loop = asyncio.get_running_loop()
+
+    async def drive(batcher: Batcher, interval_s: float, duration_s: float) -> list[tuple[Any, float, float]]:
+        tasks = []
+        end = loop.time() + duration_s
+        while loop.time() < end:
+            tasks.append(loop.create_task(_timed(batcher, _rows(1.0), 0.25)))
+            await asyncio.sleep(interval_s)
+        return list(await asyncio.gather(*tasks))
+
+    # Both at 50 requests/s, a fifth of what a 4 ms run per request allows.
+    before, _ = await asyncio.gather(drive(fast, 0.02, 0.5), drive(slow, 0.02, 0.5))
+    slow_model.slowdown = 10.0  # now 40 ms per item alone, at most 4 items per 60 ms run: ~65 items/s
+    during, shed = await asyncio.gather(drive(fast, 0.02, 1.0), drive(slow, 0.005, 1.0))
+
+    for result, elapsed_s, timeout_s in shed:
+        assert elapsed_s < timeout_s + 0.05, f"{type(result).__name__} after {elapsed_s:.3f} s"
+    refused = [r for r, _, _ in shed if isinstance(r, Unavailable)]
+    timed_out = [r for r, _, _ in shed if isinstance(r, DeadlineExceeded)]
+    assert len(refused) > len(shed) // 2, "the excess of a slowed model is refused at admission"
+    assert len(timed_out) <= len(shed) // 10, "no 504 storm: the estimate follows the slowdown"
+    assert recorder.shed.get("queue_wait", 0) + recorder.shed.get("deadline", 0) == len(refused)
+
+    def p90(results: list[tuple[Any, float, float]]) -> float:
+        assert all(isinstance(r, dict) for r, _, _ in results), [str(r) for r, _, _ in results]
+        return float(np.percentile([s for _, s, _ in results], 90))
+
+    assert p90(during) <= 3 * p90(before) + 0.01, "a slow model must not hold up another"
+    await slow.close()
+    await fast.close()

@@ -29,7 +29,30 @@ class BatchingConfig(SpecModel):
     max_queue_items: int = Field(
         default=2048,
         ge=1,
-        description="Items allowed to wait for a run; beyond this the server answers 503 with Retry-After.",
+        description=(
+            "Hard memory bound: items allowed to wait for a run; beyond this the server answers 503 with "
+            "Retry-After. Admission by expected wait (max_queue_wait_s) usually refuses well before it."
+        ),
+    )
+    max_queue_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "Queue-wait target: a request whose expected wait (items ahead of it ÷ measured items/s) is "
+            "longer is refused at once with 503. Unset: queue_wait_runs × the measured compute time of a "
+            "run that held one request (plus max_delay_s when dispatch_when_idle is off)."
+        ),
+    )
+    queue_wait_runs: float = Field(
+        default=4.0,
+        gt=0,
+        le=1000,
+        description=(
+            "With max_queue_wait_s unset, the queue-wait target in unshared runs' compute time (at least "
+            "5 ms). Smaller keeps admitted latency nearer the unloaded one; larger gives fuller batches "
+            "and more throughput under overload (docs/serve.md, Overload and admission)."
+        ),
     )
     max_items_per_request: int | None = Field(
         default=None,

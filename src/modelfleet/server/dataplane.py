@@ -155,7 +155,11 @@ class DataPlane:
             await self.repository.unload(name, version, drain_timeout_s)
 
     # -- inference ------------------------------------------------------------------------------
-    async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+    async def infer(
+        self, name: str, version: str | None, request: InferRequest, timeout_s: float | None = None
+    ) -> InferResponse:
+        """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
+        `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header)."""
         entry = self._entry(name, version, ready=True)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
@@ -166,12 +170,12 @@ class DataPlane:
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
         loop = asyncio.get_running_loop()
-        timeout_s = entry.config.timeout_s
-        client_timeout_s = request.timeout_s()
-        if client_timeout_s is not None:
-            timeout_s = min(timeout_s, client_timeout_s)
+        budget_s = entry.config.timeout_s
+        for client_timeout_s in (request.timeout_s(), timeout_s):
+            if client_timeout_s is not None:
+                budget_s = min(budget_s, client_timeout_s)
         assert entry.batcher is not None
-        outputs = await entry.batcher.submit(inputs, items, loop.time() + timeout_s)
+        outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)

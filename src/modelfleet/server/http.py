@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -50,6 +51,7 @@ Send = Callable[[Message], Awaitable[None]]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _GZIP_MIN_BYTES = 1024
 _CHALLENGE = WWW_AUTHENTICATE.encode()
+HEADER_REQUEST_TIMEOUT = b"x-request-timeout-ms"
 
 
 # (action "load"/"unload", model name, request body, caller's key id or None, client address or None)
@@ -153,13 +155,18 @@ class V2App:
 
     async def _error(self, send: Send, exc: ModelfleetError, model_name: str) -> None:
         headers = list(_JSON_HEADERS)
+        document: dict[str, object] = {"error": exc.message}
         if isinstance(exc, Unavailable):
-            headers.append((b"retry-after", str(max(1, round(exc.retry_after_s or 1))).encode()))
+            # The header is whole seconds (RFC 9110); the body carries the precise figure for clients and
+            # routers that can retry sooner (an overload backlog usually drains in milliseconds).
+            headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s or 1))).encode()))
+            if exc.retry_after_s is not None:
+                document["retry_after_s"] = round(exc.retry_after_s, 4)
         elif isinstance(exc, Unauthorized):
             headers.append((b"www-authenticate", _CHALLENGE))
         if model_name:  # a name that is not served counts under `unknown`, never as a new label
             self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
-        await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), headers)
+        await _respond(send, exc.http_status, orjson.dumps(document), headers)
 
     async def _authorize(self, scope: Scope, needed: str) -> str | None:
         """The caller's key id, or None when auth is off. Raises Unauthorized (401) / Forbidden (403)."""
@@ -234,8 +241,10 @@ class V2App:
                 header_length = int(header_length_text) if len(header_length_text) <= 20 else -1
             except ValueError:
                 raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+        timeout_text = _header(scope, HEADER_REQUEST_TIMEOUT)
+        timeout_s = None if timeout_text is None else _request_timeout_s(timeout_text)
         request = decode_request(body, header_length, self.decode_limits)
-        response = await self.dataplane.infer(name, version, request)
+        response = await self.dataplane.infer(name, version, request, timeout_s)
         payload, json_length = encode_response(response, request)
         headers = (
             [(b"content-type", b"application/octet-stream")]
@@ -256,6 +265,19 @@ class V2App:
         bound = self.metrics.for_model(response.model_name)
         bound.outcomes["success"].inc()
         bound.request_s.observe(time.perf_counter() - started)
+
+
+def _request_timeout_s(text: str) -> float:
+    """The X-Request-Timeout-Ms header (a client's or the router's deadline) in seconds."""
+    try:
+        timeout_ms = float(text)
+    except ValueError:
+        timeout_ms = math.nan
+    if not (math.isfinite(timeout_ms) and timeout_ms > 0):
+        raise InvalidInput(
+            f"header X-Request-Timeout-Ms must be a positive number of milliseconds, got {text[:32]!r}"
+        )
+    return timeout_ms / 1000
 
 
 async def _read_body(scope: Scope, receive: Receive, max_body_bytes: int) -> bytes:

@@ -25,6 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.process_collector import ProcessCollector
 
+from modelfleet.server.batching import SHED_REASONS, ShedReason
+
 # Latency buckets from 0.5 ms to 10 s: model servers live in the 1-300 ms range.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -72,6 +74,7 @@ class ModelMetrics:
         self.queue_depth = server.queue_depth.labels(model)
         self.outcomes = {outcome: server.requests.labels(model, outcome) for outcome in OUTCOMES}
         self.warmup_runs = server.warmup_runs.labels(model)
+        self.shed = {reason: server.shed.labels(model, reason) for reason in SHED_REASONS}
 
     def on_batch(self, items: int, requests: int, compute_s: float, queue_s: list[float]) -> None:
         self.compute_s.observe(compute_s)
@@ -81,6 +84,9 @@ class ModelMetrics:
 
     def on_queue_depth(self, items: int) -> None:
         self.queue_depth.set(items)
+
+    def on_shed(self, reason: ShedReason) -> None:
+        self.shed[reason].inc()
 
 
 class ServerMetrics:
@@ -152,6 +158,12 @@ class ServerMetrics:
             "modelfleet_http_requests",
             "HTTP requests by route group and status.",
             ["route", "status"],
+            registry=registry,
+        )
+        self.shed = Counter(
+            "modelfleet_shed_requests",
+            "Inference requests refused (503) or failed at their deadline (504) by admission, by reason.",
+            ["model", "reason"],
             registry=registry,
         )
         if not _multiprocess():

@@ -211,6 +211,8 @@ def _batcher(name: str, model: Model, config: ModelConfig, observer: WarmupObser
         max_delay_s=config.batching.max_delay_s,
         dispatch_when_idle=config.batching.dispatch_when_idle,
         max_queue_items=config.batching.max_queue_items,
+        max_queue_wait_s=config.batching.max_queue_wait_s,
+        queue_wait_runs=config.batching.queue_wait_runs,
         instances=config.instances,
         observer=observer,
         name=name,

@@ -1,0 +1,164 @@
+"""Admission under overload on a real server with a real MiniLM: the excess is refused fast, the admitted
+stay fast, and nothing waits past its deadline. Bounds are loose (shared CI machines); figures belong in
+benchmarks/chaos.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import numpy as np
+import pytest
+from tests.serving import RunningServer, serve
+
+from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
+
+BODY = {
+    "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a short sentence to embed"]}]
+}
+DEADLINE_MS = 2000
+
+
+@dataclass
+class Answer:
+    status: int
+    elapsed_s: float
+    retry_after: str | None
+    document: dict[str, object]
+    sent_s: float = 0.0  # when it was sent, from the start of the load
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, minilm_fp32_artifact: Path) -> Iterator[RunningServer]:
+    with serve(
+        ["--model", str(minilm_fp32_artifact), "--max-batch-size", "8"], tmp_path_factory.mktemp("overload")
+    ) as running:
+        yield running
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], sent_s: float = 0.0
+) -> Answer:
+    started = time.perf_counter()
+    async with session.post(url, json=BODY, headers=headers) as response:
+        document = await response.json(content_type=None)
+        elapsed_s = time.perf_counter() - started
+        return Answer(response.status, elapsed_s, response.headers.get("Retry-After"), document, sent_s)
+
+
+async def _sequential(url: str, count: int) -> list[Answer]:
+    async with aiohttp.ClientSession() as session:
+        return [await _post(session, url, {}) for _ in range(count)]
+
+
+async def _open_loop(url: str, rate_per_s: float, duration_s: float) -> list[Answer]:
+    """Requests started on a fixed schedule whatever the answers (an open loop), each with a deadline."""
+    headers = {"X-Request-Timeout-Ms": str(DEADLINE_MS)}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks = []
+        for i in range(int(rate_per_s * duration_s)):
+            delay = start + i / rate_per_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(_post(session, url, headers, i / rate_per_s)))
+        return list(await asyncio.gather(*tasks))
+
+
+def _p90(answers: list[Answer]) -> float:
+    return float(np.percentile([a.elapsed_s for a in answers], 90))
+
+
+def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(server: RunningServer) -> None:
+    url = f"{server.url}/v2/models/{MINILM}/infer"
+    unloaded = asyncio.run(_sequential(url, 30))
+    assert all(a.status == 200 for a in unloaded)
+    unloaded_p90_s = _p90(unloaded[5:])
+    # A one-text run here takes ~10 ms, so ~100-400 texts/s with batching: 600/s is past it.
+    answers = asyncio.run(_open_loop(url, rate_per_s=400, duration_s=2.5))
+    statuses = [a.status for a in answers]
+    print(  # figures for the log (pytest -s); the bounds below are deliberately loose
+        f"unloaded p90 {unloaded_p90_s * 1000:.1f} ms; {len(answers)} sent: "
+        + ", ".join(f"{code}: {statuses.count(code)}" for code in sorted(set(statuses)))
+        + f"; admitted p90 {_p90([a for a in answers if a.status == 200]) * 1000:.1f} ms"
+        + f", sent after 0.7 s {_p90([a for a in answers if a.status == 200 and a.sent_s >= 0.7]) * 1000:.1f} ms"
+        + f"; 503 median {np.median([a.elapsed_s for a in answers if a.status == 503]) * 1000:.1f} ms"
+    )
+    admitted = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    timed_out = [a for a in answers if a.status == 504]
+    assert len(admitted) + len(refused) + len(timed_out) == len(answers), sorted(set(statuses))
+    assert refused, "overload must be answered with 503"
+    assert len(admitted) >= len(answers) // 20, "the model keeps serving while it sheds"
+    assert len(timed_out) <= max(3, len(admitted) // 20), f"504 storm: {len(timed_out)} of {len(answers)}"
+    assert max(a.elapsed_s for a in answers) < DEADLINE_MS / 1000 + 0.5, "nothing waits past its deadline"
+    for answer in refused[:20]:
+        assert answer.retry_after is not None and int(answer.retry_after) >= 1
+        retry_after_s = answer.document["retry_after_s"]
+        assert isinstance(retry_after_s, float) and retry_after_s > 0
+        assert "overloaded" in str(answer.document["error"])
+    # Refused at admission, not after queueing: far quicker than an admitted request.
+    assert float(np.median([a.elapsed_s for a in refused])) <= float(
+        np.median([a.elapsed_s for a in admitted])
+    )
+    # The first 100 ms of an overload pass as a burst (see docs/serve.md), and their backlog drains in a few
+    # hundred ms; after that the admitted requests' latency stays bounded.
+    steady = [a for a in admitted if a.sent_s >= 0.7]
+    assert len(steady) >= 20
+    assert _p90(steady) <= 5 * unloaded_p90_s + 0.05, (
+        f"admitted p90 {_p90(steady) * 1000:.0f} ms vs unloaded {unloaded_p90_s * 1000:.0f} ms"
+    )
+    # Once the overload ends the queue is short, so latency is back near the unloaded figure.
+    after = asyncio.run(_sequential(url, 20))
+    assert all(a.status == 200 for a in after)
+    assert _p90(after) <= 3 * unloaded_p90_s + 0.02
+    metrics = httpx.get(f"{server.url}/metrics").text
+    # In the server, the queue is cut to its target once it stands: most admitted requests waited little
+    # (a burst is let in for 100 ms first, and this shared machine adds noise, hence 75 %, 0.1 s).
+    buckets = {
+        line.split('le="')[1].split('"')[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("modelfleet_queue_duration_seconds_bucket{")
+    }
+    assert buckets["0.1"] >= 0.75 * buckets["+Inf"], buckets
+    shed = [line for line in metrics.splitlines() if line.startswith("modelfleet_shed_requests_total{")]
+    refused_by_admission = sum(float(line.split()[-1]) for line in shed if 'reason="expired"' not in line)
+    assert refused_by_admission == len(refused)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf", ""])
+def test_a_bad_request_timeout_header_is_a_400_naming_it(server: RunningServer, value: str) -> None:
+    response = httpx.post(
+        f"{server.url}/v2/models/{MINILM}/infer", json=BODY, headers={"X-Request-Timeout-Ms": value}
+    )
+    assert response.status_code == 400
+    assert "X-Request-Timeout-Ms" in response.json()["error"]
+
+
+def test_the_request_timeout_header_sets_the_deadline(server: RunningServer) -> None:
+    url = f"{server.url}/v2/models/{MINILM}/infer"
+    long_body = {
+        "inputs": [{"name": "text", "shape": [16], "datatype": "BYTES", "data": ["word " * 200] * 16}]
+    }
+    started = time.perf_counter()
+    response = httpx.post(url, json=long_body, headers={"X-Request-Timeout-Ms": "20"}, timeout=30)
+    elapsed_s = time.perf_counter() - started
+    # 16 long texts take far more than 20 ms: a 504 at the deadline (or a 503 at once), never a late 200.
+    assert response.status_code in (503, 504), response.text
+    assert "deadline" in response.json()["error"]
+    assert elapsed_s < 0.5
+    # The abandoned run still holds the model (a run cannot be interrupted): 503s until it ends, then 200.
+    statuses = []
+    give_up = time.monotonic() + 15
+    while time.monotonic() < give_up and 200 not in statuses:
+        statuses.append(httpx.post(url, json=BODY, headers={"X-Request-Timeout-Ms": "5000"}).status_code)
+        time.sleep(0.05)
+    assert set(statuses) <= {200, 503} and statuses[-1] == 200, statuses
