@@ -190,6 +190,8 @@ class ServerMetrics:
         self.warmup_runs.remove(model)
         for outcome in OUTCOMES:
             self.requests.remove(model, outcome)
+        for reason in SHED_REASONS:
+            self.shed.remove(model, reason)
 
     def for_model(self, model: str) -> ModelMetrics:
         """The children of a served model, or those of `unknown` for any other name: never a new label."""

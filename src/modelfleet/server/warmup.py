@@ -24,7 +24,7 @@ import numpy as np
 
 from modelfleet.config.serve import ModelConfig
 from modelfleet.runtime.base import Arrays, Model
-from modelfleet.server.batching import Batcher, BatchObserver
+from modelfleet.server.batching import Batcher, BatchObserver, ShedReason
 from modelfleet.types import Datatype
 
 # A warm-up run is not a client request: no client deadline applies, but a run that hangs must still
@@ -50,6 +50,9 @@ class WarmupObserver:
     def on_queue_depth(self, items: int) -> None:
         if not self.warming:
             self.forward.on_queue_depth(items)
+
+    def on_shed(self, reason: ShedReason) -> None:
+        self.forward.on_shed(reason)
 
 
 def warmup_batch_sizes(config: ModelConfig) -> list[int]:
