@@ -404,6 +404,12 @@ class RouterConfig(SpecModel):
         gt=0,
         description="A request whose headers are not complete this long after its first byte gets 408 (slowloris).",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request whose body is not complete this long after its headers gets 408 (a client "
+        "trickling the body); a body of max_body_bytes must arrive at max_body_bytes / body_timeout_s at least.",
+    )
     idle_timeout_s: float = Field(
         default=60.0,
         gt=0,
