@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -232,5 +234,42 @@ def test_a_local_fleet_serves_tls_from_certificate_paths_relative_to_the_spec(tm
         trust = client_ssl_context(tmp_path / "tls" / "router.pem")
         response = httpx.post(f"{state.router_url}/v2/models/alpha/infer", json=infer_body(), verify=trust)
         assert response.status_code == 200 and response.json()["model_name"] == "alpha"
+
+        # `fleet status` trusts the self-signed certificate the spec names, as the supervisor does.
+        status = fleet_status(spec_file, state_root)
+        assert status["router_ready"] and status["router_error"] is None
+        assert next(m for m in status["models"] if m["name"] == "alpha")["requests"] >= 1
+
+        # A router serving a certificate other than the one named (here: the name now points at another
+        # one) is reported as untrusted with the way out, not as down; the CLI's --ca-file is that way.
+        router_file = FleetPaths.for_fleet("testfleet", state_root).router_file
+        settings = json.loads(router_file.read_text())
+        generate_self_signed(tmp_path / "other" / "other.pem", tmp_path / "other" / "other.key")
+        router_file.write_text(
+            json.dumps({**settings, "tls_cert_file": str(tmp_path / "other" / "other.pem")})
+        )
+        untrusted = fleet_status(spec_file, state_root)
+        assert not untrusted["router_ready"]
+        assert "not trusted" in untrusted["router_error"] and "--ca-file" in untrusted["router_error"]
+
+        def cli_status(*extra: str) -> subprocess.CompletedProcess[str]:
+            command = ["fleet", "status", str(spec_file), "--state-dir", str(state_root), "--json", *extra]
+            return subprocess.run(
+                [sys.executable, "-m", "modelfleet.cli.main", *command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        refused = cli_status()
+        assert refused.returncode == 0 and "--ca-file" in refused.stderr
+        assert not json.loads(refused.stdout)["router_ready"]
+        given = cli_status("--ca-file", str(tmp_path / "tls" / "router.pem"))
+        assert given.returncode == 0, given.stderr
+        shown = json.loads(given.stdout)
+        assert shown["router_ready"] and shown["router_error"] is None
+        missing = cli_status("--ca-file", str(tmp_path / "no-such-ca.pem"))
+        assert missing.returncode == 3 and "no-such-ca.pem" in missing.stderr
+        router_file.write_text(json.dumps(settings))
     finally:
         stop_fleet(spec_file, state_root, grace_s=5)

@@ -27,10 +27,27 @@ LIMITS = ServerLimits(
     max_header_count=20,
     max_body_bytes=4096,
     header_timeout_s=1.0,
+    body_timeout_s=1.0,
     idle_timeout_s=1.5,
     max_connections=400,
     max_pipelined=8,
 )
+
+
+SLOW_ANSWER_S = 1.6
+
+
+class _Counted(ServerProtocol):
+    """Counts the bytes the server itself read: what a client sent is no measure, since the kernel's
+    socket buffers (autotuned up to tens of MB on loopback) take bytes the server never reads."""
+
+    def __init__(self, served: Served) -> None:
+        super().__init__(served.dispatch, served.connections)
+        self._served = served
+
+    def data_received(self, data: bytes) -> None:
+        self._served.bytes_read += len(data)
+        super().data_received(data)
 
 
 class Served:
@@ -40,12 +57,11 @@ class Served:
         self.loop = asyncio.new_event_loop()
         self.connections = Connections(limits)
         self.port = 0
+        self.bytes_read = 0  # by every connection, read on the loop's thread
         ready = threading.Event()
 
         async def main() -> None:
-            server = await self.loop.create_server(
-                lambda: ServerProtocol(self.dispatch, self.connections), "127.0.0.1", 0
-            )
+            server = await self.loop.create_server(lambda: _Counted(self), "127.0.0.1", 0)
             self.port = server.sockets[0].getsockname()[1]
             self.connections.start()
             ready.set()
@@ -60,6 +76,9 @@ class Served:
         response = Response(200, [(b"Content-Type", b"application/json")], body)
         if request.path.startswith("/later"):  # answered through the callback, as forwarding is
             self.loop.call_later(0.01, answer, response)
+            return None
+        if request.path.startswith("/slow"):  # an upstream slower than every client timeout
+            self.loop.call_later(SLOW_ANSWER_S, answer, response)
             return None
         return response
 
@@ -199,18 +218,27 @@ def test_limits_refuse_with_json_naming_the_setting(
     assert setting in _error(received)
 
 
-def test_a_huge_header_is_cut_off_after_about_one_read(served: Served) -> None:
+def test_a_huge_header_is_cut_off_after_about_one_read() -> None:
     # 16 MB of one header value, sent as it would be by a hostile client: the server answers 431 and
     # closes long before the value ends; what it read stays within the limit plus one read.
+    server = Served(LIMITS)
     sent = 0
-    with _connect(served.port) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nX-Huge: ")
-        chunk = b"h" * 65536
-        with pytest.raises(OSError):  # reset or broken pipe once the server has closed
-            while sent < 16 * 1024 * 1024:
-                sock.sendall(chunk)
-                sent += len(chunk)
-        assert sent < 2 * 1024 * 1024
+    try:
+        with _connect(server.port) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nX-Huge: ")
+            chunk = b"h" * 65536
+            with pytest.raises(OSError):  # reset or broken pipe once the server has closed
+                while sent < 16 * 1024 * 1024:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+        time.sleep(0.1)  # the loop thread has counted its last read
+        bytes_read = server.bytes_read
+    finally:
+        server.close()
+    assert sent < 16 * 1024 * 1024
+    # The head's limits, the in-progress slack for pipelined reads, and one more read of at most 256 KiB.
+    assert bytes_read < LIMITS.max_header_bytes + LIMITS.max_url_bytes + 2 * 256 * 1024
+    assert server.connections.refused == {"max_header_bytes": 1}
 
 
 def test_slow_header_clients_are_closed_while_others_are_answered_fast() -> None:
@@ -245,6 +273,81 @@ def test_slow_header_clients_are_closed_while_others_are_answered_fast() -> None
     assert "router.header_timeout_s" in _error(next(iter(closed.values())))
     assert closed_after_s < LIMITS.header_timeout_s + 3.0
     assert max(answered_in) < 0.5
+
+
+TRICKLED_BODIES = {
+    # (head, one body piece per send): a piece every 0.2 s for 4 s, and the body never ends.
+    "content-length": (b"POST /trickle HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n", [b"b"] * 20),
+    "chunked": (
+        b"POST /trickle HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+        [b"1\r\nb\r\n"] * 20,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRICKLED_BODIES), ids=list(TRICKLED_BODIES))
+def test_a_trickled_body_gets_408_after_the_body_timeout(served: Served, case: str) -> None:
+    head, pieces = TRICKLED_BODIES[case]
+    with _connect(served.port) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        answered_in: list[float] = []
+        for piece in pieces:  # one piece every 0.2 s until the server answers
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable:
+                break
+            sock.sendall(piece)
+            if not answered_in:  # the slow body holds only its own connection
+                ordinary_started = time.monotonic()
+                with _connect(served.port) as other:
+                    other.sendall(_get("/ordinary"))
+                    assert other.recv(65536).startswith(b"HTTP/1.1 200 OK")
+                answered_in.append(time.monotonic() - ordinary_started)
+        received = _read_all(sock)
+        waited = time.monotonic() - started
+    assert received.startswith(b"HTTP/1.1 408")
+    assert b"Connection: close" in received
+    assert "router.body_timeout_s" in _error(received)
+    assert LIMITS.body_timeout_s - 0.1 < waited < LIMITS.body_timeout_s + 1.5
+    assert answered_in[0] < 0.5
+
+
+def test_the_body_timeout_starts_when_the_headers_end(served: Served) -> None:
+    # Head and body each take about half their timeout: together longer than either, yet both in time.
+    head = b"POST /timed HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n"
+    with _connect(served.port) as sock:
+        for piece in (head[:10], head[10:20], head[20:]):
+            sock.sendall(piece)
+            time.sleep(LIMITS.header_timeout_s / 5)
+        for piece in (b"ab", b"cd", b"e"):
+            time.sleep(LIMITS.body_timeout_s / 5)
+            sock.sendall(piece)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"body_bytes": 5' in answer
+
+
+def test_a_body_cut_off_by_the_pipelining_pause_gets_its_time_from_when_reading_resumes(
+    served: Served,
+) -> None:
+    # A slow answer, enough pipelined requests to pause reading, another slow one, then a body half
+    # sent: reading stops for longer than body_timeout_s, which is the server's doing, not the client's.
+    assert LIMITS.body_timeout_s < SLOW_ANSWER_S  # the test's premise
+    quick = [_get(f"/now/{i}") for i in range(LIMITS.max_pipelined - 1)]
+    post = b"POST /after HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab"
+    with _connect(served.port) as sock:
+        sock.sendall(_get("/slow/1") + b"".join(quick) + _get("/slow/2") + post)
+        # Reading resumes once the first slow answer is out; the rest of the body comes more than one
+        # scan later (scans run every body_timeout_s / 4), well inside body_timeout_s of resuming, and
+        # while the second slow request is still being answered.
+        time.sleep(SLOW_ANSWER_S + 0.5)
+        sock.sendall(b"cd")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < len(quick) + 3:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {received.count(b'HTTP/1.1 ')} answers: {received[-200:]!r}"
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == len(quick) + 3
+    assert received.rstrip().endswith(b'{"path": "/after", "body_bytes": 4}')
 
 
 def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(served: Served) -> None:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -29,6 +30,78 @@ from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # not in the core schema; checked by hand below
+
+# The part of the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) the renderer uses,
+# written from its API reference: unknown fields are refused, as the API server's structural schema
+# prunes them (a misspelt `tlsConfig` key would silently scrape without it).
+_NAME_KEY = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+    "required": ["name", "key"],
+    "additionalProperties": False,
+}
+_ENDPOINT = {
+    "type": "object",
+    "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$"},
+        "scheme": {"enum": ["http", "https"]},
+        "authorization": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "credentials": _NAME_KEY},
+            "required": ["credentials"],
+            "additionalProperties": False,
+        },
+        "tlsConfig": {
+            "type": "object",
+            "properties": {
+                "ca": {
+                    "type": "object",
+                    "properties": {"secret": _NAME_KEY, "configMap": _NAME_KEY},
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": False,
+                },
+                "serverName": {"type": "string", "minLength": 1},
+                "insecureSkipVerify": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["port"],
+    "additionalProperties": False,
+}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {
+                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                    "required": ["matchLabels"],
+                    "additionalProperties": False,
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                    "additionalProperties": False,
+                },
+                "endpoints": {"type": "array", "items": _ENDPOINT, "minItems": 1},
+            },
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+}
 
 
 def _render(data: dict[str, Any], for_delete: bool = False) -> list[dict[str, Any]]:
@@ -68,6 +141,8 @@ def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def test_every_rendered_object_matches_the_kubernetes_schema(label: str, obj: dict[str, Any]) -> None:
     if obj["kind"] in CRD_KINDS:
         assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        if obj["kind"] == "ServiceMonitor":
+            jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
         return
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -512,3 +587,100 @@ def test_servers_write_their_audit_log_to_stdout_unless_audit_is_off() -> None:
     assert on and all(values == ["-"] for name, values in on.items() if not name.endswith("-router"))
     off = audit_env(_render(_base(audit={"enabled": False})))
     assert all(values == [] for values in off.values())
+
+
+def _matches(selector: dict[str, Any], obj: dict[str, Any]) -> bool:
+    labels = obj["metadata"]["labels"]
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def _tls_monitored(monitoring: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(ServiceMonitors by name, every object) of a fleet whose router serves TLS."""
+    objects = _render(
+        _base(
+            router={"tls_secret_name": "router-cert"},
+            kubernetes={"monitoring": {**_SCRAPED, "scrape_secret_name": "demo-prom", **monitoring}},
+        )
+    )
+    return {m["metadata"]["name"]: m for m in _of_kind(objects, "ServiceMonitor")}, objects
+
+
+def test_a_tls_router_is_scraped_over_https_trusting_its_own_certificate() -> None:
+    rendered, objects = _tls_monitored({})
+    assert set(rendered) == {"demo", "demo-router"}
+    for monitor in rendered.values():
+        jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+    bearer = {"type": "Bearer", "credentials": {"name": "demo-prom", "key": "api-key"}}
+    # The servers stay plain HTTP inside the fleet; only the router's endpoint speaks HTTPS.
+    assert rendered["demo"]["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "authorization": bearer}
+    ]
+    router_service = next(o for o in _of_kind(objects, "Service") if o["metadata"]["name"] == "demo-router")
+    assert rendered["demo-router"]["spec"]["endpoints"] == [
+        {
+            "port": "http",
+            "path": "/metrics",
+            "interval": "30s",
+            "authorization": bearer,
+            "scheme": "https",
+            # Prometheus dials pod addresses: the name checked is the router Service's, as clients call it.
+            "tlsConfig": {
+                "ca": {"secret": {"name": "router-cert", "key": "tls.crt"}},
+                "serverName": f"{router_service['metadata']['name']}.modelfleet.svc",
+            },
+        }
+    ]
+    # Between them the two select every Service once: the router only by its own.
+    services = _of_kind(objects, "Service")
+    for service in services:
+        selected_by = [n for n, m in rendered.items() if _matches(m["spec"]["selector"], service)]
+        assert selected_by == (["demo-router"] if service is router_service else ["demo"])
+    assert len(services) >= 2 and not _of_kind(objects, "Secret")  # references only, never key material
+
+
+def test_the_router_scrape_trusts_a_named_ca_or_skips_the_check_only_when_asked() -> None:
+    named, _ = _tls_monitored(
+        {
+            "router_ca_secret_name": "fleet-ca",
+            "router_ca_secret_key": "root.pem",
+            "router_server_name": "api.example.com",
+        }
+    )
+    [endpoint] = named["demo-router"]["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "fleet-ca", "key": "root.pem"}},
+        "serverName": "api.example.com",
+    }
+    default_key, _ = _tls_monitored({"router_ca_secret_name": "fleet-ca"})
+    assert default_key["demo-router"]["spec"]["endpoints"][0]["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
+    insecure, _ = _tls_monitored({"router_insecure_skip_verify": True})
+    [endpoint] = insecure["demo-router"]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    jsonschema.validate(insecure["demo-router"], SERVICE_MONITOR_SCHEMA)
+    # Without router TLS the settings change nothing: one ServiceMonitor over HTTP, as before.
+    plain = _render(
+        _base(
+            kubernetes={"monitoring": {**_SCRAPED, "scrape_secret_name": "p", "router_ca_secret_name": "ca"}}
+        )
+    )
+    [monitor] = _of_kind(plain, "ServiceMonitor")
+    assert "scheme" not in monitor["spec"]["endpoints"][0]
+    for monitoring, named_field in (
+        ({"router_ca_secret_name": "ca", "router_insecure_skip_verify": True}, "router_insecure_skip_verify"),
+        ({"router_ca_secret_name": "Fleet_CA"}, "router_ca_secret_name"),
+        ({"router_ca_secret_key": "ca crt"}, "router_ca_secret_key"),
+        ({"router_server_name": "not a name"}, "router_server_name"),
+    ):
+        with pytest.raises(SpecError, match=named_field):
+            parse_spec(_base(kubernetes={"monitoring": monitoring}), FleetSpec)
+
+
+def test_the_service_monitor_schema_check_can_fail() -> None:
+    monitor = _tls_monitored({})[0]["demo-router"]
+    monitor["spec"]["endpoints"][0]["tlsConfig"]["serverNmae"] = "typo"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+    monitor = _tls_monitored({})[0]["demo-router"]
+    monitor["spec"]["endpoints"][0]["scheme"] = "HTTPS"  # the Operator's enum is lower-case
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)

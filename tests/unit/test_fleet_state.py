@@ -1,8 +1,10 @@
-"""The local fleet's state folder: atomic state writes, the restart log, exit descriptions, pid ownership."""
+"""The local fleet's state folder: atomic state writes, the restart log, exit descriptions, pid ownership,
+what a client of the router trusts."""
 
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
 from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,
@@ -20,8 +23,10 @@ from modelfleet.fleet.state import (
     owned_process,
     read_restarts,
     read_state,
+    router_trust,
     write_state,
 )
+from modelfleet.security.tls import generate_self_signed
 
 
 def _state(paths: FleetPaths) -> FleetState:
@@ -107,3 +112,37 @@ def test_only_processes_that_mention_the_state_folder_are_ours(tmp_path: Path) -
             process.kill()
             process.wait()
     assert owned_process(ours.pid, marker) is None
+
+
+def _router_paths(tmp_path: Path, cert: Path | None) -> FleetPaths:
+    paths = FleetPaths(tmp_path / "fleet")
+    paths.root.mkdir(parents=True)
+    upstream = Upstream(name="cpu-0-0", group="cpu-0", url="http://127.0.0.1:1", models=["a"])
+    key = None if cert is None else cert.with_suffix(".key")
+    write_router_settings(
+        RouterSettings(fleet="f", upstreams=[upstream], tls_cert_file=cert, tls_key_file=key),
+        paths.router_file,
+    )
+    return paths
+
+
+def test_router_trust_is_the_system_cas_plus_the_named_certificate_and_ca_file(tmp_path: Path) -> None:
+    assert router_trust(_router_paths(tmp_path / "plain", None)) is True  # plain HTTP: httpx's default
+    generate_self_signed(tmp_path / "router.pem", tmp_path / "router.key")
+    generate_self_signed(tmp_path / "ca.pem", tmp_path / "ca.key")
+    context = router_trust(_router_paths(tmp_path / "tls", tmp_path / "router.pem"), tmp_path / "ca.pem")
+    assert not isinstance(context, bool)
+    anchors = context.get_ca_certs(binary_form=True)
+    for pem in (tmp_path / "router.pem", tmp_path / "ca.pem"):
+        assert ssl.PEM_cert_to_DER_cert(pem.read_text()) in anchors
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_router_trust_refuses_missing_or_unreadable_certificates_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=r"router\.tls_cert_file"):
+        router_trust(_router_paths(tmp_path / "gone", tmp_path / "gone.pem"))
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(InvalidInput, match=r"junk\.pem is not a PEM certificate file"):
+        router_trust(_router_paths(tmp_path / "junk", tmp_path / "junk.pem"))
+    with pytest.raises(NotFound, match=r"no-ca\.pem"):
+        router_trust(_router_paths(tmp_path / "ca", None), tmp_path / "no-ca.pem")

@@ -229,12 +229,19 @@ def register(app: typer.Typer) -> None:
             envvar="MODELFLEET_API_KEY",
             show_default=False,
         ),
+        ca_file: Path | None = typer.Option(
+            None,
+            "--ca-file",
+            help="PEM CA bundle to trust for a TLS router's certificate, besides the system's CAs and the "
+            "certificate the fleet spec names (for a certificate a private CA issued).",
+            show_default=False,
+        ),
         json_output: bool = typer.Option(False, "--json", help="Print status as JSON."),
     ) -> None:
         """Each model, its replicas and their states, restarts, and request/latency figures from the router."""
         from modelfleet.fleet.status import fleet_status
 
-        result = fleet_status(fleet, state_root=state_dir, api_key=api_key)
+        result = fleet_status(fleet, state_root=state_dir, api_key=api_key, ca_file=ca_file)
         if result["router_error"]:
             err_console.print(
                 f"[yellow]warning:[/] {result['router_error']}", highlight=False, soft_wrap=True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import SpecModel
 from modelfleet.config.serve import ModelRuntimeConfig
@@ -323,26 +323,64 @@ class MonitoringConfig(SpecModel):
     scrape_secret_key: str = Field(
         default="api-key", description="Key within `scrape_secret_name` that holds the API key."
     )
+    router_ca_secret_name: str | None = Field(
+        default=None,
+        description="With `router.tls_secret_name`: Secret in the fleet's namespace holding the CA certificate "
+        "(PEM) Prometheus verifies the router's certificate with. Default: the router's own TLS Secret, "
+        "trusting its `tls.crt` itself (a self-signed certificate, or a leaf Prometheus pins). Never rendered "
+        "with data.",
+    )
+    router_ca_secret_key: str = Field(
+        default="ca.crt", description="Key within `router_ca_secret_name` that holds the CA certificate."
+    )
+    router_server_name: str | None = Field(
+        default=None,
+        description="Name Prometheus checks the router's certificate against (it scrapes pod addresses, "
+        "which certificates seldom name). Default: the router Service's name FLEET-router.NAMESPACE.svc.",
+    )
+    router_insecure_skip_verify: bool = Field(
+        default=False,
+        description="Scrape the TLS router without verifying its certificate. Only if you accept scrapes "
+        "that could be intercepted; excludes `router_ca_secret_name`.",
+    )
 
-    @field_validator("scrape_secret_name")
+    @field_validator("scrape_secret_name", "router_ca_secret_name")
     @classmethod
-    def _secret_name(cls, value: str | None) -> str | None:
+    def _secret_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and (len(value) > _MAX_SECRET_NAME_CHARS or not _DNS_SUBDOMAIN.match(value)):
             raise ValueError(
-                f"scrape_secret_name {value!r} must be a Kubernetes object name: lower-case letters, digits, "
+                f"{info.field_name} {value!r} must be a Kubernetes object name: lower-case letters, digits, "
                 f"'-' and '.', start and end with a letter or digit, at most {_MAX_SECRET_NAME_CHARS} characters"
             )
         return value
 
-    @field_validator("scrape_secret_key")
+    @field_validator("scrape_secret_key", "router_ca_secret_key")
     @classmethod
-    def _secret_key(cls, value: str) -> str:
+    def _secret_key(cls, value: str, info: ValidationInfo) -> str:
         if len(value) > _MAX_SECRET_NAME_CHARS or not _SECRET_KEY.match(value):
             raise ValueError(
-                f"scrape_secret_key {value!r} must be a Secret key: letters, digits, '-', '_' and '.', "
+                f"{info.field_name} {value!r} must be a Secret key: letters, digits, '-', '_' and '.', "
                 f"at most {_MAX_SECRET_NAME_CHARS} characters"
             )
         return value
+
+    @field_validator("router_server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > _MAX_SECRET_NAME_CHARS or not _DNS_SUBDOMAIN.match(value)):
+            raise ValueError(
+                f"router_server_name {value!r} must be a DNS name: lower-case letters, digits, '-' and '.', "
+                f"at most {_MAX_SECRET_NAME_CHARS} characters"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_router_trust(self) -> MonitoringConfig:
+        if self.router_insecure_skip_verify and self.router_ca_secret_name is not None:
+            raise ValueError(
+                "router_insecure_skip_verify skips the check router_ca_secret_name is for: give one or the other"
+            )
+        return self
 
 
 class KubernetesConfig(SpecModel):
@@ -413,6 +451,12 @@ class RouterConfig(SpecModel):
         default=10.0,
         gt=0,
         description="A request whose headers are not complete this long after its first byte gets 408 (slowloris).",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request whose body is not complete this long after its headers gets 408 (a client "
+        "trickling the body); a body of max_body_bytes must arrive at max_body_bytes / body_timeout_s at least.",
     )
     idle_timeout_s: float = Field(
         default=60.0,

@@ -3,10 +3,11 @@
 Per server group: ConfigMap (serve spec), Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget.
 For the router: ConfigMap (routing table), Deployment, Service, PodDisruptionBudget. Fleet-wide: one
 ServiceAccount (no token), NetworkPolicies (default deny, then router and metrics ingress), optional
-Namespace, ServiceMonitor (with a bearer key from a Secret while /metrics is protected) and
-PrometheusRule. Pods run non-root with a read-only root filesystem, no privilege escalation, no
-capabilities, seccomp RuntimeDefault, probes on the V2 health routes, requests equal to limits, and
-spread across zones and nodes: what Polaris, kube-score and the EKS best-practices guide check for.
+Namespace, ServiceMonitor (with a bearer key from a Secret while /metrics is protected; a second one
+over HTTPS for a TLS router) and PrometheusRule. Pods run non-root with a read-only root filesystem,
+no privilege escalation, no capabilities, seccomp RuntimeDefault, probes on the V2 health routes,
+requests equal to limits, and spread across zones and nodes: what Polaris, kube-score and the EKS
+best-practices guide check for.
 """
 
 from __future__ import annotations
@@ -537,6 +538,38 @@ def _scrape_authorization(spec: FleetSpec, for_delete: bool) -> dict[str, Any] |
     }
 
 
+def _router_scrape_tls(spec: FleetSpec, tls_secret_name: str) -> dict[str, Any]:
+    """How Prometheus checks the TLS router's certificate (the Operator's ``tlsConfig``).
+
+    Prometheus scrapes pod addresses, which a certificate seldom names, so the name checked is the
+    router Service's (what clients call), unless `monitoring.router_server_name` says otherwise. The CA
+    is `monitoring.router_ca_secret_name`, else the router's own certificate from its TLS Secret: Go's
+    verifier accepts a certificate found in the trusted pool itself, self-signed or not.
+    """
+    monitoring = spec.kubernetes.monitoring
+    if monitoring.router_insecure_skip_verify:
+        return {"insecureSkipVerify": True}
+    if monitoring.router_ca_secret_name is not None:
+        ca = {"name": monitoring.router_ca_secret_name, "key": monitoring.router_ca_secret_key}
+    else:
+        ca = {"name": tls_secret_name, "key": "tls.crt"}
+    server_name = monitoring.router_server_name or f"{spec.name}-router.{spec.kubernetes.namespace}.svc"
+    return {"ca": {"secret": ca}, "serverName": server_name}
+
+
+def _service_monitor(spec: FleetSpec, name: str, selector: dict[str, str], endpoint: Manifest) -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(spec, name, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
+            "endpoints": [endpoint],
+        },
+    }
+
+
 def _monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[Manifest]:
     spec = plan.fleet
     monitoring = spec.kubernetes.monitoring
@@ -550,18 +583,18 @@ def _monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[Manifest]:
         authorization = _scrape_authorization(spec, for_delete)
         if authorization is not None:
             endpoint["authorization"] = authorization
-        objects.append(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "ServiceMonitor",
-                "metadata": _metadata(spec, spec.name, "monitoring"),
-                "spec": {
-                    "selector": {"matchLabels": {"app.kubernetes.io/instance": spec.name}},
-                    "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
-                    "endpoints": [endpoint],
-                },
-            }
-        )
+        instance = {"app.kubernetes.io/instance": spec.name}
+        tls_secret_name = spec.router.tls_secret_name
+        if tls_secret_name is None:
+            objects.append(_service_monitor(spec, spec.name, instance, endpoint))
+        else:
+            # A ServiceMonitor's endpoints apply to every Service it selects: the HTTPS router needs
+            # its own, and the servers (plain HTTP inside the fleet) keep theirs.
+            servers = {**instance, "app.kubernetes.io/component": "server"}
+            router = {**instance, "app.kubernetes.io/component": "router"}
+            https = {**endpoint, "scheme": "https", "tlsConfig": _router_scrape_tls(spec, tls_secret_name)}
+            objects.append(_service_monitor(spec, spec.name, servers, endpoint))
+            objects.append(_service_monitor(spec, f"{spec.name}-router", router, https))
     if monitoring.prometheus_rule:
         objects.append(
             {

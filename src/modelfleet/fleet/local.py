@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -32,7 +31,6 @@ from modelfleet.errors import Conflict, NotFound, SpecError, Unavailable
 from modelfleet.fleet.plan import FleetPlan
 from modelfleet.fleet.router_config import (
     Upstream,
-    read_router_settings,
     replica_in_flight_limit,
     router_settings,
     write_router_settings,
@@ -46,10 +44,10 @@ from modelfleet.fleet.state import (
     describe_exit,
     owned_process,
     read_state,
+    router_trust,
     write_atomic,
     write_state,
 )
-from modelfleet.security.tls import client_ssl_context
 
 Progress = Callable[[str], None]
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
@@ -219,7 +217,7 @@ class Supervisor:
         self.state.supervisor_pid = os.getpid()
         self.state.status = "starting"
         self._save()
-        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=self._router_trust()) as client:
+        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=router_trust(self.paths)) as client:
             watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
             health = asyncio.create_task(self._health_loop(client))
             await self._stopping.wait()
@@ -324,16 +322,6 @@ class Supervisor:
             self._save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
-
-    def _router_trust(self) -> ssl.SSLContext | bool:
-        """What the health checks trust: the system's CAs plus the router's own certificate, so a
-        self-signed router (the usual local case) is checked rather than left unverified."""
-        cert = read_router_settings(self.paths.router_file).tls_cert_file
-        if cert is None:
-            return True
-        context = client_ssl_context()
-        context.load_verify_locations(cert)
-        return context
 
     async def _health_loop(self, client: httpx.AsyncClient) -> None:
         last_save = time.monotonic()

@@ -470,6 +470,7 @@ def server_limits(settings: RouterSettings) -> ServerLimits:
         max_header_count=settings.max_header_count,
         max_body_bytes=settings.max_body_bytes,
         header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
         idle_timeout_s=settings.idle_timeout_s,
         max_connections=settings.max_connections,
         max_pipelined=settings.max_pipelined_requests,

@@ -76,6 +76,11 @@ class RouterSettings(SpecModel):
         gt=0,
         description="A request whose headers are not complete this long after its first byte gets 408.",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request whose body is not complete this long after its headers gets 408.",
+    )
     idle_timeout_s: float = Field(
         default=60.0,
         gt=0,
@@ -163,6 +168,7 @@ def router_settings(
         max_header_bytes=router.max_header_bytes,
         max_header_count=router.max_header_count,
         header_timeout_s=router.header_timeout_s,
+        body_timeout_s=router.body_timeout_s,
         idle_timeout_s=router.idle_timeout_s,
         max_connections=router.max_connections,
         max_pipelined_requests=router.max_pipelined_requests,

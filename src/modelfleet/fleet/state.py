@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from pydantic import BaseModel, Field
 from modelfleet import fileio
 from modelfleet.config.fleet import LocalConfig
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.fleet.router_config import read_router_settings
+from modelfleet.security.tls import client_ssl_context
 
 DEFAULT_STATE_ROOT = Path(".modelfleet") / "fleets"
 
@@ -133,6 +136,28 @@ def read_state(paths: FleetPaths) -> FleetState:
         raise InvalidInput(
             f"{paths.state_file} is not a valid fleet state file: {str(exc).splitlines()[0]}"
         ) from None
+
+
+def router_trust(paths: FleetPaths, ca_file: Path | None = None) -> ssl.SSLContext | bool:
+    """What a client of the fleet's router trusts (the supervisor's checks, `fleet status`): the system's
+    CAs, plus the router's own certificate as the fleet spec names it, so a self-signed one (the usual
+    local case) is verified rather than left unchecked, plus ``ca_file`` (a CA bundle that issued it)."""
+    cert = read_router_settings(paths.router_file).tls_cert_file
+    if cert is None and ca_file is None:
+        return True  # httpx's default: the system's CAs
+    if cert is not None and not cert.is_file():
+        raise NotFound(f"the router's certificate {cert} (router.tls_cert_file) does not exist")
+    try:
+        # client_ssl_context(ca_file) checks the file exists and trusts only it; the system's CAs join it.
+        context = client_ssl_context(ca_file)
+        if ca_file is not None:
+            context.load_default_certs()
+        if cert is not None:
+            context.load_verify_locations(cert)
+    except ssl.SSLError as exc:
+        files = " or ".join(str(path) for path in (ca_file, cert) if path is not None)
+        raise InvalidInput(f"{files} is not a PEM certificate file ({exc.reason or exc})") from None
+    return context
 
 
 def append_restart(paths: FleetPaths, record: dict[str, Any]) -> None:

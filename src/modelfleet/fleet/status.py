@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,18 +11,39 @@ from typing import Any
 import httpx
 
 from modelfleet.fleet.local import resolve_fleet, supervisor_alive
-from modelfleet.fleet.state import read_restarts, read_state
+from modelfleet.fleet.state import read_restarts, read_state, router_trust
 
 _ROUTER_TIMEOUT_S = 2.0
 RECENT_RESTARTS = 20
 
 
-def _router_figures(router_url: str, api_key: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed under an httpx connection error, if that was the cause."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _router_figures(
+    router_url: str, api_key: str | None, verify: ssl.SSLContext | bool
+) -> tuple[dict[str, Any] | None, str | None]:
     """The router's /fleet/status document, or None and why the router would not give it."""
     headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
     try:
-        response = httpx.get(f"{router_url}/fleet/status", headers=headers, timeout=_ROUTER_TIMEOUT_S)
-    except httpx.HTTPError:
+        response = httpx.get(
+            f"{router_url}/fleet/status", headers=headers, timeout=_ROUTER_TIMEOUT_S, verify=verify
+        )
+    except httpx.HTTPError as exc:
+        failed = _untrusted(exc)
+        if failed is not None:
+            return None, (
+                f"the router's TLS certificate is not trusted ({failed.verify_message}): it is checked "
+                "against the system's CAs and the fleet spec's router.tls_cert_file; pass --ca-file with "
+                "the CA that issued it"
+            )
         return None, None  # not up (yet): the process states say so
     if response.status_code in (401, 403):
         refused = "was refused" if api_key is None else "refused the key given"
@@ -36,17 +58,23 @@ def _router_figures(router_url: str, api_key: str | None) -> tuple[dict[str, Any
 
 
 def fleet_status(
-    fleet: str | Path, state_root: Path | None = None, api_key: str | None = None
+    fleet: str | Path,
+    state_root: Path | None = None,
+    api_key: str | None = None,
+    ca_file: Path | None = None,
 ) -> dict[str, Any]:
     """Each model with its replicas, their states and restarts, and request/latency figures from the router.
 
     ``api_key`` (a key with the ``read`` scope) is needed for the router's figures when the fleet has auth
-    on; without it the answer says so in ``router_error`` and carries the saved state only.
+    on; without it the answer says so in ``router_error`` and carries the saved state only. A TLS router
+    is verified against the system's CAs, the certificate the fleet spec names, and ``ca_file``.
     """
     paths = resolve_fleet(fleet, state_root)
     state = read_state(paths)
     running = supervisor_alive(state, paths)
-    router, router_error = _router_figures(state.router_url, api_key) if running else (None, None)
+    router, router_error = (
+        _router_figures(state.router_url, api_key, router_trust(paths, ca_file)) if running else (None, None)
+    )
     router_models: dict[str, Any] = (router or {}).get("models", {})
     restarts = read_restarts(paths)
     models = []

@@ -15,9 +15,12 @@ and the connection closed (the stream cannot be trusted after a refused message)
 * request smuggling (RFC 9112 §6.1, §6.3): Content-Length with Transfer-Encoding, duplicate or invalid
   Content-Length (llhttp refuses these), and a Transfer-Encoding other than plain ``chunked`` or on an
   HTTP/1.0 request (refused here) → 400;
-* a head not complete ``header_timeout_s`` after its first byte → 408 (slowloris); a connection with
-  nothing in progress for ``idle_timeout_s`` is closed; both by one scan of the open connections a few
-  times per timeout instead of a timer per request (a timer costs a heap push and a cancel each);
+* a head not complete ``header_timeout_s`` after its first byte → 408 (slowloris); a body not complete
+  ``body_timeout_s`` after its head (a client that trickles the body) → 408; a connection with nothing
+  in progress for ``idle_timeout_s`` is closed; all by one scan of the open connections a few times per
+  timeout instead of a timer per request (a timer costs a heap push and a cancel each). While reading
+  is paused for pipelining the wait is the server's, not the client's, so a paused connection is not
+  timed and its clock restarts when reading resumes;
 * beyond ``max_connections`` open at once a new connection gets 503 with Retry-After at once and is
   closed, without being read: cheaper than parsing for a connection that cannot be served, and unlike
   a silent close a client (or load balancer) learns to back off rather than retry at once;
@@ -60,6 +63,7 @@ class ServerLimits:
     max_header_count: int = 100
     max_body_bytes: int = 64 * 1024 * 1024
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
     max_connections: int = 4096
     max_pipelined: int = 32
@@ -94,7 +98,10 @@ class Connections:
         # Refusals by setting name (a fixed set), for the router's metrics.
         self.refused: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._every_s = max(0.05, min(1.0, limits.header_timeout_s / 4, limits.idle_timeout_s / 4))
+        self._every_s = max(
+            0.05,
+            min(1.0, limits.header_timeout_s / 4, limits.body_timeout_s / 4, limits.idle_timeout_s / 4),
+        )
         self._over_cap = limits.refusal(
             503,
             f"the router has {limits.max_connections} connections open, its limit; retry shortly",
@@ -102,6 +109,11 @@ class Connections:
         )
         self._too_slow = limits.refusal(
             408, f"request headers not complete within {limits.header_timeout_s:g} s", "header_timeout_s"
+        )
+        self._body_too_slow = limits.refusal(
+            408,
+            f"request body not complete within {limits.body_timeout_s:g} s of its headers",
+            "body_timeout_s",
         )
 
     def count(self, setting: str) -> None:
@@ -118,12 +130,16 @@ class Connections:
     def _sweep(self) -> None:
         now = _now()
         header_deadline = now - self.limits.header_timeout_s
+        body_deadline = now - self.limits.body_timeout_s
         idle_deadline = now - self.limits.idle_timeout_s
         for connection in list(self.open):
             phase, since = connection.phase, connection.since
-            if phase == _HEAD and since < header_deadline:
+            if phase == _HEAD and since < header_deadline and not connection.paused:
                 self.count("header_timeout_s")
                 connection.refuse(self._too_slow)
+            elif phase == _BODY and since < body_deadline and not connection.paused:
+                self.count("body_timeout_s")
+                connection.refuse(self._body_too_slow)
             elif phase == _IDLE and since < idle_deadline and connection.idle:
                 connection.close()
         self._timer = asyncio.get_running_loop().call_later(self._every_s, self._sweep)
@@ -156,7 +172,7 @@ class ServerProtocol(asyncio.Protocol):
         self._current: Request | None = None
         self._busy = False
         self._closed = False
-        self._paused = False
+        self.paused = False  # reading paused: too many pipelined requests wait
         self._rejected = False
         # Read by the timeout scan: what the connection is doing and since when.
         self.phase = _IDLE
@@ -249,6 +265,7 @@ class ServerProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.phase = _BODY
+        self.since = _now()  # the body has body_timeout_s from here
         coding = self._transfer_encoding
         if coding is not None and (
             coding.strip().lower() != b"chunked" or self._parser.get_http_version() != "1.1"
@@ -278,8 +295,8 @@ class ServerProtocol(asyncio.Protocol):
             self._parser.get_method(), self._url, self._headers, body, self._parser.should_keep_alive()
         )
         self._pending.append(request)
-        if len(self._pending) >= self._max_pipelined and self._transport is not None and not self._paused:
-            self._paused = True
+        if len(self._pending) >= self._max_pipelined and self._transport is not None and not self.paused:
+            self.paused = True
             self._transport.pause_reading()
         if not self._busy:
             self._answer_pending()
@@ -288,9 +305,11 @@ class ServerProtocol(asyncio.Protocol):
     def _answer_pending(self) -> None:
         while self._pending and not self._closed:
             request = self._pending.popleft()
-            if self._paused and len(self._pending) < self._max_pipelined // 2 and self._transport is not None:
-                self._paused = False
+            if self.paused and len(self._pending) < self._max_pipelined // 2 and self._transport is not None:
+                self.paused = False
                 self._transport.resume_reading()
+                if self.phase != _IDLE:
+                    self.since = _now()  # a head or body cut off by the pause gets its full time again
             self._busy = True
             self._current = request
             try:
