@@ -205,3 +205,14 @@ def _doc_rows() -> list[str]:
         default = "–" if option.default_value is None else f"`{option.default_value}`"
         rows.append(f"| {names} | `{option.env}` | `{option.field}` | {default} | {option.help} |")
     return rows
+
+
+def test_expected_point_time_for_the_progress_display() -> None:
+    spec = spec_from_sources(
+        flags={"target": "http://h", "models": ["m"], "concurrency": "1,2", "ramp_s": 2, "warmup_s": 1}
+    )
+    assert spec.expected_point_s() == [13.0, 13.0]  # ramp + warm-up + the default 10 s
+    stable = spec_from_sources(flags={"target": "http://h", "models": ["m"], "until_stable": True})
+    assert stable.expected_point_s() == [1.0 + 30 * 1.0]  # warm-up + max_windows x window_s
+    counted = spec_from_sources(flags={"target": "http://h", "models": ["m"], "requests": 5})
+    assert counted.expected_point_s() == [None]
