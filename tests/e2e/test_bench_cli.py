@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,39 @@ def test_dry_run_and_render_job(server: RefServer, tmp_path: Path) -> None:
     config_map, manifest = yaml.safe_load_all(job.stdout)
     assert manifest["spec"]["parallelism"] == 4
     assert yaml.safe_load(config_map["data"]["pod-3.yaml"])["points"][0]["rate_per_s"] == 250
+
+
+def test_flag_beats_environment_beats_spec_file(tmp_path: Path) -> None:
+    """The CLI merges as the library does: only flags typed on the command line override the variables."""
+    (tmp_path / "bench.yaml").write_text(
+        "target: http://file:8000\nmodels: [{name: m}]\nprocs: 2\ntimeout_s: 5\nwarmup_s: 3\n"
+        "points: [{concurrency: 2, duration_s: 4}]\n"
+    )
+    env = {
+        **os.environ,
+        "MODELFLEET_BENCH_PROCS": "3",
+        "MODELFLEET_BENCH_TIMEOUT_S": "7",
+        "MODELFLEET_BENCH_HEADERS": "Authorization: Bearer x\nX-Team: ml",
+    }
+
+    def dry(*args: str) -> dict[str, object]:
+        result = subprocess.run(
+            [*MODELFLEET, "bench", "run", "--config", "bench.yaml", *args, "--dry-run"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        spec: dict[str, object] = yaml.safe_load(result.stdout)
+        return spec
+
+    spec = dry("--procs", "4")
+    assert (spec["procs"], spec["timeout_s"], spec["warmup_s"]) == (4, 7.0, 3.0)  # flag, env, file
+    assert spec["headers"] == {"Authorization": "Bearer x", "X-Team": "ml"}
+    assert spec["points"] == [
+        {"concurrency": 2, "duration_s": 4.0, "ramp_s": 0.0}
+    ]  # defaults do not override
+    del env["MODELFLEET_BENCH_PROCS"]
+    assert dry()["procs"] == 2

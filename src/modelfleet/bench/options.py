@@ -1,56 +1,210 @@
-"""Turn command-line style options into a validated `BenchSpec` (optionally on top of a YAML spec).
+"""Merge the sources of a bench run into one validated `BenchSpec`: the rules `bench run` and library users share.
 
-Kept out of the CLI module so the same rules serve `bench run`, `bench render-job` and library users.
+Precedence, per option: flag > environment variable (``MODELFLEET_BENCH_<KEY>``) > spec file (``config``)
+> field default. The options themselves are `modelfleet.config.bench.BENCH_OPTIONS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelfleet.bench.targets import parse_model_option
 from modelfleet.config.base import parse_spec
-from modelfleet.config.bench import BenchSpec
+from modelfleet.config.bench import (
+    BENCH_OPTIONS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DURATION_S,
+    BenchOption,
+    BenchSpec,
+)
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.yamlio import read_yaml_mapping
 
-DEFAULT_DURATION_S = 10.0
+OptionValue = str | int | float | bool | Path | list[str]
+
+_BY_KEY = {option.key: option for option in BENCH_OPTIONS}
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f", "")
 
 
-@dataclass(slots=True)
-class RunOptions:
-    """Everything `bench run` accepts; None means "not given" (the config file or a default decides)."""
+def spec_from_sources(
+    config: Path | None = None,
+    flags: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    fleet: Path | None = None,
+    state_dir: Path | None = None,
+) -> BenchSpec:
+    """The bench spec that a spec file, environment variables and flags describe together.
 
-    url: str | None = None
-    config: Path | None = None
-    spec: Path | None = None
-    models: list[str] = field(default_factory=list)
-    models_file: Path | None = None
-    http: bool = False
-    method: str | None = None
-    body: str | None = None
-    headers: list[str] = field(default_factory=list)
-    samples: Path | None = None
-    mode: str | None = None
-    rates: str | None = None
-    concurrencies: str | None = None
-    duration_s: float | None = None
-    requests: int | None = None
-    ramp_s: float | None = None
-    until_stable: bool = False
-    arrival: str | None = None
-    warmup_s: float | None = None
-    window_s: float | None = None
-    timeout_s: float | None = None
-    max_in_flight: int | None = None
-    procs: int | None = None
-    repeat: int | None = None
-    late_send_threshold_s: float | None = None
-    slo: str | None = None
-    requests_csv: Path | None = None
-    seed: int | None = None
-    insecure: bool = False
+    `flags` maps option keys (`BenchOption.key`, e.g. ``"rate"``, ``"duration_s"``) to values, typed or
+    as the text a command line gives; None means not given. `env` is usually ``os.environ``; only
+    ``MODELFLEET_BENCH_*`` variables are read. `fleet` (a running local fleet's spec file or name) gives
+    the target and models where neither flag nor variable does. Paths from flags and variables are
+    relative to the working directory, paths in the file to the file. Raises `InvalidInput` (bad option),
+    `SpecError` (a spec that does not validate) or `NotFound` (a file that is not there).
+    """
+    given = _given(flags or {}, env or {})
+    if fleet is not None:
+        from modelfleet.fleet.local import fleet_endpoints
+
+        router_url, fleet_models = fleet_endpoints(fleet, state_dir)
+        given.setdefault("target", router_url)
+        given.setdefault("models", fleet_models)
+    data: dict[str, Any] = read_yaml_mapping(config, "bench config") if config is not None else {}
+    _apply(given, data)
+    spec = parse_spec(data, BenchSpec, str(config) if config is not None else "command line")
+    spec.resolve_paths(config.parent if config is not None else Path.cwd())
+    from modelfleet.bench.slo import parse_slo
+
+    parse_slo(spec.slo)  # bad gates fail here, before any load is sent (and in a --dry-run)
+    return spec
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+def _given(flags: Mapping[str, object], env: Mapping[str, str]) -> dict[str, OptionValue]:
+    """Option values by key, a flag winning over its environment variable."""
+    unknown = sorted(set(flags) - set(_BY_KEY))
+    if unknown:
+        raise InvalidInput(f"unknown bench options {unknown}; known: {sorted(_BY_KEY)}")
+    given: dict[str, OptionValue] = {}
+    for option in BENCH_OPTIONS:
+        flag = flags.get(option.key)
+        if flag is not None and flag != [] and flag is not False:
+            given[option.key] = _coerce(option, flag, option.name)
+        elif option.env in env:
+            value = _coerce(option, env[option.env], option.env)
+            if value != [] and value is not False:
+                given[option.key] = value
+    return given
+
+
+def _coerce(option: BenchOption, value: object, source: str) -> OptionValue:
+    """A flag's value as its option's kind; text (an environment variable, a command line) is parsed."""
+    if isinstance(value, str):
+        return _parse(option, value, source)
+    if option.many and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if option.kind is bool and isinstance(value, bool):
+        return value
+    if option.kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if option.kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if option.kind is Path and isinstance(value, Path):
+        return value
+    wanted = "a list of text" if option.many else option.kind.__name__
+    raise InvalidInput(f"{source}: {value!r} is not {wanted}")
+
+
+def _parse(option: BenchOption, text: str, source: str) -> OptionValue:
+    if option.many:
+        return [item for item in text.split(option.separator) if item.strip()]
+    if option.kind is bool:
+        if text.strip().lower() in _TRUE:
+            return True
+        if text.strip().lower() in _FALSE:
+            return False
+        raise InvalidInput(f"{source} {text!r} is not a yes/no value (1, true, yes / 0, false, no)")
+    if option.kind is int or option.kind is float:
+        try:
+            return option.kind(text)
+        except ValueError:
+            raise InvalidInput(f"{source} {text!r} is not a {option.kind.__name__} number") from None
+    return Path(text) if option.kind is Path else text
+
+
+# --- onto the spec -------------------------------------------------------------------------------
+
+
+def _apply(given: Mapping[str, OptionValue], data: dict[str, Any]) -> None:
+    """Write the given options into the spec file's data: plain ones onto their field, shorthands by rule."""
+    if given.get("http"):
+        data["protocol"] = "http"
+    _apply_target(given, data)
+    model_texts = [m for text in _texts(given, "models") for m in text.split(",") if m.strip()]
+    if "models_file" in given:
+        model_texts += _model_lines(_path(given, "models_file"))
+    if model_texts:
+        from modelfleet.bench.targets import parse_model_option
+
+        data["models"] = [parse_model_option(text.strip()).model_dump() for text in model_texts]
+    headers = _texts(given, "headers")
+    if headers:
+        data["headers"] = {**data.get("headers", {}), **dict(parse_header(h) for h in headers)}
+    if given.get("insecure"):
+        data["verify_tls"] = False
+    for option in BENCH_OPTIONS:
+        if option.shorthand or option.key not in given:
+            continue
+        value = given[option.key]
+        if isinstance(value, Path):
+            data[option.field] = str(value.resolve())
+        elif isinstance(value, float) and option.scale != 1.0:
+            data[option.field] = value * option.scale
+        else:
+            data[option.field] = value
+    mode = data.get("mode") or ("open" if "rate" in given else "closed")
+    data["mode"] = mode
+    points = _points(given, data, mode)
+    if points is not None:
+        data["points"] = points
+
+
+def _apply_target(given: Mapping[str, OptionValue], data: dict[str, Any]) -> None:
+    method, body = given.get("method"), given.get("body")
+    if "target" not in given:
+        if data.get("protocol") == "http" and (body is not None or method is not None):
+            raise InvalidInput("--body and --method describe a plain HTTP endpoint: give its URL too")
+        return
+    if data.get("protocol", "v2") != "http":
+        data["target"] = given["target"]
+        return
+    endpoint: dict[str, Any] = {"url": given["target"]}
+    if method is not None:
+        endpoint["method"] = method
+    if body is not None:
+        endpoint["body_template"] = body
+    data["endpoints"] = [endpoint]
+
+
+def _points(given: Mapping[str, OptionValue], data: dict[str, Any], mode: str) -> list[dict[str, Any]] | None:
+    """New points when the options describe the load shape; None keeps the file's points."""
+    stop: dict[str, Any] = {key: given[key] for key in ("duration_s", "requests") if key in given}
+    extra: dict[str, Any] = {"ramp_s": given["ramp_s"]} if "ramp_s" in given else {}
+    rates, concurrencies = given.get("rate"), given.get("concurrency")
+    if rates is None and concurrencies is None:
+        if data.get("points"):
+            if not stop and not extra:
+                return None
+            adjusted = []  # the options adjust every point of the file
+            for configured in data["points"]:
+                point = dict(configured) if isinstance(configured, dict) else {}
+                if stop:
+                    point.pop("duration_s", None)
+                    point.pop("requests", None)
+                adjusted.append({**point, **stop, **extra})
+            return adjusted
+        if mode == "seq":
+            return None
+        if mode == "open":
+            raise InvalidInput("open mode needs --rate (one rate, or a comma-separated sweep)")
+        counts = [float(DEFAULT_CONCURRENCY)]
+    else:
+        counts = parse_number_list(str(concurrencies), "concurrency", True) if concurrencies else []
+    if not stop and not given.get("until_stable"):
+        if mode == "rnd":
+            raise InvalidInput("rnd mode needs --requests N")
+        stop = {"duration_s": DEFAULT_DURATION_S}
+    if rates is not None:
+        if concurrencies is not None:
+            raise InvalidInput("give --rate (open loop) or --concurrency (closed loop), not both")
+        return [
+            {"rate_per_s": rate, **stop, **extra} for rate in parse_number_list(str(rates), "rate", False)
+        ]
+    return [{"concurrency": int(c), **stop, **extra} for c in counts]
 
 
 def parse_number_list(text: str, what: str, integer: bool) -> list[float]:
@@ -80,8 +234,14 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    return read_yaml_mapping(path, "bench config")
+def _texts(given: Mapping[str, OptionValue], key: str) -> list[str]:
+    value = given.get(key, [])
+    return value if isinstance(value, list) else [str(value)]
+
+
+def _path(given: Mapping[str, OptionValue], key: str) -> Path:
+    value = given[key]
+    return value if isinstance(value, Path) else Path(str(value))
 
 
 def _model_lines(path: Path) -> list[str]:
@@ -92,101 +252,3 @@ def _model_lines(path: Path) -> list[str]:
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-
-
-def _points(options: RunOptions, data: dict[str, Any], mode: str) -> list[dict[str, Any]] | None:
-    """New points when the flags describe the load shape; None keeps the config's points."""
-    stop: dict[str, Any] = {}
-    if options.duration_s is not None:
-        stop["duration_s"] = options.duration_s
-    if options.requests is not None:
-        stop["requests"] = options.requests
-    extra: dict[str, Any] = {"ramp_s": options.ramp_s} if options.ramp_s is not None else {}
-    if options.rates is None and options.concurrencies is None:
-        if data.get("points"):
-            if not stop and not extra:
-                return None
-            adjusted = []  # the flags adjust every configured point
-            for configured in data["points"]:
-                point = dict(configured) if isinstance(configured, dict) else {}
-                if stop:
-                    point.pop("duration_s", None)
-                    point.pop("requests", None)
-                adjusted.append({**point, **stop, **extra})
-            return adjusted
-        if mode == "seq":
-            return None
-        if mode == "open":
-            raise InvalidInput("open mode needs --rate (one rate, or a comma-separated sweep)")
-        concurrencies = [1.0]
-    else:
-        concurrencies = (
-            parse_number_list(options.concurrencies, "concurrency", True) if options.concurrencies else []
-        )
-    if not stop and not options.until_stable:
-        if mode == "rnd":
-            raise InvalidInput("rnd mode needs --requests N")
-        stop = {"duration_s": DEFAULT_DURATION_S}
-    if options.rates is not None:
-        if options.concurrencies is not None:
-            raise InvalidInput("give --rate (open loop) or --concurrency (closed loop), not both")
-        return [
-            {"rate_per_s": rate, **stop, **extra} for rate in parse_number_list(options.rates, "rate", False)
-        ]
-    return [{"concurrency": int(c), **stop, **extra} for c in concurrencies]
-
-
-def spec_from_options(options: RunOptions) -> BenchSpec:
-    data: dict[str, Any] = _read_config(options.config) if options.config is not None else {}
-    base = options.config.parent if options.config is not None else Path.cwd()
-    if options.spec is not None:
-        data["serve_spec"] = str(options.spec.resolve())
-    if options.http:
-        data["protocol"] = "http"
-    protocol = data.get("protocol", "v2")
-    if options.url is not None:
-        if protocol == "http":
-            endpoint: dict[str, Any] = {"url": options.url}
-            if options.method is not None:
-                endpoint["method"] = options.method
-            if options.body is not None:
-                endpoint["body_template"] = options.body
-            data["endpoints"] = [endpoint]
-        else:
-            data["target"] = options.url
-    elif protocol == "http" and (options.body is not None or options.method is not None):
-        raise InvalidInput("--body and --method describe a plain HTTP endpoint: give its URL too")
-    model_texts = [m for text in options.models for m in text.split(",") if m.strip()]
-    if options.models_file is not None:
-        model_texts += _model_lines(options.models_file)
-    if model_texts:
-        data["models"] = [parse_model_option(text.strip()).model_dump() for text in model_texts]
-    if options.headers:
-        data["headers"] = {**data.get("headers", {}), **dict(parse_header(h) for h in options.headers)}
-    if options.insecure:
-        data["verify_tls"] = False
-    simple = {
-        "samples_file": str(options.samples.resolve()) if options.samples is not None else None,
-        "mode": options.mode,
-        "arrival": options.arrival,
-        "warmup_s": options.warmup_s,
-        "window_s": options.window_s,
-        "timeout_s": options.timeout_s,
-        "max_in_flight": options.max_in_flight,
-        "procs": options.procs,
-        "repeat": options.repeat,
-        "late_send_threshold_s": options.late_send_threshold_s,
-        "slo": options.slo,
-        "requests_csv": str(options.requests_csv.resolve()) if options.requests_csv is not None else None,
-        "seed": options.seed,
-    }
-    data.update({key: value for key, value in simple.items() if value is not None})
-    mode = data.get("mode") or ("open" if options.rates is not None else "closed")
-    data["mode"] = mode
-    points = _points(options, data, mode)
-    if points is not None:
-        data["points"] = points
-    source = str(options.config) if options.config is not None else "command line"
-    spec = parse_spec(data, BenchSpec, source)
-    spec.resolve_paths(base)
-    return spec

@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from modelfleet.bench.results import GateVerdict, PointSummary, SloReport
-from modelfleet.errors import InvalidInput
+from modelfleet.bench.results import BenchResult, GateVerdict, PointSummary, SloReport
+from modelfleet.errors import GateFailed, InvalidInput
 
 LATENCY_METRICS = ("p50", "p90", "p95", "p99", "p99.9", "max", "mean")
 RATE_METRICS = ("throughput", "goodput")
@@ -131,4 +131,17 @@ def evaluate(gates: Sequence[Gate], points: Sequence[tuple[int, PointSummary]]) 
             )
     return SloReport(
         gates=[gate.text for gate in gates], verdicts=verdicts, passed=all(v.passed for v in verdicts)
+    )
+
+
+def require_slo_passed(result: BenchResult) -> None:
+    """Raise `GateFailed` naming the first failed gate and its point when the result's SLO failed."""
+    if result.slo is None or result.slo.passed:
+        return
+    failed = [v for v in result.slo.verdicts if not v.passed]
+    labels = {p.index: p.label for p in result.points}
+    first = failed[0]
+    raise GateFailed(
+        f"SLO failed: {len(failed)} of {len(result.slo.verdicts)} checks, first {first.gate} at "
+        f"{labels[first.point]} (measured {first.value if first.value is not None else 'nothing'})"
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -14,7 +17,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from modelfleet.cli.common import console, err_console, print_json
-from modelfleet.errors import GateFailed
+from modelfleet.config.bench import BENCH_OPTIONS, ENV_PREFIX, BenchOption
+
+if TYPE_CHECKING:
+    from modelfleet.bench.loadgen import Progress as Snapshot
+    from modelfleet.bench.results import BenchResult, PointResult, PointSummary
 
 bench_app = typer.Typer(
     name="bench",
@@ -22,13 +29,11 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_ENV = "MODELFLEET_BENCH_"
-
 
 class LiveProgress:
     """A rich progress bar on stderr with live rate, p99 and errors, fed by generator snapshots."""
 
-    def __init__(self, totals_s: dict[int, float | None]) -> None:
+    def __init__(self, totals_s: list[float | None]) -> None:
         self.totals_s = totals_s
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -48,13 +53,13 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def __call__(self, snapshot: Any) -> None:
+    def __call__(self, snapshot: Snapshot) -> None:
         index = snapshot.point_index
         if index not in self.tasks:
             for task in self.tasks.values():  # the previous point is over
                 self.progress.update(task, phase="done")
             self.tasks[index] = self.progress.add_task(
-                snapshot.point_label, total=self.totals_s.get(index), phase="", stats=""
+                snapshot.point_label, total=self.totals_s[index], phase="", stats=""
             )
         rate = f"{snapshot.window_rate_per_s:,.0f}/s" if snapshot.window_rate_per_s is not None else "-"
         p99 = f"{snapshot.window_p99_ms:,.1f} ms" if snapshot.window_p99_ms is not None else "-"
@@ -75,14 +80,14 @@ def _wide(out: Console) -> Console:
     return Console(file=out.file, width=160, highlight=False)
 
 
-def _print_result(result: Any, output: str) -> None:
+def _print_result(result: BenchResult, output: str) -> None:
     out = err_console if output == "-" else console
     target = _wide(out)
     roomy = target.width >= 130  # on a narrow terminal, keep the columns that matter most
     open_loop = any(p.loop == "open" for p in result.points)
     stable_text = {True: "yes", False: "no", None: "-"}
     # (header, value of a point, shown on a narrow terminal)
-    columns: list[tuple[str, Any, bool]] = [
+    columns: list[tuple[str, Callable[[PointResult, PointSummary], str], bool]] = [
         ("point", lambda p, s: p.label, True),
         ("sent", lambda p, s: f"{p.sent:,}", True),
         ("sent/s", lambda p, s: f"{s.achieved_send_rate_per_s:,.1f}", False),
@@ -112,8 +117,8 @@ def _print_result(result: Any, output: str) -> None:
     )
     for header, _, _ in shown:
         table.add_column(header, justify="left" if header in ("point", "stable") else "right", no_wrap=True)
-    for point in result.points:
-        table.add_row(*(value(point, point.summary) for _, value, _ in shown))
+    for point, summary in _summarized(result):
+        table.add_row(*(value(point, summary) for _, value, _ in shown))
     target.print(table)
     many_points = len(result.points) > 1
     for point in result.points:
@@ -146,7 +151,7 @@ def _print_result(result: Any, output: str) -> None:
         out.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
-def _print_verdicts(result: Any, out: Any) -> None:
+def _print_verdicts(result: BenchResult, out: Console) -> None:
     if result.slo is None:
         return
     labels = {p.index: p.label for p in result.points}
@@ -159,7 +164,7 @@ def _print_verdicts(result: Any, out: Any) -> None:
         )
 
 
-def _json_summary(result: Any, output: str | None) -> dict[str, Any]:
+def _json_summary(result: BenchResult, output: str | None) -> dict[str, object]:
     return {
         "results_file": output,
         "run_id": result.run.id,
@@ -174,58 +179,95 @@ def _json_summary(result: Any, output: str | None) -> dict[str, Any]:
                 "errors": p.errors,
                 **{
                     k: v
-                    for k, v in p.summary.model_dump().items()
+                    for k, v in s.model_dump().items()
                     if k not in ("latency", "uncorrected_latency", "warnings")
                 },
-                "latency_ms": p.summary.latency.model_dump(),
-                "uncorrected_latency_ms": p.summary.uncorrected_latency.model_dump(),
+                "latency_ms": s.latency.model_dump(),
+                "uncorrected_latency_ms": s.uncorrected_latency.model_dump(),
             }
-            for p in result.points
+            for p, s in _summarized(result)
         ],
     }
 
 
-def _gate(result: Any) -> None:
-    if result.slo is not None and not result.slo.passed:
-        failed = [v for v in result.slo.verdicts if not v.passed]
-        labels = {p.index: p.label for p in result.points}
-        first = failed[0]
-        raise GateFailed(
-            f"SLO failed: {len(failed)} of {len(result.slo.verdicts)} checks, first {first.gate} at "
-            f"{labels[first.point]} (measured {first.value if first.value is not None else 'nothing'})"
-        )
+def _summarized(result: BenchResult) -> list[tuple[PointResult, PointSummary]]:
+    """Points with their derived figures (a finished run or a merge always has them)."""
+    return [(point, point.summary) for point in result.points if point.summary is not None]
 
 
 def _default_output() -> str:
     return f"bench-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
 
 
-def _progress_totals(spec: Any) -> dict[int, float | None]:
-    totals: dict[int, float | None] = {}
-    for index, point in enumerate(spec.points):
-        lead = point.ramp_s + spec.warmup_s
-        if point.duration_s is not None:
-            totals[index] = lead + point.duration_s
-        elif point.requests is None:
-            totals[index] = lead + spec.stability.max_windows * spec.window_s
-        else:
-            totals[index] = None
-    return totals
+def _typer_parameter(option: BenchOption) -> inspect.Parameter:
+    """The typer parameter of one bench option: names, help and default shown all come from the option.
+
+    Its click default is the option's default only for --help to show: the wrapper passes on no
+    default, so a spec file's value is not overridden by a default.
+    """
+    if not option.flags:
+        info: typer.models.ParameterInfo = typer.Argument(
+            metavar=option.metavar, help=option.help, envvar=option.env, show_default=False
+        )
+    else:
+        info = typer.Option(*option.flags, help=option.help, envvar=option.env)
+    if option.kind is bool:
+        annotation: object = bool
+        default: object = False
+    else:
+        annotation = (list[option.kind] if option.many else option.kind) | None  # type: ignore[name-defined]
+        default = option.default_value
+    return inspect.Parameter(
+        option.key,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[annotation, info],  # type: ignore[valid-type]
+    )
+
+
+RunCommand = Callable[..., None]
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter's value was typed on the command line (not a variable, not a default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _with_bench_options(command: RunCommand) -> RunCommand:
+    """Give `command` a parameter per `BENCH_OPTIONS` entry, handed to it as one `flags` mapping.
+
+    Only values typed on the command line go into `flags`: click also reads the environment variables
+    (that is how --help shows them) and fills in defaults (to show them), but the library reads the
+    environment itself and knows the spec file, so the CLI and a library user merge by the same rules.
+    """
+    own = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, parameter in inspect.signature(command, eval_str=True).parameters.items()
+        if name != "flags"
+    ]
+    keys = {option.key for option in BENCH_OPTIONS}
+
+    def wrapper(ctx: typer.Context, **values: object) -> None:
+        flags = {key: value for key, value in values.items() if key in keys and _typed(ctx, key)}
+        command(flags=flags, **{key: value for key, value in values.items() if key not in keys})
+
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    parameters = [context, *(_typer_parameter(option) for option in BENCH_OPTIONS), *own]
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__doc__ = command.__doc__
+    return wrapper
 
 
 @bench_app.command("run")
+@_with_bench_options
 def run_command(
-    url: str | None = typer.Argument(
-        None, help="V2 base URL (http://host:8000), or with --http the endpoint URL."
-    ),
-    model: list[str] = typer.Option(
-        [], "--model", "-m", help="NAME[:VERSION][=WEIGHT]; repeat or comma-separate.", envvar=_ENV + "MODELS"
-    ),
-    models_file: Path | None = typer.Option(
-        None, "--models-file", help="File with one NAME[:VERSION][=WEIGHT] per line."
-    ),
-    spec: Path | None = typer.Option(
-        None, "--spec", help="A serve spec: its server address and models become the targets."
+    flags: Mapping[str, object],
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="A bench spec (YAML); options given as flags or variables override its fields.",
     ),
     fleet: Path | None = typer.Option(
         None, "--fleet", help="A running local fleet (spec file or name): every model, through its router."
@@ -233,132 +275,20 @@ def run_command(
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Where local fleets keep their state.", envvar="MODELFLEET_STATE_DIR"
     ),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="A bench spec (YAML); flags override its fields."
-    ),
-    http: bool = typer.Option(False, "--http", help="URL is a plain HTTP JSON endpoint, not a V2 server."),
-    method: str | None = typer.Option(None, "--method", help="Plain HTTP method (default POST)."),
-    body: str | None = typer.Option(
-        None, "--body", help="Plain HTTP body template; {{sample}} becomes a sample as a JSON string."
-    ),
-    header: list[str] = typer.Option(
-        [], "--header", "-H", help="'Name: value' on every request; repeatable."
-    ),
-    samples: Path | None = typer.Option(
-        None, "--samples", help="Text file, one sample (e.g. sentence) per line."
-    ),
-    mode: str | None = typer.Option(
-        None,
-        "--mode",
-        help="seq | rnd | closed | open (default: open with --rate, else closed).",
-        envvar=_ENV + "MODE",
-    ),
-    rate: str | None = typer.Option(
-        None,
-        "--rate",
-        help="Open loop arrivals per second; comma-separated for a sweep.",
-        envvar=_ENV + "RATE",
-    ),
-    concurrency: str | None = typer.Option(
-        None,
-        "--concurrency",
-        help="Closed loop concurrency; comma-separated for a sweep.",
-        envvar=_ENV + "CONCURRENCY",
-    ),
-    duration_s: float | None = typer.Option(
-        None, "--duration-s", help="Measured seconds per point (default 10).", envvar=_ENV + "DURATION_S"
-    ),
-    requests: int | None = typer.Option(
-        None, "--requests", help="Measured requests per point instead of a duration."
-    ),
-    ramp_s: float | None = typer.Option(
-        None, "--ramp-s", help="Ramp from the previous point's load (not measured)."
-    ),
-    until_stable: bool = typer.Option(
-        False, "--until-stable", help="Run each point until it is stable (or gives up)."
-    ),
-    arrival: str | None = typer.Option(None, "--arrival", help="Open loop arrivals: constant | poisson."),
-    warmup_s: float | None = typer.Option(
-        None, "--warmup-s", help="Warm-up per point, excluded from statistics (default 1)."
-    ),
-    window_s: float | None = typer.Option(
-        None, "--window-s", help="Stability window and time-series step (default 1)."
-    ),
-    timeout_s: float | None = typer.Option(
-        None,
-        "--timeout-s",
-        help="Per-request timeout from the intended send (default 10).",
-        envvar=_ENV + "TIMEOUT_S",
-    ),
-    max_in_flight: int | None = typer.Option(
-        None, "--max-in-flight", help="Open loop connection cap per process (default 1024)."
-    ),
-    procs: int | None = typer.Option(
-        None, "--procs", help="Generator processes on this machine (default 1).", envvar=_ENV + "PROCS"
-    ),
-    repeat: int | None = typer.Option(None, "--repeat", help="seq mode: requests per model (default 1)."),
-    late_threshold_ms: float | None = typer.Option(
-        None, "--late-threshold-ms", help="A send later than this is late (default 2)."
-    ),
-    slo: str | None = typer.Option(
-        None, "--slo", help="Gates, e.g. 'p99<100ms,error_rate<0.1%,throughput>500'.", envvar=_ENV + "SLO"
-    ),
     output: str | None = typer.Option(
-        None, "--output", "-o", help="Results JSON path ('-' for stdout; default bench-TIME.json)."
+        None, "--output", "-o", help="Results JSON path ('-' for stdout).", show_default="bench-TIME.json"
     ),
-    requests_csv: Path | None = typer.Option(
-        None, "--requests-csv", help="Also write one CSV row per request here."
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed for arrivals, model choice and generated inputs."
-    ),
-    insecure: bool = typer.Option(False, "--insecure", help="Do not verify the target's TLS certificate."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved bench spec as YAML and exit."),
 ) -> None:
-    """Load-test a V2 server or a plain HTTP endpoint and write a results file. Exit 1 when an SLO gate fails."""
-    from modelfleet.bench.options import RunOptions, spec_from_options
+    """Load-test a V2 server or a plain HTTP endpoint and write a results file. Exit 1 when an SLO gate fails.
 
-    if fleet is not None:
-        from modelfleet.fleet.local import fleet_endpoints
+    Every run option is also an environment variable (shown with it) and a field of the --config spec: a flag wins over its variable, which wins over the spec file.
+    """
+    from modelfleet.bench.options import spec_from_sources
 
-        router_url, fleet_models = fleet_endpoints(fleet, state_dir)
-        url = url or router_url
-        model = model or fleet_models
-
-    options = RunOptions(
-        url=url,
-        config=config,
-        spec=spec,
-        models=model,
-        models_file=models_file,
-        http=http,
-        method=method,
-        body=body,
-        headers=header,
-        samples=samples,
-        mode=mode,
-        rates=rate,
-        concurrencies=concurrency,
-        duration_s=duration_s,
-        requests=requests,
-        ramp_s=ramp_s,
-        until_stable=until_stable,
-        arrival=arrival,
-        warmup_s=warmup_s,
-        window_s=window_s,
-        timeout_s=timeout_s,
-        max_in_flight=max_in_flight,
-        procs=procs,
-        repeat=repeat,
-        late_send_threshold_s=late_threshold_ms / 1000.0 if late_threshold_ms is not None else None,
-        slo=slo,
-        requests_csv=requests_csv,
-        seed=seed,
-        insecure=insecure,
-    )
-    bench_spec = spec_from_options(options)
+    bench_spec = spec_from_sources(config, flags, os.environ, fleet=fleet, state_dir=state_dir)
     if dry_run:
         import yaml
 
@@ -367,13 +297,11 @@ def run_command(
         )
         return
     from modelfleet.bench import run_bench, write_result
-    from modelfleet.bench.slo import parse_slo
+    from modelfleet.bench.slo import require_slo_passed
 
-    parse_slo(bench_spec.slo)  # bad gates fail before any load is sent
     destination = output or _default_output()
-    show_progress = not quiet and not json_output and err_console.is_terminal
-    if show_progress:
-        with LiveProgress(_progress_totals(bench_spec)) as live:
+    if not quiet and not json_output and err_console.is_terminal:
+        with LiveProgress(bench_spec.expected_point_s()) as live:
             result = run_bench(bench_spec, progress=live)
     else:
         result = run_bench(bench_spec)
@@ -387,7 +315,7 @@ def run_command(
                 f"results → {destination}  (HTML: modelfleet report {destination} -o report.html)",
                 highlight=False,
             )
-    _gate(result)
+    require_slo_passed(result)
 
 
 @bench_app.command("merge")
@@ -399,13 +327,16 @@ def merge_command(
         "bench-merged.json", "--output", "-o", help="Merged results path ('-' for stdout)."
     ),
     slo: str | None = typer.Option(
-        None, "--slo", help="Gates for the merged result (default: the inputs' gates).", envvar=_ENV + "SLO"
+        None,
+        "--slo",
+        help="Gates for the merged result (default: the inputs' gates).",
+        envvar=ENV_PREFIX + "SLO",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
 ) -> None:
     """Combine results of many generators exactly (histograms add) into one result. Exit 1 when a gate fails."""
     from modelfleet.bench import merge_results, read_results, write_result
-    from modelfleet.bench.slo import parse_slo
+    from modelfleet.bench.slo import parse_slo, require_slo_passed
 
     gates = parse_slo(slo) if slo is not None else None
     result = merge_results([r for path in files for r in read_results(path)], gates)
@@ -419,7 +350,7 @@ def merge_command(
                 f"merged {len(result.run.sources)} results ({result.run.generators} generators) → {output}",
                 highlight=False,
             )
-    _gate(result)
+    require_slo_passed(result)
 
 
 @bench_app.command("compare")
@@ -483,9 +414,9 @@ def render_job_command(
 ) -> None:
     """Render a ConfigMap and an Indexed Job of N generator pods; merge their logs with `bench merge`."""
     from modelfleet.bench.kubejob import JobOptions, render_job
-    from modelfleet.bench.options import RunOptions, spec_from_options
+    from modelfleet.bench.options import spec_from_sources
 
-    bench_spec = spec_from_options(RunOptions(config=config, url=target))
+    bench_spec = spec_from_sources(config, flags={"target": target})
     text = render_job(
         bench_spec,
         JobOptions(
