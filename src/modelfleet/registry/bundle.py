@@ -224,8 +224,8 @@ def _check_free_space(path: Path, blobs: BlobStore, sizes: dict[str, int]) -> No
     free = shutil.disk_usage(blobs.tmp_dir).free
     if needed > free:
         raise StorageError(
-            f"cannot import {path}: its blobs need {needed:,} bytes and the registry's disk has {free:,} free; "
-            "nothing was imported"
+            f"cannot import {path}: the disk holding the registry has too little free space (its blobs need "
+            f"{needed:,} bytes, {free:,} are free); nothing was imported: free space or import elsewhere"
         )
 
 
