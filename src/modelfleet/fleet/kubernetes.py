@@ -24,10 +24,8 @@ from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig, Res
 from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 from modelfleet.fleet.router_config import Upstream, replica_in_flight_limit, router_settings
-from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context, prefer_separate_nodes
+from modelfleet.kubeobjects import RUN_AS_ID, KubeObject, pod_security_context, prefer_separate_nodes
 from modelfleet.yamlio import dump_manifest, dump_manifests
-
-Manifest = dict[str, Any]
 
 # Where things live inside the image and the pod.
 MODELS_DIR = "/models"
@@ -217,7 +215,7 @@ def graceful_shutdown_s(spec: FleetSpec) -> float:
     return float(max(1, k8s.termination_grace_s - k8s.pre_stop_pause_s - SHUTDOWN_MARGIN_S))
 
 
-def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
+def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
     spec = plan.fleet
     k8s = spec.kubernetes
     name = f"{spec.name}-{group.name}"
@@ -279,7 +277,7 @@ def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
         # With an HPA the autoscaler owns the replica count; a fixed value would fight it on every apply.
         deployment_spec["replicas"] = group.replicas
 
-    objects: list[Manifest] = [
+    objects: list[KubeObject] = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -303,7 +301,7 @@ def _group_objects(plan: FleetPlan, group: ServerGroup) -> list[Manifest]:
     return objects
 
 
-def _service(spec: FleetSpec, name: str, component: str, group: str | None) -> Manifest:
+def _service(spec: FleetSpec, name: str, component: str, group: str | None) -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -318,7 +316,7 @@ def _service(spec: FleetSpec, name: str, component: str, group: str | None) -> M
     }
 
 
-def _pdb(spec: FleetSpec, name: str, component: str, group: str | None) -> Manifest:
+def _pdb(spec: FleetSpec, name: str, component: str, group: str | None) -> KubeObject:
     # maxUnavailable 1 keeps all but one replica through voluntary disruptions and never blocks a node drain.
     return {
         "apiVersion": "policy/v1",
@@ -328,7 +326,7 @@ def _pdb(spec: FleetSpec, name: str, component: str, group: str | None) -> Manif
     }
 
 
-def _hpa(spec: FleetSpec, name: str, group: ServerGroup) -> Manifest:
+def _hpa(spec: FleetSpec, name: str, group: ServerGroup) -> KubeObject:
     autoscaling = group.pool.autoscaling
     # The replicas asked for (by the pool or by a model of the group) are a floor the autoscaler keeps.
     min_replicas = max(autoscaling.min_replicas, group.replicas)
@@ -366,7 +364,7 @@ def _hpa(spec: FleetSpec, name: str, group: ServerGroup) -> Manifest:
     }
 
 
-def _router_objects(plan: FleetPlan) -> list[Manifest]:
+def _router_objects(plan: FleetPlan) -> list[KubeObject]:
     spec = plan.fleet
     k8s = spec.kubernetes
     name = f"{spec.name}-router"
@@ -449,7 +447,7 @@ def _router_objects(plan: FleetPlan) -> list[Manifest]:
     ]
 
 
-def _network_policies(spec: FleetSpec) -> list[Manifest]:
+def _network_policies(spec: FleetSpec) -> list[KubeObject]:
     k8s = spec.kubernetes
     port = [{"protocol": "TCP", "port": k8s.port}]
     fleet_pods = {"matchLabels": {"app.kubernetes.io/instance": spec.name}}
@@ -557,7 +555,9 @@ def _router_scrape_tls(spec: FleetSpec, tls_secret_name: str) -> dict[str, Any]:
     return {"ca": {"secret": ca}, "serverName": server_name}
 
 
-def _service_monitor(spec: FleetSpec, name: str, selector: dict[str, str], endpoint: Manifest) -> Manifest:
+def _service_monitor(
+    spec: FleetSpec, name: str, selector: dict[str, str], endpoint: KubeObject
+) -> KubeObject:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -570,10 +570,10 @@ def _service_monitor(spec: FleetSpec, name: str, selector: dict[str, str], endpo
     }
 
 
-def _monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[Manifest]:
+def _monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[KubeObject]:
     spec = plan.fleet
     monitoring = spec.kubernetes.monitoring
-    objects: list[Manifest] = []
+    objects: list[KubeObject] = []
     if monitoring.service_monitor:
         endpoint: dict[str, Any] = {
             "port": "http",
@@ -652,7 +652,7 @@ def _alert_rules(spec: FleetSpec) -> list[dict[str, Any]]:
     return rules
 
 
-def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[Manifest]:
+def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[KubeObject]:
     """Every Kubernetes object of the fleet, in apply order (namespace and identities first).
 
     ``for_delete``: the objects are only named for deletion, so checks that guard a working deployment
@@ -660,7 +660,7 @@ def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[Manifest]:
     """
     spec = plan.fleet
     k8s = spec.kubernetes
-    objects: list[Manifest] = []
+    objects: list[KubeObject] = []
     if k8s.create_namespace:
         objects.append(
             {
@@ -691,7 +691,7 @@ def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[Manifest]:
     objects.extend(_monitoring_objects(plan, for_delete))
     # A JSON round trip gives every object its own nested dicts (no shared selectors) and proves
     # the result serialises.
-    fresh: list[Manifest] = json.loads(json.dumps(objects))
+    fresh: list[KubeObject] = json.loads(json.dumps(objects))
     return fresh
 
 
@@ -699,11 +699,11 @@ def dump_yaml(obj: Any) -> str:
     return dump_manifest(obj)
 
 
-def manifest_file_name(obj: Manifest) -> str:
+def manifest_file_name(obj: KubeObject) -> str:
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
-def write_manifests(objects: list[Manifest], out_dir: Path) -> list[Path]:
+def write_manifests(objects: list[KubeObject], out_dir: Path) -> list[Path]:
     """One file per object plus a kustomization.yaml listing them; returns the files written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -728,10 +728,10 @@ def write_manifests(objects: list[Manifest], out_dir: Path) -> list[Path]:
     return written
 
 
-def manifests_to_yaml(objects: list[Manifest]) -> str:
+def manifests_to_yaml(objects: list[KubeObject]) -> str:
     """A single multi-document YAML stream, for `fleet render` without `-o`."""
     return dump_manifests(objects)
 
 
-def manifests_to_json(objects: list[Manifest]) -> str:
+def manifests_to_json(objects: list[KubeObject]) -> str:
     return json.dumps(objects, indent=2)
