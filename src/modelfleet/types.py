@@ -1,4 +1,4 @@
-"""The smallest shared vocabulary: datatypes, tensor specs and model references.
+"""The smallest shared vocabulary: datatypes, tensor specs, model references and progress callbacks.
 
 Everything here is pure and dependency-light (numpy only) so every layer can import it.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +114,8 @@ class ModelRef:
         if self.alias is not None:
             return f"{self.name}@{self.alias}"
         return self.name
+
+
+# Told one line of human-readable progress at a time (build, registry import and export, `fleet up`).
+# The load generator's live figures are another thing: bench.loadgen.ProgressSnapshot.
+Progress = Callable[[str], None]

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import tarfile
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -32,7 +31,7 @@ from modelfleet.registry.blobs import BlobStore, is_sha256_hex
 from modelfleet.registry.checkout import check_relative_path
 from modelfleet.registry.models import AliasEvent, ExportReport, ExportScope, ImportReport, ModelVersion
 from modelfleet.registry.recording import storage_error
-from modelfleet.types import ModelRef
+from modelfleet.types import ModelRef, Progress
 
 BUNDLE_INDEX_NAME = "modelfleet-bundle.json"
 BUNDLE_FORMAT = "modelfleet-bundle"
@@ -40,8 +39,6 @@ BUNDLE_FORMAT_VERSION = 1
 _BLOB_MEMBER = re.compile(r"^blobs/([0-9a-f]{64})$")
 # The index is read into memory whole; this bounds what a hostile bundle can make it allocate.
 MAX_INDEX_BYTES = 256 << 20
-
-Progress = Callable[[str], None]
 
 
 class AliasPointer(BaseModel):
