@@ -1,4 +1,4 @@
-"""The smallest shared vocabulary: datatypes, tensor specs, model references and progress callbacks.
+"""The smallest shared vocabulary: datatypes, tensor specs, named arrays, model references and progress callbacks.
 
 Everything here is pure and dependency-light (numpy only) so every layer can import it.
 """
@@ -84,6 +84,9 @@ class TensorSpec:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype.value, "shape": list(self.shape)}
 
+
+# A model's inputs or outputs by V2 tensor name, batched along dimension 0.
+Arrays = dict[str, np.ndarray[Any, Any]]
 
 _MODEL_REF = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:(?::(?P<version>[0-9]+))|(?:@(?P<alias>[A-Za-z0-9_.-]+)))?$"
