@@ -695,10 +695,6 @@ def render_fleet(plan: FleetPlan, for_delete: bool = False) -> list[KubeObject]:
     return fresh
 
 
-def dump_yaml(obj: Any) -> str:
-    return dump_manifest(obj)
-
-
 def manifest_file_name(obj: KubeObject) -> str:
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
@@ -714,7 +710,7 @@ def write_manifests(objects: list[KubeObject], out_dir: Path) -> list[Path]:
     for obj in objects:
         file_name = manifest_file_name(obj)
         path = out_dir / file_name
-        path.write_text(dump_yaml(obj), encoding="utf-8")
+        path.write_text(dump_manifest(obj), encoding="utf-8")
         written.append(path)
         names.append(file_name)
     kustomization = {
@@ -723,7 +719,7 @@ def write_manifests(objects: list[KubeObject], out_dir: Path) -> list[Path]:
         "resources": names,
     }
     path = out_dir / "kustomization.yaml"
-    path.write_text(dump_yaml(kustomization), encoding="utf-8")
+    path.write_text(dump_manifest(kustomization), encoding="utf-8")
     written.append(path)
     return written
 
@@ -731,7 +727,3 @@ def write_manifests(objects: list[KubeObject], out_dir: Path) -> list[Path]:
 def manifests_to_yaml(objects: list[KubeObject]) -> str:
     """A single multi-document YAML stream, for `fleet render` without `-o`."""
     return dump_manifests(objects)
-
-
-def manifests_to_json(objects: list[KubeObject]) -> str:
-    return json.dumps(objects, indent=2)
