@@ -48,8 +48,8 @@ from modelfleet.fleet.state import (
     write_atomic,
     write_state,
 )
+from modelfleet.types import Progress
 
-Progress = Callable[[str], None]
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
 _HEALTH_TIMEOUT_S = 2.0
 

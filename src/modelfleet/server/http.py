@@ -43,7 +43,8 @@ from modelfleet.server.metrics import CONTENT_TYPE, ServerMetrics, outcome_for_s
 
 log = logging.getLogger("modelfleet.server")
 
-Scope = MutableMapping[str, Any]
+# The ASGI connection scope (type, path, headers, ...); an API key's scope is security.scopes.Scope.
+AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -66,13 +67,13 @@ class LifecycleHooks(Protocol):
     async def shutdown(self) -> None: ...
 
 
-def client_address(scope: Scope) -> str | None:
+def client_address(scope: AsgiScope) -> str | None:
     """``host:port`` of the peer (ASGI ``scope["client"]``), for audit records."""
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _header(scope: AsgiScope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -101,7 +102,7 @@ class V2App:
         self.protect_metrics = protect_metrics
         self.admin = admin
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -123,7 +124,7 @@ class V2App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         parts = path.strip("/").split("/")
@@ -169,7 +170,7 @@ class V2App:
             self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
         await _respond(send, exc.http_status, orjson.dumps(document), headers)
 
-    async def _authorize(self, scope: Scope, needed: str) -> str | None:
+    async def _authorize(self, scope: AsgiScope, needed: str) -> str | None:
         """The caller's key id, or None when auth is off. Raises Unauthorized (401) / Forbidden (403)."""
         if self.authorizer is None:
             return None
@@ -178,7 +179,7 @@ class V2App:
         return principal.key_id
 
     async def _server_route(
-        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+        self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
     ) -> None:
         if parts == ["v2", "health", "live"]:
             await _json(send, 200, {"live": True})
@@ -206,7 +207,7 @@ class V2App:
             raise NotFound(f"no route {method} /{'/'.join(parts)}")
 
     async def _model_route(
-        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+        self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
     ) -> None:
         # /v2/models/{m}[/versions/{v}][/ready|/infer]
         name = parts[2]
@@ -231,7 +232,7 @@ class V2App:
             await _json(send, 200, self.dataplane.model_metadata(name, version))
 
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+        self, scope: AsgiScope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter()
         body = await _read_body(scope, receive, self.max_body_bytes)
@@ -281,7 +282,7 @@ def _request_timeout_s(text: str) -> float:
     return timeout_ms / 1000
 
 
-async def _read_body(scope: Scope, receive: Receive, max_body_bytes: int) -> bytes | bytearray:
+async def _read_body(scope: AsgiScope, receive: Receive, max_body_bytes: int) -> bytes | bytearray:
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {max_body_bytes}")
