@@ -13,4 +13,13 @@ def test_every_command_module_registers_its_commands() -> None:
         module.register(app)
     command = typer.main.get_command(app)
     assert isinstance(command, typer.core.TyperGroup)
-    assert set(command.commands) == {"build", "serve", "fleet", "image", "registry", "keys", "bench", "report"}
+    assert set(command.commands) == {
+        "build",
+        "serve",
+        "fleet",
+        "image",
+        "registry",
+        "keys",
+        "bench",
+        "report",
+    }

@@ -520,7 +520,9 @@ def test_the_gpu_example_scrapes_with_its_prometheus_secret() -> None:
         "credentials": {"name": "search-prometheus", "key": "api-key"},
     }
     spec = load_plan(EXAMPLES / "fleet-gpu.yaml").fleet
-    assert any("Secret search-prometheus (key `api-key`)" in note for note in fleet_warnings(spec, kubernetes=True))
+    assert any(
+        "Secret search-prometheus (key `api-key`)" in note for note in fleet_warnings(spec, kubernetes=True)
+    )
 
 
 def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:

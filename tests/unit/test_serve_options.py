@@ -72,7 +72,9 @@ def test_the_audit_log_dash_means_stdout(artifact: Path) -> None:
     assert str(spec.auth.audit_log) == "-"
 
 
-def test_registry_references_find_the_default_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_registry_references_find_the_default_registry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     spec = serve_spec_from_sources(refs=["emb@production"])
     assert spec.models[0].ref == "emb@production"
@@ -80,7 +82,9 @@ def test_registry_references_find_the_default_registry(monkeypatch: pytest.Monke
     from_env = serve_spec_from_sources(refs=["emb"], env={"MODELFLEET_REGISTRY": str(tmp_path / "env")})
     assert from_env.registry.root == tmp_path / "env"
     from_flag = serve_spec_from_sources(
-        refs=["emb"], flags={"registry": tmp_path / "flag"}, env={"MODELFLEET_REGISTRY": str(tmp_path / "env")}
+        refs=["emb"],
+        flags={"registry": tmp_path / "flag"},
+        env={"MODELFLEET_REGISTRY": str(tmp_path / "env")},
     )
     assert from_flag.registry.root == tmp_path / "flag"
 
@@ -106,7 +110,9 @@ def test_registry_root_takes_the_argument_then_the_variable_then_the_default(
     env = {"MODELFLEET_REGISTRY": "~/env"}
     assert registry_root(Path("~/given"), env) == tmp_path / "given"
     assert registry_root(None, env) == tmp_path / "env"
-    assert registry_root(None, {}) == DEFAULT_REGISTRY_ROOT.expanduser() == tmp_path / ".modelfleet" / "registry"
+    assert (
+        registry_root(None, {}) == DEFAULT_REGISTRY_ROOT.expanduser() == tmp_path / ".modelfleet" / "registry"
+    )
     monkeypatch.setenv("MODELFLEET_REGISTRY", str(tmp_path / "process"))
     assert registry_root() == tmp_path / "process"
 
@@ -121,7 +127,7 @@ def test_bad_options_name_their_source(artifact: Path) -> None:
         serve_spec_from_sources(models=[artifact], flags={"prot": 1})
     with pytest.raises(InvalidInput, match="MODELFLEET_PORT 'abc' is not a int number"):
         serve_spec_from_sources(models=[artifact], env={"MODELFLEET_PORT": "abc"})
-    with pytest.raises(InvalidInput, match="--workers: 2.5 is not int"):
+    with pytest.raises(InvalidInput, match=r"--workers: 2\.5 is not int"):
         serve_spec_from_sources(models=[artifact], flags={"workers": 2.5})
     with pytest.raises(SpecError, match=r"command line: models\.0\.batching\.max_batch_size"):
         serve_spec_from_sources(models=[artifact], flags={"max_batch_size": 0})
@@ -130,7 +136,7 @@ def test_bad_options_name_their_source(artifact: Path) -> None:
 
 
 def test_a_missing_artifact_fails_before_anything_is_served(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="manifest.json is missing"):
+    with pytest.raises(NotFound, match=r"manifest\.json is missing"):
         serve_spec_from_sources(models=[tmp_path / "nothing-here"])
 
 
