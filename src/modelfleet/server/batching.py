@@ -65,8 +65,8 @@ class LoopLag:
 
     Measured on the chaos fleet (2 cores shared by the load generator, the router and two servers):
     under 3x overload a server's request took ~180 ms inside the server while its queue wait and run took
-    ~85 ms; the rest was requests waiting for the loop (decode before admission, encode after the run),
-    where the batcher's estimate cannot see it. A request waits for the loop once before admission and
+    ~85 ms; the rest was spent around the batcher (read and decode before admission, encode and send
+    after the run), each step waiting for the loop, where the batcher's estimate cannot see it. A request waits for the loop once before admission and
     once for its answer, so admission adds twice this lag to its expected finish: when the loop is the
     bottleneck the excess is refused, which is what frees the loop. One probe per loop, shared by every
     model (100 wake-ups a second in all); the peak decays by a fifth per sample, so a spike fades in ~0.2 s.
