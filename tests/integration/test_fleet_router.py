@@ -327,10 +327,12 @@ def test_the_clients_deadline_header_bounds_the_upstream_wait(fleet: Fleet, slow
 
 
 class Overloaded:
-    """A real HTTP server that is ready but answers every inference 503 (an overloaded replica)."""
+    """A real HTTP server that is ready but answers every inference 503 (an overloaded replica), with
+    ``retry_after_s`` in its body when given (as a modelfleet server's admission control sends it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after_s: float | None = None) -> None:
         self.inferences = 0
+        self.retry_after_s = retry_after_s
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -357,7 +359,11 @@ class Overloaded:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.inferences += 1
-                self._answer(503, b'{"error":"overloaded"}')
+                if outer.retry_after_s is None:
+                    self._answer(503, b'{"error":"overloaded"}')
+                else:
+                    body = {"error": "model alpha is overloaded", "retry_after_s": outer.retry_after_s}
+                    self._answer(503, json.dumps(body).encode())
 
         return Handler
 
@@ -395,6 +401,62 @@ def test_without_retry_budget_a_503_is_passed_through_not_retried(fleet: Fleet) 
     assert len(passed_through) == overloaded.inferences >= 1
     assert passed_through[0].json() == {"error": "overloaded"}
     assert status["retries"] == 0
+
+
+def test_a_replica_that_asks_for_a_retry_later_is_held_and_the_router_answers_for_it(fleet: Fleet) -> None:
+    overloaded = Overloaded(retry_after_s=0.6)
+    try:
+        url = fleet.router("held", upstream_ports=[overloaded.port], retry_budget_percent=0)
+        wait_for(f"{url}/v2/health/ready")
+        with httpx.Client(timeout=5) as client:
+            first = client.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+            started = time.monotonic()
+            held = [client.post(f"{url}/v2/models/alpha/infer", json=infer_body()) for _ in range(10)]
+            held_s = time.monotonic() - started
+            forwarded_while_held = overloaded.inferences
+            other_model = client.post(f"{url}/v2/models/beta/infer", json=infer_body())
+            # A client deadline's refusal sets no hold: with the header every request is forwarded.
+            time.sleep(0.7)
+            deadline_header = {"X-Request-Timeout-Ms": "5000"}
+            for _ in range(3):
+                client.post(f"{url}/v2/models/alpha/infer", json=infer_body(), headers=deadline_header)
+            forwarded_with_header = overloaded.inferences - forwarded_while_held - 1
+            time.sleep(0.7)  # the hold is over: the replica is asked again
+            client.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+            metrics = client.get(f"{url}/metrics").text
+    finally:
+        overloaded.server.shutdown()
+    assert first.status_code == 503 and first.json()["retry_after_s"] == 0.6  # the replica's own answer
+    assert held_s < 0.6, "the ten requests are answered within the hold"
+    assert forwarded_while_held == 1, "a held replica is not sent the requests it said it would refuse"
+    for response in held:
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        document = response.json()
+        assert "overloaded" in document["error"] and "max_overload_hold_s" in document["error"]
+        assert 0 < document["retry_after_s"] <= 0.6
+    assert other_model.status_code == 503 and "every ready replica refused" not in other_model.text
+    assert forwarded_with_header == 3
+    assert overloaded.inferences == forwarded_while_held + 1 + 3 + 1
+    assert 'modelfleet_router_shed_total{fleet="itest",model="alpha",reason="overloaded"} 10.0' in metrics
+
+
+def test_a_hold_is_capped_by_max_overload_hold_s_and_zero_turns_it_off(fleet: Fleet) -> None:
+    overloaded = Overloaded(retry_after_s=30.0)
+    try:
+        capped = fleet.router("hold-capped", upstream_ports=[overloaded.port], max_overload_hold_s=0.2)
+        off = fleet.router("hold-off", upstream_ports=[overloaded.port], max_overload_hold_s=0)
+        for url in (capped, off):
+            wait_for(f"{url}/v2/health/ready")
+        with httpx.Client(timeout=5) as client:
+            client.post(f"{capped}/v2/models/alpha/infer", json=infer_body())
+            time.sleep(0.3)  # 30 s asked, 0.2 s allowed: a recovered replica is not starved
+            client.post(f"{capped}/v2/models/alpha/infer", json=infer_body())
+            assert overloaded.inferences == 2
+            for _ in range(3):
+                client.post(f"{off}/v2/models/alpha/infer", json=infer_body())
+            assert overloaded.inferences == 5
+    finally:
+        overloaded.server.shutdown()
 
 
 def test_the_router_serves_tls_from_its_certificate(fleet: Fleet, tmp_path: Path) -> None:

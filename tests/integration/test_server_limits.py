@@ -106,7 +106,17 @@ def test_body_over_the_limit_gets_413(tmp_path: Path, iris_artifact: Path) -> No
 def test_sigterm_turns_readiness_off_finishes_in_flight_requests_and_exits_zero(
     tmp_path: Path, minilm_fp32_artifact: Path
 ) -> None:
-    with serve(["--model", str(minilm_fp32_artifact), "--max-batch-size", "8"], tmp_path) as server:
+    # Six 8-item requests of long texts at once are a queue of ~6 long runs, far past the default latency
+    # target (they would be refused: docs/serve.md, Overload and admission); this test is about draining
+    # what was admitted, so the model gets a queue-wait target of 10 s.
+    spec = {
+        "models": [
+            {"path": str(minilm_fp32_artifact), "batching": {"max_batch_size": 8, "max_queue_wait_s": 10.0}}
+        ]
+    }
+    spec_file = tmp_path / "serve.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    with serve(["--spec", str(spec_file)], tmp_path) as server:
         url = f"{server.url}/v2/models/{MINILM}/infer"
 
         async def scenario() -> tuple[list[httpx.Response], int]:

@@ -115,3 +115,32 @@ def test_a_retry_budget_of_zero_allows_no_retries() -> None:
     budget = RetryBudget(percent=0, min_per_s=0)
     budget.requests += 1000
     assert not budget.try_retry()
+
+
+def test_a_held_replica_is_skipped_for_that_model_only_until_its_hold_ends() -> None:
+    table = _table()
+    first, second, _ = table.replicas
+    first.ready = second.ready = True
+    table.hold(first, "a", until=100.5)
+    assert all(table.choose("a", now=100.0) is second for _ in range(6))
+    assert {table.choose("b", now=100.0) for _ in range(6)} == {first, second}, "other models are not held"
+    table.hold(second, "a", until=100.2)
+    assert table.choose("a", now=100.0) is None  # every ready replica held: the router answers 503 itself
+    assert table.hold_left_s("a", now=100.0) == pytest.approx(0.2)  # the first hold to end
+    assert table.hold_left_s("b", now=100.0) is None
+    assert table.choose("a", now=100.3) is second  # a recovered replica gets traffic as its hold ends
+    assert table.hold_left_s("a", now=100.6) is None and {table.choose("a", now=100.6) for _ in range(4)} == {
+        first,
+        second,
+    }
+    assert not first.held_until and not second.held_until, "ended holds are dropped"
+
+
+def test_a_held_replica_that_is_not_ready_does_not_count_as_held() -> None:
+    table = _table()
+    first, second, _ = table.replicas
+    first.ready = True
+    table.hold(second, "a", until=10.0)
+    assert table.hold_left_s("a", now=5.0) is None  # the answer is "no ready replica", not "held"
+    table.hold(first, "a", until=6.0)
+    assert table.choose("a", now=5.0) is None and table.hold_left_s("a", now=5.0) == pytest.approx(1.0)

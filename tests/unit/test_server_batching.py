@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
-from modelfleet.server.batching import Batcher
+from modelfleet.server.batching import Batcher, ServiceEstimate
 from modelfleet.types import Arrays
 
 
@@ -257,12 +257,12 @@ async def test_request_that_would_miss_its_deadline_is_refused_at_once() -> None
 
 
 @pytest.mark.parametrize(
-    ("max_queue_wait_s", "limit_s"),
-    [(None, 2.5 * 0.02), (0.1, 0.1)],
+    ("max_queue_wait_s", "limit_s", "served"),
+    [(None, 2.5 * 0.02, 4), (0.11, 0.11, 7)],
     ids=["auto-from-unshared-run-time", "explicit"],
 )
 async def test_a_burst_is_served_but_a_standing_queue_is_cut_to_the_wait_target(
-    max_queue_wait_s: float | None, limit_s: float
+    max_queue_wait_s: float | None, limit_s: float, served: int
 ) -> None:
     recorder = Recorder()
     model = LinearModel(fixed_s=0.03, per_item_s=0.005)  # 4 items: 50 ms
@@ -275,23 +275,62 @@ async def test_a_burst_is_served_but_a_standing_queue_is_cut_to_the_wait_target(
         queue_wait_runs=2.5,
         observer=recorder,
     )
-    batcher.seed([(1, 0.02)])  # an unshared run took 20 ms
+    batcher.seed([(1, 0.02)])  # an unshared run took 20 ms; one size seen reads as 20 ms per item
     batcher.start()
     assert batcher.queue_wait_limit_s() == pytest.approx(limit_s)
-    loop = asyncio.get_running_loop()
-    burst = [loop.create_task(_timed(batcher, _rows(1.0), 10.0)) for _ in range(40)]
-    await asyncio.sleep(0.3)  # runs now start with requests that waited 250 ms and more: a standing queue
-    probes = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(5)))
-    assert all(isinstance(r, dict) for r, _, _ in await asyncio.gather(*burst)), "a burst is not refused"
-    for result, elapsed_s, _ in probes:
+    # The n-th of a burst expects to finish in n × 20 ms. Nothing was refused yet, so the burst may pass the
+    # target by half a batch (2 items: 40 ms): auto 50 + 40 ms lets 4 in, explicit 110 + 40 ms lets 7 in.
+    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(12)))
+    assert all(isinstance(r, dict) for r, _, _ in results[:served]), "a burst is not refused"
+    refused = [(r, s) for r, s, _ in results[served:]]
+    for result, elapsed_s in refused:
         assert isinstance(result, Unavailable) and elapsed_s < 0.05
         assert "max_queue_wait_s" in result.message and result.retry_after_s
-        assert 0 < result.retry_after_s < 1.0  # the backlog (< 30 items at ~80/s) drained to the target
-    assert recorder.shed == {"queue_wait": 5}
-    # Once no request has been over the target for 100 ms the queue no longer stands: bursts are served.
+        assert 0 < result.retry_after_s < 1.0  # until the backlog has drained to the target
+    assert recorder.shed == {"queue_wait": 12 - served}
+    await asyncio.sleep(0.3)  # the burst's runs end
+    # Once nothing has been refused for 100 ms a burst is served again.
     await asyncio.sleep(0.15)
-    again = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(8)))
+    again = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(4)))
     assert all(isinstance(r, dict) for r, _, _ in again)
+    await batcher.close()
+
+
+async def test_once_it_refuses_a_model_holds_its_queue_to_the_target_itself() -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.01, per_item_s=0.01)
+    batcher = Batcher(
+        model, max_batch_size=4, max_delay_s=0.0, max_queue_items=1000, queue_wait_runs=2.5, observer=recorder
+    )
+    batcher.seed([(1, 0.02)])  # target 50 ms; a burst may add 2 items' worth (40 ms) while nothing is refused
+    batcher.start()
+    # A lone request; a 4-item one that needs a run of its own after it (160 ms: refused); then two lone
+    # ones expecting 40 and 60 ms. The burst allowance would let the last in, but the model just refused.
+    sizes = [1, 4, 1, 1]
+    outcomes = await asyncio.gather(*(_timed(batcher, _rows(1.0, items), 10.0) for items in sizes))
+    assert [type(r).__name__ for r, _, _ in outcomes] == ["dict", "Unavailable", "dict", "Unavailable"]
+    assert recorder.shed == {"queue_wait": 2}
+    await batcher.close()
+
+
+async def test_a_burst_that_fits_one_batch_is_admitted_as_one_run_not_as_lone_runs() -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.008, per_item_s=0.001)  # 16 items in one run: 24 ms; 16 lone runs: 144 ms
+    batcher = Batcher(
+        model,
+        max_batch_size=16,
+        max_delay_s=0.0,
+        max_queue_items=1000,
+        max_queue_wait_s=0.03,
+        observer=recorder,
+    )
+    batcher.seed([(1, 0.009), (16, 0.024)])  # the warm-up's two sizes give the line
+    assert batcher.service.run_cost_s(16) < 0.03 < 16 * batcher.service.run_cost_s(1)
+    batcher.start()
+    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(32)))
+    assert all(isinstance(r, dict) for r, _, _ in results[:16]), "one batch's worth of clients is served"
+    refused = [r for r, _, _ in results if isinstance(r, Unavailable)]
+    assert refused and recorder.shed == {"queue_wait": len(refused)}, "a second batch's worth does not fit"
     await batcher.close()
 
 
@@ -358,3 +397,49 @@ async def test_a_model_made_10x_slower_sheds_at_once_and_another_model_keeps_its
     assert p90(during) <= 3 * p90(before) + 0.01, "a slow model must not hold up another"
     await slow.close()
     await fast.close()
+
+
+# -- the cost model -------------------------------------------------------------------------------------
+
+
+def _linear_s(items: int) -> float:
+    return 0.0025 + 0.0019 * items  # MiniLM fp32 on two threads, measured
+
+
+def test_cost_model_fits_fixed_and_per_item_cost_from_runs_of_varied_size() -> None:
+    service = ServiceEstimate()
+    for items in [1, 32, 4, 16, 8, 2] * 3:
+        service.record(items, _linear_s(items), unshared=False)
+    assert service.fixed_s == pytest.approx(0.0025, rel=0.05)
+    assert service.per_item_s == pytest.approx(0.0019, rel=0.05)
+    assert service.run_cost_s(16) == pytest.approx(_linear_s(16), rel=0.02)
+
+
+def test_cost_model_keeps_its_slope_while_every_run_holds_one_item() -> None:
+    service = ServiceEstimate()
+    for items in (1, 32):  # the warm-up
+        service.record(items, _linear_s(items), unshared=items == 1)
+    for i in range(500):  # an unloaded model runs lone requests, with some jitter
+        service.record(1, _linear_s(1) * (1.1 if i % 2 else 0.9), unshared=True)
+    assert service.run_cost_s(1) == pytest.approx(_linear_s(1), rel=0.15)
+    assert service.run_cost_s(32) == pytest.approx(_linear_s(32), rel=0.1), "a full batch is not 32 lone runs"
+    assert service.solo_s == pytest.approx(_linear_s(1), rel=0.15)
+
+
+def test_cost_model_reads_one_size_as_proportional_and_never_negative() -> None:
+    service = ServiceEstimate()
+    service.record(4, 0.02, unshared=True)
+    assert service.fixed_s == 0 and service.run_cost_s(8) == pytest.approx(0.04)  # pessimistic for more
+    for items, seconds in [(1, 0.03), (8, 0.01), (16, 0.005)] * 4:  # larger runs faster: noise, not a model
+        service.record(items, seconds, unshared=False)
+        assert service.fixed_s >= 0 and service.per_item_s >= 0
+        assert service.run_cost_s(1) > 0
+
+
+def test_cost_model_follows_a_model_that_became_10x_slower_within_a_few_runs() -> None:
+    service = ServiceEstimate()
+    for items in [1, 32, 4, 16, 8, 2] * 3:
+        service.record(items, _linear_s(items), unshared=False)
+    for _ in range(4):
+        service.record(8, 10 * _linear_s(8), unshared=False)
+    assert service.run_cost_s(8) > 5 * _linear_s(8)

@@ -493,6 +493,13 @@ class RouterConfig(SpecModel):
     retry_budget_min_per_s: float = Field(
         default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
     )
+    max_overload_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="After a replica answers 503 with retry_after_s (overloaded), the router answers that "
+        "model's requests for it itself (503, or another replica) for that long, at most this; 0 forwards all.",
+    )
     tls_cert_file: Path | None = Field(
         default=None,
         description="PEM certificate (relative to the spec); with tls_key_file the local router serves HTTPS.",

@@ -41,9 +41,10 @@ class BatchingConfig(SpecModel):
         gt=0,
         le=3600,
         description=(
-            "Queue-wait target: a request whose expected wait (items ahead of it ÷ measured items/s) is "
-            "longer is refused at once with 503. Unset: queue_wait_runs × the measured compute time of a "
-            "run that held one request (plus max_delay_s when dispatch_when_idle is off)."
+            "Queue-wait target: a request expected to have its answer later than this (its queue wait and "
+            "its own run, from the batch-aware cost of the runs ahead) is refused at once with 503. Unset: "
+            "queue_wait_runs × the measured compute time of a run that held one request (plus max_delay_s "
+            "when dispatch_when_idle is off)."
         ),
     )
     queue_wait_runs: float = Field(

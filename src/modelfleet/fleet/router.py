@@ -6,8 +6,12 @@ that matter (Content-Type, Content-Encoding, Inference-Header-Content-Length, Au
 X-Request-Timeout-Ms) pass through byte for byte.
 
 Under load the router sheds instead of queueing: when every ready replica is at its limit the answer
-is 503 with Retry-After at once. An inference whose connection fails, or that a replica answers 503
-(overloaded, or not ready yet), is retried once on another replica (inference is a pure function of
+is 503 with Retry-After at once. A replica that answers 503 with a ``retry_after_s`` (its admission
+control: the time until its backlog has drained) is held for that model: the router sends it no
+request for that model for that long (at most ``max_overload_hold_s``) and, when every ready replica is
+held, answers 503 itself with the time left, instead of forwarding requests the replica has said it
+will refuse (one hop instead of three, and no server CPU spent on refusals). An inference whose connection
+fails, or that a replica answers 503 (overloaded, or not ready yet), is retried once on another replica (inference is a pure function of
 its input, so a retry is safe) while the retry budget (``RetryBudget``: a share of recent requests)
 lasts, so a failing replica cannot double the load. Every upstream call has a deadline: the router's
 ``request_timeout_s``, or the client's ``X-Request-Timeout-Ms`` when shorter (504 after it).
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -43,7 +48,7 @@ from prometheus_client import generate_latest
 from modelfleet import __version__
 from modelfleet.errors import ModelfleetError, Unauthorized
 from modelfleet.fleet.router_config import RouterSettings
-from modelfleet.fleet.router_metrics import SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
+from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.security.auth import (
     WWW_AUTHENTICATE,
@@ -73,6 +78,8 @@ _CHALLENGE = WWW_AUTHENTICATE.encode()
 _DEADLINE_HEADER = b"x-request-timeout-ms"
 _RETRY_WINDOW_S = 10.0
 _RETRY_SLOTS = 10
+# A replica's 503 body is parsed for retry_after_s only up to this size (ours are ~200 bytes).
+_MAX_HOLD_BODY_BYTES = 4096
 _now = time.monotonic
 
 
@@ -141,6 +148,7 @@ class Router:
         self._tasks: set[asyncio.Task[Response]] = set()
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
+        self._max_hold_s = settings.max_overload_hold_s
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -317,9 +325,9 @@ class Router:
                 return self._answered(model, started, error_response(400, message))
             timeout_s = min(timeout_s, client_ms / 1000.0)
         self.budget.requests += 1
-        replica = self.table.choose(model)
+        replica = self.table.choose(model, now=started)
         if replica is None:
-            return self._answered(model, started, self._unavailable(model, None, ""))
+            return self._answered(model, started, self._unavailable(model, None, "", started))
         self._send(request, model, answer, started, started + timeout_s, timeout_s, replica, None)
         return None
 
@@ -342,8 +350,18 @@ class Router:
         token = (request, model, answer, started, deadline, timeout_s, replica, failed)
         self.pools[replica.name].submit(data, token, deadline)
 
-    def _unavailable(self, model: str, failed: Replica | None, failure: str) -> Response:
-        """503 when no replica can take the request: none ready, or every ready one at its limit."""
+    def _unavailable(self, model: str, failed: Replica | None, failure: str, now: float) -> Response:
+        """503 when no replica can take the request: none ready, every ready one at its limit or held."""
+        held_s = self.table.hold_left_s(model, now)
+        if held_s is not None:
+            self.metrics.shed(model, SHED_OVERLOADED)
+            message = (
+                f"model {model!r} is overloaded: every ready replica refused it and asked for a retry; "
+                f"retry after {held_s:.3f} s (router max_overload_hold_s)"
+            )
+            return json_response(
+                503, {"error": message, "retry_after_s": round(held_s, 4)}, max(1, math.ceil(held_s))
+            )
         after = f" ({failure})" if failed is not None else ""
         if self.table.ready_replicas(model) > 0:
             self.metrics.shed(model, SHED_SATURATED)
@@ -354,6 +372,24 @@ class Router:
         else:
             message = f"model {model!r}: no ready replica{after}; retry shortly"
         return error_response(503, message, self._retry_after)
+
+    def _hold(self, replica: Replica, model: str, request: Request, response: Response, now: float) -> None:
+        """Hold ``model`` on ``replica`` for the retry_after_s of its 503 (at most max_overload_hold_s).
+
+        Not for a request that carried its own X-Request-Timeout-Ms: a refusal for a short deadline says
+        nothing about requests with the model's own timeout.
+        """
+        if self._max_hold_s <= 0 or len(response.body) > _MAX_HOLD_BODY_BYTES:
+            return
+        if request.header(_DEADLINE_HEADER) is not None:
+            return
+        try:
+            document = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            return
+        retry_s = document.get("retry_after_s") if isinstance(document, dict) else None
+        if isinstance(retry_s, int | float) and not isinstance(retry_s, bool) and retry_s > 0:
+            self.table.hold(replica, model, now + min(float(retry_s), self._max_hold_s))
 
     def _upstream_done(
         self, token: Any, written_at: float, finished_at: float, status: int, response: Response | None
@@ -383,9 +419,12 @@ class Router:
         response: Response | None,
     ) -> Response | None:
         if response is not None:
+            if status == 503:
+                now = _now()
+                self._hold(replica, model, request, response, now)
             if status == 503 and failed is None:
                 # An overloaded (or not yet ready) replica: once more elsewhere, within the budget.
-                other = self.table.choose(model, exclude=replica)
+                other = self.table.choose(model, exclude=replica, now=now)
                 if other is not None and self.budget.try_retry():
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)
@@ -412,9 +451,10 @@ class Router:
         if failed is not None:
             message = f"model {model!r}: {failure}, and so did {failed.name}; retry shortly"
             return self._answered(model, started, error_response(503, message, self._retry_after))
-        other = self.table.choose(model, exclude=replica)
+        now = _now()
+        other = self.table.choose(model, exclude=replica, now=now)
         if other is None:
-            return self._answered(model, started, self._unavailable(model, replica, failure))
+            return self._answered(model, started, self._unavailable(model, replica, failure, now))
         if not self.budget.try_retry():
             self.metrics.shed(model, SHED_RETRY_BUDGET)
             message = (

@@ -110,6 +110,14 @@ class RouterSettings(SpecModel):
     retry_budget_min_per_s: float = Field(
         default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
     )
+    max_overload_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Longest the router answers a model's requests itself (503) for a replica that refused "
+        "the model as overloaded: it holds that replica for the replica's retry_after_s, capped at this; "
+        "0 forwards every request.",
+    )
     tls_cert_file: Path | None = Field(
         default=None, description="PEM certificate; with tls_key_file the router serves HTTPS only."
     )
@@ -175,6 +183,7 @@ def router_settings(
         max_upstream_response_bytes=router.max_upstream_response_bytes,
         retry_budget_percent=router.retry_budget_percent,
         retry_budget_min_per_s=router.retry_budget_min_per_s,
+        max_overload_hold_s=router.max_overload_hold_s,
         tls_cert_file=None if tls_files is None else tls_files[0],
         tls_key_file=None if tls_files is None else tls_files[1],
     )

@@ -29,7 +29,8 @@ LATENCY_BUCKETS_S = (
 # Why a request was answered 503 by the router itself instead of being sent (a fixed set of labels).
 SHED_SATURATED = "saturated"  # every ready replica at its in-flight limit
 SHED_RETRY_BUDGET = "retry_budget"  # a retry was due but the retry budget was spent
-SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET)
+SHED_OVERLOADED = "overloaded"  # every ready replica refused the model and asked for a retry later
+SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET, SHED_OVERLOADED)
 
 
 class _ModelFigures:

@@ -1,5 +1,6 @@
-"""The router's pure parts: the routing table (least outstanding requests under a per-replica limit),
-the retry budget, and quantiles from buckets.
+"""The router's pure parts: the routing table (least outstanding requests under a per-replica limit,
+skipping replicas that refused a model as overloaded for as long as they asked), the retry budget, and
+quantiles from buckets.
 
 No sockets and no event loop here, so the choice of replica is tested in process.
 """
@@ -16,7 +17,7 @@ from modelfleet.fleet.router_config import Upstream
 class Replica:
     """One upstream as the router sees it: readiness from health polls, requests in flight and their limit."""
 
-    __slots__ = ("group", "limit", "models", "name", "outstanding", "ready", "url")
+    __slots__ = ("group", "held_until", "limit", "models", "name", "outstanding", "ready", "url")
 
     def __init__(self, upstream: Upstream) -> None:
         self.name = upstream.name
@@ -27,13 +28,27 @@ class Replica:
         self.outstanding = 0
         # Unknown until the first poll; starting "not ready" means a client never hits a cold server.
         self.ready = False
+        # Model → monotonic time until which this replica is not sent that model (it answered 503 with a
+        # retry_after_s); empty while nothing is held, so the hot path pays one falsy check.
+        self.held_until: dict[str, float] = {}
+
+    def held(self, model: str, now: float) -> bool:
+        until = self.held_until.get(model)
+        if until is None:
+            return False
+        if until <= now:
+            del self.held_until[model]
+            return False
+        return True
 
 
 class RoutingTable:
     """Model name → replicas serving it; picks the ready replica with the fewest requests in flight.
 
-    A replica with ``limit`` requests in flight is saturated and skipped: when every ready replica is,
-    ``choose`` returns None and the router sheds at once (503) instead of queueing in front of it.
+    A replica with ``limit`` requests in flight is saturated and skipped, and so is one holding the model
+    (``hold``: it refused the model as overloaded and asked for a retry after a while): when every ready
+    replica is either, ``choose`` returns None and the router sheds at once (503) instead of queueing in
+    front of them or forwarding requests a replica has just said it will refuse.
     """
 
     def __init__(self, upstreams: Iterable[Upstream]) -> None:
@@ -48,7 +63,8 @@ class RoutingTable:
     def has_model(self, model: str) -> bool:
         return model in self.by_model
 
-    def choose(self, model: str, exclude: Replica | None = None) -> Replica | None:
+    def choose(self, model: str, exclude: Replica | None = None, now: float = 0.0) -> Replica | None:
+        """The replica to send ``model`` to at monotonic time ``now`` (holds end by it), or None."""
         candidates = self.by_model.get(model)
         if not candidates:
             return None
@@ -59,11 +75,27 @@ class RoutingTable:
             replica = candidates[(self._turn + offset) % count]
             if not replica.ready or replica is exclude or replica.outstanding >= replica.limit:
                 continue
+            if replica.held_until and replica.held(model, now):
+                continue
             if best is None or replica.outstanding < best.outstanding:
                 best = replica
                 if best.outstanding == 0:
                     break
         return best
+
+    @staticmethod
+    def hold(replica: Replica, model: str, until: float) -> None:
+        """Send ``replica`` no ``model`` request before monotonic time ``until``."""
+        replica.held_until[model] = until
+
+    def hold_left_s(self, model: str, now: float) -> float | None:
+        """Seconds until the first held ready replica of ``model`` takes it again; None if none is held."""
+        left = [
+            replica.held_until[model] - now
+            for replica in self.by_model.get(model, ())
+            if replica.ready and replica.held(model, now)
+        ]
+        return min(left) if left else None
 
     def ready_replicas(self, model: str) -> int:
         return sum(1 for replica in self.by_model.get(model, ()) if replica.ready)

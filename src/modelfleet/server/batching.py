@@ -7,11 +7,12 @@ The model runs in a worker thread so the event loop keeps accepting; while a run
 queue keeps filling, so the next batch is ready the moment the run ends.
 
 Admission (docs/serve.md, "Overload and admission"): the queue is bounded by time, not only by items.
-Each run's items and compute time feed a throughput estimate; a new request's expected wait is the work
-ahead of it (queued + in-flight items) divided by that throughput. It is refused at once (503 with a
-Retry-After computed from the backlog) when it would not finish by its deadline, or when its wait would
-pass the queue-wait target. `max_queue_items` stays the hard memory bound. A request whose deadline
-passes anyway is failed by a timer at its deadline (504), queued or running, never later.
+Each run's items and compute time feed a cost model (a run of k items costs fixed + per_item × k, fitted
+online); a new request's expected finish is the time until its own run starts (the rest of the runs in
+flight, then the full batches queued ahead of it) plus the cost of that run with it included. It is
+refused at once (503 with a Retry-After computed from the backlog) when it would not finish by its
+deadline, or not within the queue-wait target. `max_queue_items` stays the hard memory bound. A request
+whose deadline passes anyway is failed by a timer at its deadline (504), queued or running, never later.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,17 +37,81 @@ ShedReason = Literal["queue_full", "queue_wait", "deadline", "expired"]
 SHED_REASONS: tuple[ShedReason, ...] = ("queue_full", "queue_wait", "deadline", "expired")
 
 # Each run's share of the estimates. 0.25 lets a model that became 10x slower show it within a few runs
-# (after 3 runs the estimate is ~5x slower; an overdue run counts at once, see `_items_per_s`) while one
+# (after 3 runs the estimate is ~5x slower; an overdue run counts at once, see `_in_flight`) while one
 # odd run moves the estimate by a quarter at most.
 _RUN_WEIGHT = 0.25
+# Weight (in items²) of the previous per-item cost in each refit: while recent runs all hold about as many
+# items (an unloaded model runs single requests) the slope keeps what earlier, varied runs measured
+# instead of collapsing to a guess; runs that vary by a few items outweigh it at once.
+_SLOPE_PRIOR_ITEMS2 = 1.0
 _MIN_RETRY_AFTER_S = 0.001
 # The automatic queue-wait target never goes below this: under a few milliseconds, event-loop and
 # thread hand-off jitter alone would make a lightly loaded tiny model refuse.
 MIN_AUTO_QUEUE_WAIT_S = 0.005
-# How long runs must keep starting with their oldest request over the queue-wait target before the target
-# is enforced: CoDel's interval (100 ms). A burst of concurrent clients is served, not refused; a standing
-# queue (sustained overload) is cut back to the target within this time.
+# CoDel's interval: a model that has refused nothing for this long is not overloaded, and a burst may take
+# it past its target by up to BURST_BATCH_SHARE of a max batch's compute time; the first refusal ends that,
+# so a sustained overload is held to the target itself. Half a batch: 16 concurrent clients of a model
+# with max_batch_size 32 are served at once, while the backlog let in at the start of an overload adds at
+# most half a full run (MiniLM fp32 here: 33 ms) to the latency of the few requests in it.
 STANDING_QUEUE_S = 0.1
+BURST_BATCH_SHARE = 0.5
+# How often the event loop's lag is sampled, and how fast a lag spike fades from the figure (per sample).
+LOOP_LAG_INTERVAL_S = 0.01
+_LOOP_LAG_KEEP = 0.8
+
+
+class LoopLag:
+    """How late this event loop runs what is ready: a timer every 10 ms, the recent peak of its lateness.
+
+    Measured on the chaos fleet (2 cores shared by the load generator, the router and two servers):
+    under 3x overload a server's request took ~180 ms inside the server while its queue wait and run took
+    ~85 ms; the rest was spent around the batcher (read and decode before admission, encode and send
+    after the run), each step waiting for the loop, where the batcher's estimate cannot see it. A request waits for the loop once before admission and
+    once for its answer, so admission adds twice this lag to its expected finish: when the loop is the
+    bottleneck the excess is refused, which is what frees the loop. One probe per loop, shared by every
+    model (100 wake-ups a second in all); the peak decays by a fifth per sample, so a spike fades in ~0.2 s.
+    """
+
+    __slots__ = ("_due", "_handle", "_loop", "_users", "lag_s")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.lag_s = 0.0
+        self._users = 0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def acquire(self) -> None:
+        self._users += 1
+        if self._handle is None:
+            self._schedule()
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0 and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            self.lag_s = 0.0
+
+    def _schedule(self) -> None:
+        self._due = self._loop.time() + LOOP_LAG_INTERVAL_S
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        late_s = max(0.0, self._loop.time() - self._due)
+        self.lag_s = max(late_s, self.lag_s * _LOOP_LAG_KEEP)
+        self._schedule()
+
+
+_loop_lags: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = weakref.WeakKeyDictionary()
+
+
+def loop_lag(loop: asyncio.AbstractEventLoop) -> LoopLag:
+    """The lag probe of `loop`, created on first use."""
+    probe = _loop_lags.get(loop)
+    if probe is None:
+        probe = _loop_lags[loop] = LoopLag(loop)
+    return probe
 
 
 class BatchObserver(Protocol):
@@ -71,19 +138,37 @@ class _NullObserver:
 class ServiceEstimate:
     """What this model's runs cost, measured; O(1) per run, no allocation.
 
-    `items_per_s` is the ratio of two moving averages (items per run, compute seconds per run), i.e. a
-    ratio of weighted sums: a run's weight does not depend on how few items it held, so a one-item
-    straggler does not swing it as an average of per-run ratios would. `solo_s` averages the compute
-    time of runs that held a single request: what a request costs when it shares nothing, the
-    unloaded service time that the automatic queue-wait target is a multiple of. It is not fed by the
-    larger batches of an overload, so the target cannot grow with the batches it admits.
+    A run of k items costs about ``fixed_s + per_item_s × k``: measured here for MiniLM fp32 on two
+    threads, 2.5 ms + 1.9 ms per item within 5 % from 1 to 32 items, so 16 requests in one run cost 33 ms,
+    not 16 × 4.5 ms. The line is an exponentially weighted least-squares fit (weight 0.25 per run) of
+    (items, compute seconds): moving means of both, their variance and covariance. A run's weight does not
+    depend on its size, so a one-item straggler cannot swing the fit. The first run alone reads as
+    proportional (fixed 0: the pessimistic reading for larger batches); the warm-up's runs of 1 and
+    ``max_batch_size`` items give the slope before the first client request.
+
+    `solo_s` averages the compute time of runs that held a single request: what a request costs when it
+    shares nothing, the unloaded service time that the automatic queue-wait target is a multiple of. It
+    is not fed by the larger batches of an overload, so the target cannot grow with the batches it admits.
     """
 
-    __slots__ = ("items", "runs", "seconds", "solo_s")
+    __slots__ = (
+        "covariance",
+        "fixed_s",
+        "items",
+        "items_variance",
+        "per_item_s",
+        "runs",
+        "seconds",
+        "solo_s",
+    )
 
     def __init__(self) -> None:
-        self.items = 0.0
-        self.seconds = 0.0
+        self.items = 0.0  # moving mean of items per run
+        self.seconds = 0.0  # moving mean of compute seconds per run
+        self.items_variance = 0.0
+        self.covariance = 0.0
+        self.per_item_s = 0.0
+        self.fixed_s = 0.0
         self.solo_s = 0.0
         self.runs = 0
 
@@ -91,9 +176,21 @@ class ServiceEstimate:
         compute_s = max(compute_s, 1e-6)
         if self.runs == 0:
             self.items, self.seconds = float(items), compute_s
+            self.per_item_s = compute_s / items
         else:
-            self.items += _RUN_WEIGHT * (items - self.items)
-            self.seconds += _RUN_WEIGHT * (compute_s - self.seconds)
+            d_items = items - self.items
+            d_seconds = compute_s - self.seconds
+            self.items += _RUN_WEIGHT * d_items
+            self.seconds += _RUN_WEIGHT * d_seconds
+            keep = 1.0 - _RUN_WEIGHT
+            self.items_variance = keep * (self.items_variance + _RUN_WEIGHT * d_items * d_items)
+            self.covariance = keep * (self.covariance + _RUN_WEIGHT * d_items * d_seconds)
+            self.per_item_s = (self.covariance + _SLOPE_PRIOR_ITEMS2 * self.per_item_s) / (
+                self.items_variance + _SLOPE_PRIOR_ITEMS2
+            )
+        # Costs are not negative: a fit outside that reads as proportional, or as flat.
+        self.per_item_s = min(max(self.per_item_s, 0.0), self.seconds / self.items)
+        self.fixed_s = self.seconds - self.per_item_s * self.items
         if unshared:
             self.solo_s = (
                 compute_s if self.solo_s == 0 else self.solo_s + _RUN_WEIGHT * (compute_s - self.solo_s)
@@ -104,15 +201,19 @@ class ServiceEstimate:
     def known(self) -> bool:
         return self.runs > 0
 
+    def run_cost_s(self, items: int) -> float:
+        """Expected compute seconds of one run of `items` items (meaningful once `known`)."""
+        return max(1e-6, self.fixed_s + self.per_item_s * items)
+
     @property
     def items_per_s(self) -> float:
-        """Items one instance completes per second (meaningful once `known`)."""
+        """Items one instance completes per second at the runs' recent mean size."""
         return self.items / self.seconds
 
     @property
     def run_s(self) -> float:
-        """Compute time of an unshared run, or of an average run while no unshared run was seen."""
-        return self.solo_s or self.seconds
+        """Compute time of an unshared run, or of a one-item run while no unshared run was seen."""
+        return self.solo_s or self.run_cost_s(1)
 
 
 @dataclass(slots=True)
@@ -162,18 +263,15 @@ class Batcher:
         self._workers: list[asyncio.Task[None]] = []
         self._inflight = 0
         self._inflight_items = 0
-        # Per instance: loop time its run started and the items it holds (0 when idle).
+        # Per instance: loop time its run started, the compute time expected then, and its items (0: idle).
         self._run_started = [0.0] * instances
+        self._run_expected_s = [0.0] * instances
         self._run_items = [0] * instances
         self.service = ServiceEstimate()
         self._closed = False
-        # CoDel's distinction between a burst and a standing queue: the queue-wait target is enforced once
-        # runs have kept starting with their oldest request over it for STANDING_QUEUE_S, and stays
-        # enforced until no arrival has been over it for STANDING_QUEUE_S (hysteresis, so it does not
-        # switch off whenever the model drains between two runs).
-        self._over_target_since: float | None = None
-        self._standing_queue = False
-        self._last_over_target_at = 0.0
+        self._refused_at = -math.inf  # loop time of the last refusal by queue wait or size
+        self._burst_items = max(1, round(max_batch_size * BURST_BATCH_SHARE))
+        self._lag: LoopLag | None = None
 
     @property
     def queued_items(self) -> int:
@@ -185,6 +283,8 @@ class Batcher:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._lag = loop_lag(loop)
+        self._lag.acquire()
         self._workers = [
             loop.create_task(self._work(i), name=f"batcher-{self._name}-{i}") for i in range(self._instances)
         ]
@@ -230,41 +330,77 @@ class Batcher:
         known = self.service.known
         if queued + items > self.max_queue_items and queued > 0:
             excess = queued + items - self.max_queue_items
+            self._refused_at = now
             retry_s = excess / self._items_per_s(now) if known else self._cold_retry_after_s()
             self._shed(
                 "queue_full",
                 f"{queued} items queued (max_queue_items {self.max_queue_items})",
                 retry_s,
             )
-        ahead = queued + self._inflight_items
-        if self._standing_queue and now - self._last_over_target_at >= STANDING_QUEUE_S:
-            self._standing_queue = False
         # An idle model always admits: a cold model has nothing to go by, and a stale estimate (a model
         # that was slow and is fast again) is only corrected by runs, so refusing on it would persist.
-        if ahead == 0 or not known:
+        if (queued == 0 and self._inflight == 0) or not known:
             return
-        rate = self._items_per_s(now)
-        wait_s = ahead / rate
-        finish_s = wait_s + items / rate
-        limit_s = self.queue_wait_limit_s()
-        if wait_s > limit_s:
-            self._last_over_target_at = now
+        finish_s = self._expected_finish_s(items, now)
         if finish_s > budget_s:
-            # Retry when the backlog has drained to what this deadline allows ahead.
-            allowed_ahead = max(0.0, budget_s * rate - items)
             self._shed(
                 "deadline",
                 f"expected to finish in {finish_s:.3f} s, after its deadline of {budget_s:.3f} s "
                 "(timeout_s, parameters.timeout or X-Request-Timeout-Ms)",
-                (ahead - allowed_ahead) / rate,
+                finish_s - budget_s,  # when the backlog ahead has drained by the excess
             )
-        if self._standing_queue and wait_s > limit_s:
+        if self._lag is not None:  # waiting for the loop: before admission, and again for the answer
+            finish_s += 2 * self._lag.lag_s
+        target_s = self.queue_wait_limit_s()
+        limit_s = target_s
+        if now - self._refused_at >= STANDING_QUEUE_S:  # not overloaded: a burst may pass the target
+            limit_s += self.service.run_cost_s(self._burst_items)
+        if finish_s > limit_s:
+            self._refused_at = now
             self._shed(
                 "queue_wait",
-                f"expected queue wait {wait_s * 1000:.1f} ms is over the limit of {limit_s * 1000:.1f} ms "
+                f"expected queue wait {finish_s * 1000:.1f} ms is over the limit of {target_s * 1000:.1f} ms "
                 "(batching.max_queue_wait_s)",
-                wait_s - limit_s,
+                finish_s - target_s,
             )
+
+    def _expected_finish_s(self, items: int, now: float) -> float:
+        """Seconds until a new request of `items` would have its result: batch-aware, O(instances).
+
+        The queue runs as full batches of `max_batch_size` and then the batch this request joins; they
+        start as the `instances` free up (the runs in flight first), each costing what the cost model says
+        for its size. A run in flight that is overdue by x is assumed to need x more, and a run that has
+        taken k times its expected time slows every estimate by k - 1 (thread-scheduling jitter, up to 2x
+        on a small run, changes nothing; a model that became 10x slower sheds before its first slow run ends).
+        """
+        service = self.service
+        remaining_s, busy, slowdown = self._in_flight(now)
+        full_runs, partial = divmod(self._queued_items, self.max_batch_size)
+        own = partial + items
+        if partial and own > self.max_batch_size:  # does not fit the partial batch: it starts the next
+            full_runs += 1
+            own = items
+        if full_runs < self._instances - busy:
+            wait_s = 0.0
+        else:
+            queued_s = full_runs * service.run_cost_s(self.max_batch_size) * slowdown
+            wait_s = (remaining_s + queued_s) / self._instances
+        return wait_s + service.run_cost_s(own) * slowdown
+
+    def _in_flight(self, now: float) -> tuple[float, int, float]:
+        """(expected seconds left in the runs in flight, runs in flight, slowdown factor ≥ 1)."""
+        remaining_s = 0.0
+        busy = 0
+        slowdown = 1.0
+        for started, expected_s, run_items in zip(
+            self._run_started, self._run_expected_s, self._run_items, strict=True
+        ):
+            if run_items:
+                busy += 1
+                elapsed_s = now - started
+                remaining_s += abs(expected_s - elapsed_s)
+                slowdown = max(slowdown, elapsed_s / expected_s - 1.0)
+        return remaining_s, busy, slowdown
 
     def _shed(self, reason: ShedReason, why: str, retry_s: float) -> None:
         self._observer.on_shed(reason)
@@ -275,30 +411,9 @@ class Batcher:
         )
 
     def _items_per_s(self, now: float) -> float:
-        """Measured throughput of all instances, lowered at once while a run is overdue.
-
-        A run that has taken k times its expected time is assumed to need (k - 1) times longer still, so
-        the rate drops by k - 1: thread-scheduling jitter (up to 2x on a small run) changes nothing, and
-        a model that became 10x slower is seen as such before its first slow run ends.
-        """
-        per_instance = self.service.items_per_s
-        slowdown = 1.0
-        for started, run_items in zip(self._run_started, self._run_items, strict=True):
-            if run_items:
-                elapsed_runs = (now - started) * per_instance / run_items
-                slowdown = max(slowdown, elapsed_runs - 1.0)
-        return per_instance * self._instances / slowdown
-
-    def _note_queue_wait(self, oldest_wait_s: float, now: float) -> None:
-        """Track whether the queue stands over its target (a burst drains within STANDING_QUEUE_S)."""
-        if oldest_wait_s <= self.queue_wait_limit_s():
-            self._over_target_since = None
-            return
-        self._last_over_target_at = now  # a run that starts late shows the queue still stands
-        if self._over_target_since is None:
-            self._over_target_since = now
-        elif now - self._over_target_since >= STANDING_QUEUE_S:
-            self._standing_queue = True
+        """Measured throughput of all instances, lowered at once while a run is overdue."""
+        _, _, slowdown = self._in_flight(now)
+        return self.service.items_per_s * self._instances / slowdown
 
     def _cold_retry_after_s(self) -> float:
         # Nothing measured yet: one run per batch ahead, guessed at 10 ms each.
@@ -369,7 +484,6 @@ class Batcher:
     async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop, instance: int) -> None:
         started = loop.time()
         queue_s = [started - pending.enqueued_at for pending in batch]
-        self._note_queue_wait(queue_s[0], started)
         if len(batch) == 1:
             merged = batch[0].inputs
         else:
@@ -378,6 +492,7 @@ class Batcher:
         self._inflight += 1
         self._inflight_items += total_items
         self._run_started[instance] = started
+        self._run_expected_s[instance] = self.service.run_cost_s(total_items) if self.service.known else 1.0
         self._run_items[instance] = total_items
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
@@ -422,6 +537,9 @@ class Batcher:
 
     async def close(self) -> None:
         self._closed = True
+        if self._lag is not None:
+            self._lag.release()
+            self._lag = None
         for task in self._workers:
             task.cancel()
         for task in self._workers:
