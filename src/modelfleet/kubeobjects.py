@@ -1,8 +1,13 @@
-"""Pieces of Kubernetes pod specs shared by every manifest modelfleet renders (fleet servers, bench jobs)."""
+"""The Kubernetes object type, and pieces of pod specs shared by every object modelfleet renders
+(fleet servers, bench jobs)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+# One whole Kubernetes object (apiVersion, kind, metadata, ...) as the plain dict the API and YAML use.
+# Not modelfleet.manifest.Manifest, which is an artifact's description.
+KubeObject = dict[str, Any]
 
 # The modelfleet image's non-root user and group (the Dockerfile's `USER 10001:10001`). Every pod that
 # runs the image runs as it; kube-score asks for an id above 10000 so it cannot collide with a host user.

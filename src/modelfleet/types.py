@@ -1,4 +1,4 @@
-"""The smallest shared vocabulary: datatypes, tensor specs and model references.
+"""The smallest shared vocabulary: datatypes, tensor specs, named arrays, model references and progress callbacks.
 
 Everything here is pure and dependency-light (numpy only) so every layer can import it.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,9 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype.value, "shape": list(self.shape)}
 
 
+# A model's inputs or outputs by V2 tensor name, batched along dimension 0.
+Arrays = dict[str, np.ndarray[Any, Any]]
+
 _MODEL_REF = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:(?::(?P<version>[0-9]+))|(?:@(?P<alias>[A-Za-z0-9_.-]+)))?$"
 )
@@ -113,3 +117,8 @@ class ModelRef:
         if self.alias is not None:
             return f"{self.name}@{self.alias}"
         return self.name
+
+
+# Told one line of human-readable progress at a time (build, registry import and export, `fleet up`).
+# The load generator's live figures are another thing: bench.loadgen.ProgressSnapshot.
+Progress = Callable[[str], None]

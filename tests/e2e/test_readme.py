@@ -58,5 +58,9 @@ def test_library_example_runs(tmp_path: Path) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
-    assert float(result.stdout.strip().splitlines()[-1]) >= 0.98  # the int8 build's min cosine similarity
+    cosine, serve, fleet, points = result.stdout.strip().splitlines()[-4:]
+    assert float(cosine) >= 0.98  # the int8 build's min cosine similarity
     assert (tmp_path / "registry").is_dir()
+    assert serve == "all-MiniLM-L6-v2@production registry 0"  # the serve merge: refs, --registry, --port
+    assert fleet.startswith("['minilm'] ['auth is on without auth.keys_file")  # plan and its warnings
+    assert points == "[1, 4]"  # the bench merge: a sweep of two closed-loop points

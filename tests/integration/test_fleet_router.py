@@ -313,7 +313,9 @@ def test_the_clients_deadline_header_bounds_the_upstream_wait(fleet: Fleet, slow
         f"{url}/v2/models/alpha/infer", json=infer_body(), headers={"X-Request-Timeout-Ms": "50"}, timeout=5
     )
     assert time.monotonic() - started < 0.25
-    assert response.status_code == 504 and "within 0.05 s" in response.json()["error"]
+    # The server honours the same header, so either it or the router answers 504 first; both bound the wait.
+    error = response.json()["error"]
+    assert response.status_code == 504 and ("within 0.05 s" in error or "deadline passed" in error), error
     generous = httpx.post(
         f"{url}/v2/models/alpha/infer", json=infer_body(), headers={"X-Request-Timeout-Ms": "3000"}, timeout=5
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import tritonclient.http as triton
 from tests.serving import RunningServer, serve
@@ -83,6 +84,29 @@ def test_same_text_gives_same_embedding_alone_or_batched(client: triton.Inferenc
     alone = client.infer(MINILM, [_text_input([SENTENCES[2]])]).as_numpy("embedding")[0]
     batched = client.infer(MINILM, [_text_input(SENTENCES)]).as_numpy("embedding")[2]
     np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_large_bodies_decode_exactly_json_and_binary(
+    client: triton.InferenceServerClient, server: RunningServer
+) -> None:
+    # Past 64 KiB the server reads a body into one buffer of its declared size: the same rows must come
+    # back whether the body was small or large, JSON or binary.
+    rows = np.random.default_rng(0).uniform(0, 8, size=(128, 4)).astype(np.float32)  # 2 KiB binary
+    small = client.infer("iris", [_iris_input(rows)]).as_numpy("probabilities")
+    texts = [b"padding " * 2000 + sentence for sentence in SENTENCES]  # ~48 KiB of BYTES
+    alone = client.infer(MINILM, [_text_input(texts)]).as_numpy("embedding")
+    wide = texts * 2  # ~96 KiB: one buffer
+    np.testing.assert_allclose(
+        client.infer(MINILM, [_text_input(wide)]).as_numpy("embedding")[:3], alone, atol=1e-5
+    )
+    document = {
+        "inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}]
+    }
+    padded = orjson.dumps(document | {"id": "x" * 100_000})  # a JSON body of ~110 KiB
+    response = httpx.post(f"{server.url}/v2/models/iris/infer", content=padded)
+    assert response.status_code == 200, response.text
+    probabilities = next(o for o in response.json()["outputs"] if o["name"] == "probabilities")["data"]
+    np.testing.assert_allclose(np.array(probabilities).reshape(small.shape), small, atol=1e-6)
 
 
 def test_iris_json_and_binary_and_versioned_route(

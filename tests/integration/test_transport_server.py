@@ -7,7 +7,10 @@ later through the callback, as the router's forwarding does), so each limit is s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
+import os
 import select
 import socket
 import threading
@@ -16,8 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelfleet.transport.client import ConnectionPool, Origin
 from modelfleet.transport.server import Answer, Connections, ServerLimits, ServerProtocol
-from modelfleet.transport.wire import Request, Response
+from modelfleet.transport.wire import SEPARATE_BODY_BYTES, Request, Response, encode_request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,7 +76,8 @@ class Served:
         ready.wait(5)
 
     def dispatch(self, request: Request, answer: Answer) -> Response | None:
-        body = json.dumps({"path": request.path, "body_bytes": len(request.body)}).encode()
+        digest = hashlib.sha256(request.body).hexdigest()
+        body = json.dumps({"path": request.path, "body_bytes": len(request.body), "sha256": digest}).encode()
         response = Response(200, [(b"Content-Type", b"application/json")], body)
         if request.path.startswith("/later"):  # answered through the callback, as forwarding is
             self.loop.call_later(0.01, answer, response)
@@ -347,7 +352,7 @@ def test_a_body_cut_off_by_the_pipelining_pause_gets_its_time_from_when_reading_
             assert chunk, f"closed after {received.count(b'HTTP/1.1 ')} answers: {received[-200:]!r}"
             received += chunk
     assert received.count(b"HTTP/1.1 200 OK") == len(quick) + 3
-    assert received.rstrip().endswith(b'{"path": "/after", "body_bytes": 4}')
+    assert received.rstrip().rsplit(b"\r\n\r\n", 1)[1].startswith(b'{"path": "/after", "body_bytes": 4,')
 
 
 def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(served: Served) -> None:
@@ -382,3 +387,52 @@ def test_connections_beyond_the_cap_get_503_at_once() -> None:
     assert b"Retry-After: 2\r\n" in received
     assert "router.max_connections" in _error(received)
     assert server.connections.refused["max_connections"] == 1
+
+
+def test_large_bodies_arrive_whole_read_into_one_buffer_and_sent_without_a_join() -> None:
+    # LIMITS allow 4 KiB bodies; these are past SEPARATE_BODY_BYTES, so a server of their own.
+    server = Served(dataclasses.replace(LIMITS, max_body_bytes=1 << 20))
+    try:
+        body = os.urandom(3 * SEPARATE_BODY_BYTES + 17)
+        expected = {"body_bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        with _connect(server.port) as sock:  # Content-Length: one preallocated buffer, filled in place
+            sock.sendall(
+                b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            for offset in range(0, len(body), 10_000):  # many reads of the body
+                sock.sendall(body[offset : offset + 10_000])
+            answer = json.loads(_read_all(sock).split(b"\r\n\r\n", 1)[1])
+        assert {key: answer[key] for key in expected} == expected
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:1000], body[1000:]))
+        with _connect(server.port) as sock:  # chunked: no declared size, chunks joined once
+            sock.sendall(
+                b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            sock.sendall(chunked + b"0\r\n\r\n")
+            answer = json.loads(_read_all(sock).split(b"\r\n\r\n", 1)[1])
+        assert {key: answer[key] for key in expected} == expected
+
+        payload = encode_request(b"POST", b"/x", b"x", [], body)
+        assert isinstance(payload, tuple) and payload[1] is body  # head and body, not joined
+
+        async def send() -> tuple[int, bytes]:
+            done: list[tuple[int, bytes]] = []
+            pool = ConnectionPool(
+                Origin("127.0.0.1", server.port),
+                max_connections=1,
+                on_done=lambda token, written, finished, status, response: done.append(
+                    (status, response.body if response is not None else b"")
+                ),
+                keep_responses=True,
+            )
+            pool.submit(payload, None, time.monotonic() + 5)
+            while not done:
+                await asyncio.sleep(0.01)
+            await pool.close()
+            return done[0]
+
+        status, response_body = asyncio.run(send())
+        assert status == 200
+        assert {key: json.loads(response_body)[key] for key in expected} == expected
+    finally:
+        server.close()

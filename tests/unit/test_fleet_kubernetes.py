@@ -18,13 +18,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelfleet.cli.fleet import _warnings
 from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.fleet.kubernetes import render_fleet, write_manifests
 from modelfleet.fleet.plan import plan_fleet
 from modelfleet.fleet.sizing import load_plan
+from modelfleet.fleet.warnings import fleet_warnings
 from modelfleet.kubeobjects import RUN_AS_ID, pod_security_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -520,7 +520,9 @@ def test_the_gpu_example_scrapes_with_its_prometheus_secret() -> None:
         "credentials": {"name": "search-prometheus", "key": "api-key"},
     }
     spec = load_plan(EXAMPLES / "fleet-gpu.yaml").fleet
-    assert any("Secret search-prometheus (key `api-key`)" in note for note in _warnings(spec, True))
+    assert any(
+        "Secret search-prometheus (key `api-key`)" in note for note in fleet_warnings(spec, kubernetes=True)
+    )
 
 
 def test_written_base_is_kustomize_friendly(tmp_path: Path) -> None:

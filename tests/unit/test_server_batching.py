@@ -12,8 +12,7 @@ import pytest
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
 from modelfleet.server.batching import Batcher
-
-Arrays = dict[str, np.ndarray[Any, Any]]
+from modelfleet.types import Arrays
 
 
 class DoublingModel:

@@ -17,7 +17,7 @@ import yaml
 from modelfleet.bench.targets import model_targets
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput
-from modelfleet.kubeobjects import pod_security_context, prefer_separate_nodes
+from modelfleet.kubeobjects import KubeObject, pod_security_context, prefer_separate_nodes
 from modelfleet.yamlio import dump_manifests
 
 CONFIG_DIR = "/etc/modelfleet-bench"
@@ -101,7 +101,7 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
         "app.kubernetes.io/managed-by": "modelfleet",
     }
     cpu = options.cpu or str(options.procs_per_pod)
-    config_map = {
+    config_map: KubeObject = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": options.name, "namespace": options.namespace, "labels": labels},
@@ -117,7 +117,7 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
         "-",
         "--quiet",
     ]
-    job = {
+    job: KubeObject = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -185,6 +185,6 @@ def render_job(spec: BenchSpec, options: JobOptions) -> str:
     header = (
         f"# {options.pods} generator pods x {options.procs_per_pod} process(es). Run and merge:\n"
         f"#   kubectl apply -f job.yaml && kubectl wait -n {options.namespace} --for=condition=complete job/{options.name} --timeout=1h\n"
-        f"#   {job['metadata']['annotations']['modelfleet.io/merge']}\n"  # type: ignore[index]
+        f"#   {job['metadata']['annotations']['modelfleet.io/merge']}\n"
     )
     return header + dump_manifests([config_map, job])

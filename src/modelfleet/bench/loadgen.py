@@ -94,7 +94,7 @@ class GeneratorPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
+class ProgressSnapshot:
     """A live snapshot for progress displays."""
 
     proc: int
@@ -118,7 +118,7 @@ class Hooks:
     (``announce_stop(point_index)``) and the others stop when ``stop_requested(point_index)`` says so.
     """
 
-    progress: Callable[[Progress], None] | None = None
+    progress: Callable[[ProgressSnapshot], None] | None = None
     stop_requested: Callable[[int], bool] = field(default=lambda index: False)
     announce_stop: Callable[[int], None] = field(default=lambda index: None)
     leader: bool = True
@@ -402,9 +402,9 @@ class _PointRun:
             self.hooks.progress(self._snapshot(now))
         self.loop.call_later(_HEARTBEAT_S, self._heartbeat)
 
-    def _snapshot(self, now: float) -> Progress:
+    def _snapshot(self, now: float) -> ProgressSnapshot:
         phase = "warmup" if now < self.measure_start else ("drain" if self.stopping else "measure")
-        return Progress(
+        return ProgressSnapshot(
             proc=self.plan.proc_index,
             point_index=self.point.index,
             point_label=self.point.label,

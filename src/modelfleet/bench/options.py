@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelfleet.config.base import parse_spec
+from modelfleet.config.base import coerce_option_value, parse_spec
 from modelfleet.config.bench import (
     BENCH_OPTIONS,
     DEFAULT_CONCURRENCY,
@@ -24,8 +24,6 @@ from modelfleet.yamlio import read_yaml_mapping
 OptionValue = str | int | float | bool | Path | list[str]
 
 _BY_KEY = {option.key: option for option in BENCH_OPTIONS}
-_TRUE = ("1", "true", "yes", "on", "y", "t")
-_FALSE = ("0", "false", "no", "off", "n", "f", "")
 
 
 def spec_from_sources(
@@ -83,37 +81,13 @@ def _given(flags: Mapping[str, object], env: Mapping[str, str]) -> dict[str, Opt
 
 def _coerce(option: BenchOption, value: object, source: str) -> OptionValue:
     """A flag's value as its option's kind; text (an environment variable, a command line) is parsed."""
+    if not option.many:
+        return coerce_option_value(option.kind, value, source)
     if isinstance(value, str):
-        return _parse(option, value, source)
-    if option.many and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return [item for item in value.split(option.separator) if item.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return list(value)
-    if option.kind is bool and isinstance(value, bool):
-        return value
-    if option.kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if option.kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if option.kind is Path and isinstance(value, Path):
-        return value
-    wanted = "a list of text" if option.many else option.kind.__name__
-    raise InvalidInput(f"{source}: {value!r} is not {wanted}")
-
-
-def _parse(option: BenchOption, text: str, source: str) -> OptionValue:
-    if option.many:
-        return [item for item in text.split(option.separator) if item.strip()]
-    if option.kind is bool:
-        if text.strip().lower() in _TRUE:
-            return True
-        if text.strip().lower() in _FALSE:
-            return False
-        raise InvalidInput(f"{source} {text!r} is not a yes/no value (1, true, yes / 0, false, no)")
-    if option.kind is int or option.kind is float:
-        try:
-            return option.kind(text)
-        except ValueError:
-            raise InvalidInput(f"{source} {text!r} is not a {option.kind.__name__} number") from None
-    return Path(text) if option.kind is Path else text
+    raise InvalidInput(f"{source}: {value!r} is not a list of text")
 
 
 # --- onto the spec -------------------------------------------------------------------------------

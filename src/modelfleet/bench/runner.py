@@ -19,7 +19,7 @@ from typing import Any
 
 from modelfleet import __version__
 from modelfleet.bench import merge
-from modelfleet.bench.loadgen import GeneratorPlan, Hooks, PointPlan, Progress, run_generator
+from modelfleet.bench.loadgen import GeneratorPlan, Hooks, PointPlan, ProgressSnapshot, run_generator
 from modelfleet.bench.results import BenchResult, MachineInfo, ModelInfo, PointRaw, RunInfo, Settings
 from modelfleet.bench.samples import load_samples
 from modelfleet.bench.slo import parse_slo
@@ -28,7 +28,7 @@ from modelfleet.bench.targets import PreparedTargets, prepare_targets
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[ProgressSnapshot], None]
 _CHILD_START_TIMEOUT_S = 120.0
 
 
@@ -165,16 +165,16 @@ class _ProgressMerger:
 
     def __init__(self, callback: ProgressCallback, procs: int) -> None:
         self.callback = callback
-        self.latest: dict[int, Progress] = {}
+        self.latest: dict[int, ProgressSnapshot] = {}
         self.procs = procs
 
-    def update(self, snapshot: Progress) -> None:
+    def update(self, snapshot: ProgressSnapshot) -> None:
         self.latest[snapshot.proc] = snapshot
         current = [s for s in self.latest.values() if s.point_index == snapshot.point_index]
         rates = [s.window_rate_per_s for s in current if s.window_rate_per_s is not None]
         p99s = [s.window_p99_ms for s in current if s.window_p99_ms is not None]
         self.callback(
-            Progress(
+            ProgressSnapshot(
                 proc=-1,
                 point_index=snapshot.point_index,
                 point_label=snapshot.point_label,

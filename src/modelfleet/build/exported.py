@@ -15,7 +15,6 @@ Array = np.ndarray[Any, Any]
 # Given an ONNX Runtime session on the finished artifact and the artifact's folder (for its tokenizer
 # and other side files), compare the artifact's outputs with the source framework's.
 Verifier = Callable[[Any, Path], list[Verification]]
-ProgressFn = Callable[[str], None]
 
 
 @dataclass(slots=True)

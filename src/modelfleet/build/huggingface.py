@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelfleet.build.exported import Array, ExportedModel, ProgressFn
+from modelfleet.build.exported import Array, ExportedModel
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.samples import CALIBRATION_SENTENCES, VERIFICATION_SENTENCES
 from modelfleet.build.verify import cosine_check, run_session
 from modelfleet.errors import InvalidInput
 from modelfleet.manifest import Postprocessing, TensorField, Tokenization, Verification
-from modelfleet.types import Datatype
+from modelfleet.types import Datatype, Progress
 
 ONNX_OPSET = 17
 TOKENIZER_FILE = "tokenizer.json"
@@ -84,7 +84,7 @@ def read_text_settings(folder: Path) -> TextModelSettings:
 
 
 def export_huggingface(
-    folder: Path, work_dir: Path, options: BuildOptions, report: ProgressFn
+    folder: Path, work_dir: Path, options: BuildOptions, report: Progress
 ) -> ExportedModel:
     """Export `folder` to `work_dir/model.onnx` and prepare verification against sentence-transformers/torch."""
     # huggingface_hub reads these when first imported: never reach the network during a build.

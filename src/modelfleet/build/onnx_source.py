@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.build.exported import Array, ExportedModel, ProgressFn, row_batchings
+from modelfleet.build.exported import Array, ExportedModel, row_batchings
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.verify import agreement_check, cosine_check, open_session, run_session
 from modelfleet.errors import InvalidInput
 from modelfleet.manifest import TensorField, Verification
-from modelfleet.types import Datatype
+from modelfleet.types import Datatype, Progress
 
 # Variable dimensions get these sizes in generated samples: a batch of 8, other axes 16 long.
 GENERATED_BATCH = 8
@@ -83,7 +83,7 @@ def tensor_fields(model: Any, which: str) -> list[TensorField]:
     return fields
 
 
-def export_onnx(path: Path, work_dir: Path, options: BuildOptions, report: ProgressFn) -> ExportedModel:
+def export_onnx(path: Path, work_dir: Path, options: BuildOptions, report: Progress) -> ExportedModel:
     import onnx
 
     report("loading source")

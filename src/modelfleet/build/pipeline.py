@@ -10,14 +10,14 @@ from typing import Any
 
 from modelfleet import __version__
 from modelfleet.build.atomic import check_output_free, staged_output
-from modelfleet.build.exported import ExportedModel, ProgressFn, no_progress
+from modelfleet.build.exported import ExportedModel, no_progress
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.quantize import quantize_int8
 from modelfleet.build.sources import ResolvedSource, hash_source, resolve_source
 from modelfleet.build.verify import check_target_available, open_session, require_passed
 from modelfleet.errors import InvalidInput
 from modelfleet.manifest import MANIFEST_FILE, Manifest, Source, hash_tree
-from modelfleet.types import ModelRef
+from modelfleet.types import ModelRef, Progress
 
 MODEL_FILE = "model.onnx"
 _WORK_DIR = ".work"  # inside the staging folder; removed before hashing
@@ -25,7 +25,7 @@ _ALWAYS_RECORDED = ("onnxruntime", "numpy")
 
 
 def build_artifact(
-    source: str | Path, output: Path, options: BuildOptions | None = None, progress: ProgressFn | None = None
+    source: str | Path, output: Path, options: BuildOptions | None = None, progress: Progress | None = None
 ) -> Manifest:
     """Build `source` (a path, or "bundled:all-MiniLM-L6-v2") into the artifact folder `output`.
 
@@ -108,7 +108,7 @@ def library_versions(distributions: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
-def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report: ProgressFn) -> ExportedModel:
+def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report: Progress) -> ExportedModel:
     # Each exporter imports its heavy framework (torch, skl2onnx, ...) only when called.
     if resolved.kind == "huggingface":
         from modelfleet.build.huggingface import export_huggingface

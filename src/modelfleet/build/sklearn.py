@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.build.exported import Array, ExportedModel, ProgressFn, row_batchings
+from modelfleet.build.exported import Array, ExportedModel, row_batchings
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import MAX_PROBABILITY_DIFF, BuildOptions
 from modelfleet.build.sources import SklearnFormat
 from modelfleet.build.verify import agreement_check, max_abs_diff_check, run_session
 from modelfleet.errors import InvalidInput
 from modelfleet.manifest import TensorField, Verification
-from modelfleet.types import Datatype
+from modelfleet.types import Datatype, Progress
 
 ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
 VERIFICATION_ROWS = 64
@@ -77,7 +77,7 @@ def load_estimator(path: Path, file_format: SklearnFormat, options: BuildOptions
 
 
 def export_sklearn(
-    path: Path, file_format: SklearnFormat, work_dir: Path, options: BuildOptions, report: ProgressFn
+    path: Path, file_format: SklearnFormat, work_dir: Path, options: BuildOptions, report: Progress
 ) -> ExportedModel:
     report("loading source")
     loaded = load_estimator(path, file_format, options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -22,82 +23,101 @@ Exit codes: 0 built; 2 bad, corrupt or untrusted source or option; 3 source not 
 """
 
 
-def register(app: typer.Typer) -> None:
-    @app.command(help=_HELP)
-    def build(
-        source: str | None = typer.Argument(None, help="Model source (path or bundled:all-MiniLM-L6-v2)."),
-        output: Path = typer.Option(
-            ..., "--output", "-o", help="Artifact folder to write.", envvar="MODELFLEET_BUILD_OUTPUT"
-        ),
-        bundled: bool = typer.Option(
-            False, "--bundled", help=f"Build the bundled demo model ({BUNDLED_SOURCE})."
-        ),
-        name: str | None = typer.Option(
-            None, help="Model name (default: from the source).", envvar="MODELFLEET_BUILD_NAME"
-        ),
-        version: str = typer.Option("1", help="Model version (digits).", envvar="MODELFLEET_BUILD_VERSION"),
-        precision: str = typer.Option(
-            "fp32", help="fp32 or int8 (dynamic quantization).", envvar="MODELFLEET_BUILD_PRECISION"
-        ),
-        optimization: str = typer.Option(
-            "all",
+def build_command(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Artifact folder to write.", envvar="MODELFLEET_BUILD_OUTPUT"),
+    ],
+    source: Annotated[
+        str | None, typer.Argument(help=f"Model source (path or {BUNDLED_SOURCE}).", show_default=False)
+    ] = None,
+    bundled: Annotated[
+        bool, typer.Option("--bundled", help=f"Build the bundled demo model ({BUNDLED_SOURCE}).")
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Model name (default: from the source).", envvar="MODELFLEET_BUILD_NAME"),
+    ] = None,
+    version: Annotated[
+        str, typer.Option(help="Model version (digits).", envvar="MODELFLEET_BUILD_VERSION")
+    ] = "1",
+    precision: Annotated[
+        str, typer.Option(help="fp32 or int8 (dynamic quantization).", envvar="MODELFLEET_BUILD_PRECISION")
+    ] = "fp32",
+    optimization: Annotated[
+        str,
+        typer.Option(
             help="ONNX Runtime graph optimization level: disable, basic, extended, all.",
             envvar="MODELFLEET_BUILD_OPTIMIZATION",
         ),
-        target: str = typer.Option("cpu", help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET"),
-        force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
-        trust_pickle: bool = typer.Option(
-            False,
+    ] = "all",
+    target: Annotated[
+        str, typer.Option(help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET")
+    ] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
             "--trust-pickle",
             help="Allow pickle/joblib sources and any skops type (runs code from the file).",
         ),
-        trust: list[str] = typer.Option(
-            [], "--trust", help="A skops type to trust, e.g. mypackage.features.clip; repeatable."
+    ] = False,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", help="A skops type to trust, e.g. mypackage.features.clip; repeatable."),
+    ] = None,
+    samples: Annotated[
+        Path | None,
+        typer.Option(
+            help="Verification inputs: .txt/.json sentences, .npy/.csv rows, or .npz arrays by input name."
         ),
-        samples: Path | None = typer.Option(
-            None,
-            help="Verification inputs: .txt/.json sentences, .npy/.csv rows, or .npz arrays by input name.",
-        ),
-        min_cosine: float | None = typer.Option(
-            None,
+    ] = None,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(
             help="Lowest acceptable per-sample cosine similarity (default 0.999 fp32, 0.98 int8).",
             envvar="MODELFLEET_BUILD_MIN_COSINE",
         ),
-        json_output: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
-    ) -> None:
-        if bundled and source is not None and source != BUNDLED_SOURCE:
-            raise InvalidInput("give either SOURCE or --bundled, not both")
-        chosen = BUNDLED_SOURCE if bundled else source
-        if chosen is None:
-            raise InvalidInput(f"give a model SOURCE (a path, or {BUNDLED_SOURCE}) or --bundled")
-        options = parse_spec(
-            {
-                "name": name,
-                "version": version,
-                "precision": precision,
-                "optimization": optimization,
-                "target": target,
-                "force": force,
-                "trust_pickle": trust_pickle,
-                "trusted_types": trust,
-                "samples": samples,
-                "min_cosine": min_cosine,
-            },
-            BuildOptions,
-            "build options",
-        )
-        started = time.perf_counter()
-        with err_console.status("starting build") as status:
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    if bundled and source is not None and source != BUNDLED_SOURCE:
+        raise InvalidInput("give either SOURCE or --bundled, not both")
+    chosen = BUNDLED_SOURCE if bundled else source
+    if chosen is None:
+        raise InvalidInput(f"give a model SOURCE (a path, or {BUNDLED_SOURCE}) or --bundled")
+    options = parse_spec(
+        {
+            "name": name,
+            "version": version,
+            "precision": precision,
+            "optimization": optimization,
+            "target": target,
+            "force": force,
+            "trust_pickle": trust_pickle,
+            "trusted_types": trust or [],
+            "samples": samples,
+            "min_cosine": min_cosine,
+        },
+        BuildOptions,
+        "build options",
+    )
+    started = time.perf_counter()
+    with err_console.status("starting build") as status:
 
-            def progress(stage: str) -> None:
-                status.update(f"{stage} ({time.perf_counter() - started:.1f} s)")
+        def progress(stage: str) -> None:
+            status.update(f"{stage} ({time.perf_counter() - started:.1f} s)")
 
-            manifest = build_artifact(chosen, output, options, progress)
-        elapsed_s = time.perf_counter() - started
-        if json_output:
-            print_json(manifest.model_dump(mode="json"))
-            return
-        _print_summary(manifest, output, elapsed_s)
+        manifest = build_artifact(chosen, output, options, progress)
+    elapsed_s = time.perf_counter() - started
+    if json_output:
+        print_json(manifest.model_dump(mode="json"))
+        return
+    _print_summary(manifest, output, elapsed_s)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build", help=_HELP)(build_command)
 
 
 def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:

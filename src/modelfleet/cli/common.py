@@ -1,4 +1,4 @@
-"""Helpers every command group shares: consoles, JSON output, error translation."""
+"""Helpers every command group shares: consoles, JSON output, warnings, who is acting, typed flags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import getpass
 import json
 import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,9 +17,28 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+
+
+def warn(note: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def typed_flags(ctx: typer.Context, keys: Iterable[str]) -> dict[str, object]:
+    """The parameters among `keys` whose value was typed on the command line.
+
+    Click also reads their environment variables (so --help names them) and fills in defaults (so --help
+    shows them), but the library merges variables, spec files and defaults itself: handing it only what was
+    typed makes the CLI and a library user follow one rule.
+    """
+    typed = {}
+    for key in keys:
+        source = ctx.get_parameter_source(key)
+        if source is not None and source.name == "COMMANDLINE":
+            typed[key] = ctx.params[key]
+    return typed
 
 
 # Who an audited action is recorded for: --actor, $MODELFLEET_ACTOR, else the login name.

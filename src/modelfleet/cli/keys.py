@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from modelfleet.security.keys import KeyStore
 
 # Library imports happen inside commands so `modelfleet --help` does not load argon2 and cryptography.
+DEFAULT_KEYS_FILE = Path("~") / ".modelfleet" / "keys.json"
 
 keys_app = typer.Typer(
     name="keys", help="Scoped API keys for servers and routers; TLS helpers.", no_args_is_help=True
@@ -29,7 +30,7 @@ KeysFile = Annotated[
     typer.Option(
         "--keys-file",
         envvar="MODELFLEET_KEYS_FILE",
-        help="Key store (JSON, hashes only) [default: ~/.modelfleet/keys.json].",
+        help=f"Key store (JSON, hashes only) [default: {DEFAULT_KEYS_FILE}].",
         show_default=False,
     ),
 ]
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _keys_path(keys_file: Path | None) -> Path:
-    return (keys_file or Path.home() / ".modelfleet" / "keys.json").expanduser()
+    return (keys_file or DEFAULT_KEYS_FILE).expanduser()
 
 
 def _store(keys_file: Path | None) -> KeyStore:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from modelfleet import __version__
+from modelfleet.cli import bench, build, fleet, image, keys, registry, report, serve
 from modelfleet.cli.common import err_console
 from modelfleet.errors import ModelfleetError
 
@@ -20,23 +21,16 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Each module defines `register(app)`. Imported lazily by name so `modelfleet --help` stays fast and a
-# command's heavy dependencies load only when that command runs.
-COMMAND_MODULES = [
-    "modelfleet.cli.build",
-    "modelfleet.cli.serve",
-    "modelfleet.cli.fleet",
-    "modelfleet.cli.image",
-    "modelfleet.cli.registry",
-    "modelfleet.cli.keys",
-    "modelfleet.cli.bench",
-    "modelfleet.cli.report",
-]
+# Each module defines `register(app)`, in the order --help lists them. Their library imports happen inside
+# the commands, so `modelfleet --help` stays fast and a command's heavy dependencies load only when it runs.
+COMMAND_MODULES = (build, serve, fleet, image, registry, keys, bench, report)
 
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
 ) -> None:
     if version:
         typer.echo(__version__)
@@ -44,19 +38,13 @@ def _root(
 
 
 def _register_all() -> None:
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a missing dependency inside the module is a real error
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register_all()
     try:
+        _register_all()
         app(args=argv, prog_name="modelfleet")
     except ModelfleetError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)

@@ -12,20 +12,22 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from modelfleet.cli.common import Actor, actor_name, console, err_console, print_json
+from modelfleet.config.serve import DEFAULT_REGISTRY_ROOT, REGISTRY_ENV, registry_root
 from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from modelfleet.registry import AliasEvent, ModelVersion, Registry
 
 # Library imports happen inside commands so `modelfleet --help` does not load cryptography and SQLite.
 ENCRYPTION_KEY_BYTES = 32
-ROOT_ENV = "MODELFLEET_REGISTRY"
 KEY_FILE_ENV = "MODELFLEET_REGISTRY_KEY_FILE"
 KEY_ENV = "MODELFLEET_REGISTRY_KEY"
 
@@ -39,8 +41,8 @@ Root = Annotated[
     Path | None,
     typer.Option(
         "--root",
-        envvar=ROOT_ENV,
-        help="Registry folder [default: ~/.modelfleet/registry].",
+        envvar=REGISTRY_ENV,
+        help=f"Registry folder [default: {DEFAULT_REGISTRY_ROOT}].",
         show_default=False,
     ),
 ]
@@ -86,10 +88,6 @@ def read_encryption_key(key_file: Path | None) -> bytes | None:
     return None if not text else decode_encryption_key(text.strip().encode(), KEY_ENV)
 
 
-def _root(root: Path | None) -> Path:
-    return (root or Path.home() / ".modelfleet" / "registry").expanduser()
-
-
 def _open(
     root: Path | None, key_file: Path | None, create: bool = True, audit_log: Path | None = None
 ) -> Registry:
@@ -97,10 +95,10 @@ def _open(
     from modelfleet.security.audit import AuditLog
 
     audit = AuditLog(audit_log) if audit_log is not None else None
-    return Registry(_root(root), read_encryption_key(key_file), create=create, audit=audit)
+    return Registry(registry_root(root), read_encryption_key(key_file), create=create, audit=audit)
 
 
-def _trusted(paths: list[Path] | None) -> list[Any] | None:
+def _trusted(paths: list[Path] | None) -> list[Ed25519PublicKey] | None:
     from modelfleet.registry import load_public_key
 
     return None if not paths else [load_public_key(p) for p in paths]
@@ -144,8 +142,8 @@ def _print_version(version: ModelVersion) -> None:
     console.print(table)
 
 
-def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _parse_params(params: list[str], params_file: Path | None) -> dict[str, object]:
+    values: dict[str, object] = {}
     if params_file is not None:
         if not params_file.is_file():
             raise NotFound(f"params file {params_file} does not exist")

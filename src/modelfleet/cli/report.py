@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -10,10 +11,10 @@ from modelfleet.cli.common import console
 
 
 def report_command(
-    results: list[Path] = typer.Argument(
-        ..., help="Results files from `modelfleet bench run` or `bench merge`."
-    ),
-    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    results: Annotated[
+        list[Path], typer.Argument(help="Results files from `modelfleet bench run` or `bench merge`.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """Write an HTML report (inline SVG charts, works offline) from one or more results files."""
     from modelfleet.bench.report import write_report

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelfleet.errors import SpecError
+from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.yamlio import read_yaml_mapping
 
 
@@ -31,6 +31,44 @@ def _against(base: Path, path: Path) -> Path:
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
+
+# A command-line option's value: what a flag or an environment variable may set on a spec field.
+OptionKind = type[str] | type[int] | type[float] | type[bool] | type[Path]
+OptionScalar = str | int | float | bool | Path
+
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f", "")
+
+
+def parse_option_text(kind: OptionKind, text: str, source: str) -> OptionScalar:
+    """Text from an environment variable or a command line as `kind`; `source` names it in errors."""
+    if kind is bool:
+        if text.strip().lower() in _TRUE:
+            return True
+        if text.strip().lower() in _FALSE:
+            return False
+        raise InvalidInput(f"{source} {text!r} is not a yes/no value (1, true, yes / 0, false, no)")
+    if kind is int or kind is float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise InvalidInput(f"{source} {text!r} is not a {kind.__name__} number") from None
+    return Path(text) if kind is Path else text
+
+
+def coerce_option_value(kind: OptionKind, value: object, source: str) -> OptionScalar:
+    """A typed value (a library caller's) or text (parsed) as `kind`, refusing any other type."""
+    if isinstance(value, str):
+        return parse_option_text(kind, value, source)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is Path and isinstance(value, Path):
+        return value
+    raise InvalidInput(f"{source}: {value!r} is not {kind.__name__}")
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -200,6 +202,21 @@ class AuthConfig(SpecModel):
         self.resolve_path_fields(base, "keys_file")
         if self.audit_log is not None and str(self.audit_log) != "-":  # `-` is stdout, not a file here
             self.resolve_path_fields(base, "audit_log")
+
+
+REGISTRY_ENV = "MODELFLEET_REGISTRY"
+DEFAULT_REGISTRY_ROOT = Path("~") / ".modelfleet" / "registry"
+
+
+def registry_root(root: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The registry folder: ``root``, else $MODELFLEET_REGISTRY, else ~/.modelfleet/registry (user-expanded).
+
+    The one place the default is spelled: the `registry` commands, `serve --ref` and library users
+    (`Registry(registry_root())`) all find the same store.
+    """
+    environ = os.environ if env is None else env
+    chosen = root if root is not None else Path(environ[REGISTRY_ENV]) if environ.get(REGISTRY_ENV) else None
+    return (chosen or DEFAULT_REGISTRY_ROOT).expanduser()
 
 
 class RegistryConfig(SpecModel):

@@ -28,7 +28,7 @@ from modelfleet.errors import (
     Unauthorized,
     Unavailable,
 )
-from modelfleet.fleet.kubernetes import Manifest
+from modelfleet.kubeobjects import KubeObject
 
 FIELD_MANAGER = "modelfleet"
 _CONNECT_TIMEOUT_S = 5.0
@@ -139,7 +139,7 @@ def _api_message(exc: Exception) -> str:
     return str(getattr(exc, "reason", None) or exc).splitlines()[0]
 
 
-def normalize(obj: Manifest | None) -> Manifest | None:
+def normalize(obj: KubeObject | None) -> KubeObject | None:
     """Drop server-owned fields (status, managedFields, resourceVersion, ...) so objects compare by intent."""
     if obj is None:
         return None
@@ -160,7 +160,7 @@ def normalize(obj: Manifest | None) -> Manifest | None:
     return clean
 
 
-def diff_text(live: Manifest | None, desired: Manifest | None, label: str) -> str:
+def diff_text(live: KubeObject | None, desired: KubeObject | None, label: str) -> str:
     """A unified diff of two objects' YAML after normalising; empty when they agree."""
     before = (
         yaml.safe_dump(normalize(live), sort_keys=True).splitlines(keepends=True) if live is not None else []
@@ -173,20 +173,20 @@ def diff_text(live: Manifest | None, desired: Manifest | None, label: str) -> st
     return "".join(difflib.unified_diff(before, after, fromfile=f"live/{label}", tofile=f"desired/{label}"))
 
 
-def _label(obj: Manifest) -> str:
+def _label(obj: KubeObject) -> str:
     metadata = obj["metadata"]
     namespace = metadata.get("namespace")
     return f"{obj['kind']}/{namespace + '/' if namespace else ''}{metadata['name']}"
 
 
-def _resource(client: Any, obj: Manifest) -> Any:
+def _resource(client: Any, obj: KubeObject) -> Any:
     try:
         return client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     except Exception as exc:
         raise _translate(exc, f"{obj['kind']} ({obj['apiVersion']})") from None
 
 
-def _get_live(client: Any, resource: Any, obj: Manifest) -> Manifest | None:
+def _get_live(client: Any, resource: Any, obj: KubeObject) -> KubeObject | None:
     metadata = obj["metadata"]
     try:
         live = client.get(resource, name=metadata["name"], namespace=metadata.get("namespace"))
@@ -194,11 +194,11 @@ def _get_live(client: Any, resource: Any, obj: Manifest) -> Manifest | None:
         if getattr(exc, "status", None) == 404:
             return None
         raise _translate(exc, _label(obj)) from None
-    result: Manifest = live.to_dict()
+    result: KubeObject = live.to_dict()
     return result
 
 
-def _server_side_apply(client: Any, resource: Any, obj: Manifest, dry_run: bool) -> Manifest:
+def _server_side_apply(client: Any, resource: Any, obj: KubeObject, dry_run: bool) -> KubeObject:
     kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
     if dry_run:
         kwargs["dry_run"] = "All"
@@ -209,11 +209,11 @@ def _server_side_apply(client: Any, resource: Any, obj: Manifest, dry_run: bool)
         )
     except Exception as exc:
         raise _translate(exc, _label(obj)) from None
-    result: Manifest = applied.to_dict()
+    result: KubeObject = applied.to_dict()
     return result
 
 
-def apply_objects(client: Any, objects: list[Manifest], dry_run: bool = False) -> list[ObjectResult]:
+def apply_objects(client: Any, objects: list[KubeObject], dry_run: bool = False) -> list[ObjectResult]:
     """Server-side apply every object in order; with ``dry_run`` the server validates and stores nothing."""
     results = []
     for obj in objects:
@@ -230,12 +230,12 @@ def apply_objects(client: Any, objects: list[Manifest], dry_run: bool = False) -
     return results
 
 
-def diff_objects(client: Any, objects: list[Manifest]) -> list[ObjectResult]:
+def diff_objects(client: Any, objects: list[KubeObject]) -> list[ObjectResult]:
     """What `apply` would change: the server's dry-run result against the live object, per object."""
     return apply_objects(client, objects, dry_run=True)
 
 
-def delete_objects(client: Any, objects: list[Manifest], dry_run: bool = False) -> list[ObjectResult]:
+def delete_objects(client: Any, objects: list[KubeObject], dry_run: bool = False) -> list[ObjectResult]:
     """Delete in reverse apply order; objects already gone are reported as ``absent``."""
     results = []
     for obj in reversed(objects):

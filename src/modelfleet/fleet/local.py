@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -42,8 +41,8 @@ from modelfleet.fleet.state import (
     write_state,
 )
 from modelfleet.fleet.supervisor import Supervisor, kill_group
+from modelfleet.types import Progress
 
-Progress = Callable[[str], None]
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
 
 

@@ -74,12 +74,6 @@ class FleetPlan:
     def model_names(self) -> tuple[str, ...]:
         return tuple(model.name for model in self.fleet.models)
 
-    def group_of(self, model_name: str) -> ServerGroup:
-        for group in self.groups:
-            if model_name in group.model_names:
-                return group
-        raise KeyError(model_name)
-
     def summary(self) -> list[dict[str, object]]:
         """One row per server group, for `fleet validate` and `--json` output."""
         return [

@@ -414,7 +414,7 @@ def _decode_outputs(raw_outputs: object, binary_default: bool) -> list[Requested
 
 
 def decode_request(
-    body: bytes, header_length: int | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+    body: bytes | bytearray, header_length: int | None = None, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> InferRequest:
     """Parse an infer request body. Raises InvalidInput (400/413) with a message a client can act on.
 

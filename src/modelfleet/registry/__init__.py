@@ -2,13 +2,14 @@
 
 Library use::
 
-    from modelfleet.registry import Registry
-    registry = Registry(Path("~/.modelfleet/registry").expanduser())
+    from modelfleet.registry import Registry, registry_root
+    registry = Registry(registry_root())   # $MODELFLEET_REGISTRY or ~/.modelfleet/registry, as the CLI
     version = registry.add(Path("artifacts/iris"), actor="ci")
     registry.promote(version.ref, actor="ci", reason="passed canary")
     folder = registry.materialize("iris@production")   # every sha256 verified
 """
 
+from modelfleet.config.serve import registry_root
 from modelfleet.registry.lineage import digest_path
 from modelfleet.registry.models import (
     AliasEvent,
@@ -43,4 +44,5 @@ __all__ = [
     "generate_signing_key",
     "load_private_key",
     "load_public_key",
+    "registry_root",
 ]

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import tarfile
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -30,9 +29,9 @@ from modelfleet.registry import index
 from modelfleet.registry.aliases import check_alias_name
 from modelfleet.registry.blobs import BlobStore, is_sha256_hex
 from modelfleet.registry.checkout import check_relative_path
-from modelfleet.registry.models import AliasEvent, ExportReport, ImportReport, ModelVersion
+from modelfleet.registry.models import AliasEvent, ExportReport, ExportScope, ImportReport, ModelVersion
 from modelfleet.registry.recording import storage_error
-from modelfleet.types import ModelRef
+from modelfleet.types import ModelRef, Progress
 
 BUNDLE_INDEX_NAME = "modelfleet-bundle.json"
 BUNDLE_FORMAT = "modelfleet-bundle"
@@ -40,9 +39,6 @@ BUNDLE_FORMAT_VERSION = 1
 _BLOB_MEMBER = re.compile(r"^blobs/([0-9a-f]{64})$")
 # The index is read into memory whole; this bounds what a hostile bundle can make it allocate.
 MAX_INDEX_BYTES = 256 << 20
-
-Progress = Callable[[str], None]
-Scope = Literal["version", "model", "all"]
 
 
 class AliasPointer(BaseModel):
@@ -61,7 +57,7 @@ class BundleIndex(BaseModel):
     format: Literal["modelfleet-bundle"] = Field(description="Always modelfleet-bundle.")
     format_version: int = Field(description="Bundle format version; this code reads 1.")
     created_at: str = Field(description="When the bundle was written (ISO 8601 UTC).")
-    scope: Scope = Field(description="One version, one model with its history, or the whole registry.")
+    scope: ExportScope = Field(description="One version, one model with its history, or the whole registry.")
     source_registry_id: str = Field(description="store_id of the registry it came from.")
     versions: list[ModelVersion] = Field(description="Every version in the bundle.")
     aliases: list[AliasPointer] = Field(default_factory=list, description="Aliases to restore.")
@@ -87,7 +83,7 @@ def bundle_index(
 ) -> BundleIndex:
     """The index of a bundle of ``versions`` (chosen by ``ref``; None: everything), with aliases and history
     unless it holds a single version."""
-    scope: Scope = (
+    scope: ExportScope = (
         "all" if ref is None else "model" if ref.version is None and ref.alias is None else "version"
     )
     aliases: list[AliasPointer] = []
@@ -224,8 +220,8 @@ def _check_free_space(path: Path, blobs: BlobStore, sizes: dict[str, int]) -> No
     free = shutil.disk_usage(blobs.tmp_dir).free
     if needed > free:
         raise StorageError(
-            f"cannot import {path}: its blobs need {needed:,} bytes and the registry's disk has {free:,} free; "
-            "nothing was imported"
+            f"cannot import {path}: the disk holding the registry has too little free space (its blobs need "
+            f"{needed:,} bytes, {free:,} are free); nothing was imported: free space or import elsewhere"
         )
 
 

@@ -163,9 +163,13 @@ class GcReport(_Record):
     removed_temp_files: int = Field(description="Leftover temp files removed (or that would be).")
 
 
+# What a bundle holds: one version, one model with its history, or the whole registry.
+ExportScope = Literal["version", "model", "all"]
+
+
 class ExportReport(_Record):
     path: str = Field(description="The bundle file written.")
-    scope: Literal["version", "model", "all"] = Field(description="What it holds.")
+    scope: ExportScope = Field(description="What it holds.")
     versions: list[str] = Field(description="NAME:VERSION of every version in it.")
     blobs: int = Field(description="Distinct blobs in it.")
     size_bytes: int = Field(description="Size of the bundle file.")

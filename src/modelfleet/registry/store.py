@@ -25,7 +25,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,12 +55,11 @@ from modelfleet.registry.models import (
 from modelfleet.registry.names import check_model_name, describe_ranges, parse_ref, require_reason
 from modelfleet.registry.recording import AuditTrail, default_actor, storage_errors
 from modelfleet.security.audit import AuditLog
-from modelfleet.types import ModelRef
+from modelfleet.types import ModelRef, Progress
 
 INDEX_FILE = "index.sqlite"
 LOCK_FILE = "registry.lock"
 AUDIT_FILE = "audit.jsonl"
-Progress = Callable[[str], None]
 
 
 def utc_now() -> str:

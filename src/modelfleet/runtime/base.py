@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-
-from modelfleet.types import TensorSpec
-
-Arrays = dict[str, np.ndarray[Any, Any]]
+from modelfleet.types import Arrays, TensorSpec
 
 
 class Model(Protocol):

@@ -10,9 +10,8 @@ import numpy as np
 
 from modelfleet.errors import IntegrityError, InvalidInput, Unavailable
 from modelfleet.manifest import Manifest
-from modelfleet.runtime.base import Arrays
 from modelfleet.runtime.text import TextEncoder
-from modelfleet.types import Datatype, TensorSpec
+from modelfleet.types import Arrays, Datatype, TensorSpec
 
 _OPTIMIZATION_LEVELS = {
     "disable": "ORT_DISABLE_ALL",

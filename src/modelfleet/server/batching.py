@@ -28,8 +28,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
+from modelfleet.types import Arrays
 
-Arrays = dict[str, np.ndarray[Any, Any]]
 ShedReason = Literal["queue_full", "queue_wait", "deadline", "expired"]
 SHED_REASONS: tuple[ShedReason, ...] = ("queue_full", "queue_wait", "deadline", "expired")
 

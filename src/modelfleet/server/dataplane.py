@@ -12,10 +12,9 @@ from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailable
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, ModelState, RepositoryIndexEntry, ServerMetadata
-from modelfleet.runtime.base import Arrays
 from modelfleet.server.openapi import openapi_document
 from modelfleet.server.repository import LoadedModel, ModelRepository
-from modelfleet.types import TensorSpec
+from modelfleet.types import Arrays, TensorSpec
 
 log = logging.getLogger("modelfleet.server")
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "health", "metadata"]

@@ -44,13 +44,15 @@ from modelfleet.server.metrics import CONTENT_TYPE, ServerMetrics, outcome_for_s
 
 log = logging.getLogger("modelfleet.server")
 
-Scope = MutableMapping[str, Any]
+# The ASGI connection scope (type, path, headers, ...); an API key's scope is security.scopes.Scope.
+AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _GZIP_MIN_BYTES = 1024
+_ONE_BUFFER_BYTES = 64 * 1024
 _CHALLENGE = WWW_AUTHENTICATE.encode()
 HEADER_REQUEST_TIMEOUT = b"x-request-timeout-ms"
 
@@ -66,13 +68,13 @@ class LifecycleHooks(Protocol):
     async def shutdown(self) -> None: ...
 
 
-def client_address(scope: Scope) -> str | None:
+def client_address(scope: AsgiScope) -> str | None:
     """``host:port`` of the peer (ASGI ``scope["client"]``), for audit records."""
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _header(scope: AsgiScope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -101,7 +103,7 @@ class V2App:
         self.protect_metrics = protect_metrics
         self.admin = admin
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -123,7 +125,7 @@ class V2App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         parts = path.strip("/").split("/")
@@ -169,7 +171,7 @@ class V2App:
             self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
         await _respond(send, exc.http_status, orjson.dumps(document), headers)
 
-    async def _authorize(self, scope: Scope, needed: str) -> str | None:
+    async def _authorize(self, scope: AsgiScope, needed: str) -> str | None:
         """The caller's key id, or None when auth is off. Raises Unauthorized (401) / Forbidden (403)."""
         if self.authorizer is None:
             return None
@@ -178,7 +180,7 @@ class V2App:
         return principal.key_id
 
     async def _server_route(
-        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+        self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
     ) -> None:
         if parts == ["v2", "health", "live"]:
             await _json(send, 200, {"live": True})
@@ -200,13 +202,13 @@ class V2App:
                 raise InvalidInput(f"use POST for /v2/repository/models/{{model}}/{parts[4]}")
             if self.admin is None:
                 raise NotFound("the repository load/unload extension is not enabled on this server")
-            body = await _read_body(scope, receive, self.max_body_bytes)
+            body = bytes(await _read_body(scope, receive, self.max_body_bytes))  # small: a load or unload
             await _json(send, 200, await self.admin(parts[4], parts[3], body, caller, client_address(scope)))
         else:
             raise NotFound(f"no route {method} /{'/'.join(parts)}")
 
     async def _model_route(
-        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+        self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
     ) -> None:
         # /v2/models/{m}[/versions/{v}][/ready|/infer]
         name = parts[2]
@@ -231,7 +233,7 @@ class V2App:
             await _json(send, 200, self.dataplane.model_metadata(name, version))
 
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+        self, scope: AsgiScope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter()
         body = await _read_body(scope, receive, self.max_body_bytes)
@@ -281,11 +283,16 @@ def _request_timeout_s(text: str) -> float:
     return timeout_ms / 1000
 
 
-async def _read_body(scope: Scope, receive: Receive, max_body_bytes: int) -> bytes:
+async def _read_body(scope: AsgiScope, receive: Receive, max_body_bytes: int) -> bytes | bytearray:
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {max_body_bytes}")
     chunks: list[bytes] = []
+    # A large declared body is read into one buffer of its size: joining the chunks would hold it twice
+    # (with the JSON parse on top, a 20 MB body peaked at three times its size).
+    buffer = bytearray(int(declared)) if declared is not None and declared.isdigit() else None
+    if buffer is not None and len(buffer) < _ONE_BUFFER_BYTES:
+        buffer = None
     size = 0
     while True:
         message = await receive()
@@ -293,20 +300,29 @@ async def _read_body(scope: Scope, receive: Receive, max_body_bytes: int) -> byt
             raise InvalidInput("client disconnected before sending the whole body")
         chunk = message.get("body", b"")
         if chunk:
-            size += len(chunk)
+            start, size = size, size + len(chunk)
             if size > max_body_bytes:
                 raise PayloadTooLarge(f"request body is over the limit of {max_body_bytes} bytes")
-            chunks.append(chunk)
+            if buffer is None:
+                chunks.append(chunk)
+            elif size <= len(buffer):
+                buffer[start:size] = chunk
+            else:  # the HTTP parser ends a body at its Content-Length, so this is a parser bug
+                raise InvalidInput(f"request body is longer than its Content-Length of {len(buffer)}")
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body: bytes | bytearray
+    if buffer is not None:
+        body = buffer if size == len(buffer) else buffer[:size]
+    else:
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = _header(scope, b"content-encoding")
     if encoding and encoding != "identity":
         body = _decompress(body, encoding, max_body_bytes)
     return body
 
 
-def _decompress(body: bytes, encoding: str, max_body_bytes: int) -> bytes:
+def _decompress(body: bytes | bytearray, encoding: str, max_body_bytes: int) -> bytes:
     window_bits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.strip().lower())
     if window_bits is None:
         raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")

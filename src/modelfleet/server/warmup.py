@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from modelfleet.config.serve import ModelConfig
-from modelfleet.runtime.base import Arrays, Model
+from modelfleet.runtime.base import Model
 from modelfleet.server.batching import Batcher, BatchObserver, ShedReason
-from modelfleet.types import Datatype
+from modelfleet.types import Arrays, Datatype
 
 # A warm-up run is not a client request: no client deadline applies, but a run that hangs must still
 # fail the load instead of keeping the model LOADING forever.

@@ -34,7 +34,7 @@ from typing import Any
 
 import httptools
 
-from modelfleet.transport.wire import Headers, Response
+from modelfleet.transport.wire import Headers, Payload, Response
 
 # Outcome codes passed to on_done instead of an HTTP status.
 TIMEOUT = -1
@@ -113,7 +113,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: Any = None
         self.token: Any = None
-        self.request: bytes | None = None
+        self.request: Payload | None = None
         self.written_at = 0.0
         self.deadline = 0.0
         self.received = 0
@@ -226,7 +226,7 @@ class ConnectionPool:
         self._idle: list[_Connection] = []
         self._in_flight = 0
         self._connecting = 0
-        self._pending: deque[tuple[bytes, Any, float]] = deque()
+        self._pending: deque[tuple[Payload, Any, float]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._connect_tasks: set[asyncio.Task[None]] = set()
@@ -244,7 +244,7 @@ class ConnectionPool:
     def idle(self) -> bool:
         return not self._in_flight and not self._pending and self._connecting == 0
 
-    def submit(self, request: bytes, token: Any, deadline: float) -> int:
+    def submit(self, request: Payload, token: Any, deadline: float) -> int:
         """Send ``request`` now if a connection is free, else queue it. Returns SENT or a QUEUED_* code."""
         if self._sweeper is None:
             self._start_sweeping()
@@ -296,7 +296,7 @@ class ConnectionPool:
         await asyncio.sleep(0)
 
     # internals
-    def _write(self, connection: _Connection, request: bytes, token: Any, deadline: float) -> None:
+    def _write(self, connection: _Connection, request: Payload, token: Any, deadline: float) -> None:
         connection.token = token
         connection.request = request
         connection.deadline = deadline
@@ -305,7 +305,10 @@ class ConnectionPool:
         connection.byte_limit = self._head_limit
         self._in_flight += 1
         connection.written_at = _now()
-        connection.transport.write(request)
+        if type(request) is bytes:
+            connection.transport.write(request)
+        else:  # a head and a large body, written without joining them
+            connection.transport.writelines(request)
 
     def _on_response(self, connection: _Connection, status: int, response: Response | None) -> None:
         finished = _now()
@@ -442,7 +445,7 @@ class FetchPool(ConnectionPool):
     ) -> None:
         super().__init__(origin, max_connections, _settle, connect_timeout_s, limits, keep_responses=True)
 
-    async def fetch(self, request: bytes, timeout_s: float) -> tuple[int, Response | None]:
+    async def fetch(self, request: Payload, timeout_s: float) -> tuple[int, Response | None]:
         """(status or outcome code, response): the same outcomes ``on_done`` reports, never an exception."""
         future: asyncio.Future[tuple[int, Response | None]] = asyncio.get_running_loop().create_future()
         self.submit(request, future, _now() + timeout_s)

@@ -1,0 +1,158 @@
+"""Prometheus Operator objects for a fleet: ServiceMonitor and PrometheusRule.
+
+The ServiceMonitor scrapes /metrics with a bearer key from a Secret while /metrics is protected, and
+a second one scrapes a TLS router over HTTPS. The PrometheusRule alerts on each model's SLO from the
+router's own metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelfleet.config.fleet import FleetSpec
+from modelfleet.errors import SpecError
+from modelfleet.fleet.kube_meta import fleet_metadata
+from modelfleet.fleet.plan import FleetPlan
+from modelfleet.kubeobjects import KubeObject
+
+
+def _scrape_authorization(spec: FleetSpec, for_delete: bool) -> dict[str, Any] | None:
+    """The bearer key Prometheus sends to /metrics; None while /metrics is open (auth off or unprotected).
+
+    A ServiceMonitor that cannot authenticate gets 401 on every scrape and its alerts never fire, so a
+    protected fleet without `monitoring.scrape_secret_name` is a spec error rather than a silent gap;
+    but objects rendered only to be deleted need their names alone, so deleting such a fleet still works.
+    """
+    if not (spec.auth.enabled and spec.auth.protect_metrics):
+        return None
+    monitoring = spec.kubernetes.monitoring
+    if monitoring.scrape_secret_name is None:
+        if for_delete:
+            return None
+        raise SpecError(
+            "kubernetes.monitoring.service_monitor: /metrics needs a `read` API key while auth is on with "
+            "auth.protect_metrics; name a Secret holding one in kubernetes.monitoring.scrape_secret_name "
+            "(key kubernetes.monitoring.scrape_secret_key), or set auth.protect_metrics: false"
+        )
+    # The Prometheus Operator reads the Secret from the ServiceMonitor's namespace (the fleet's).
+    return {
+        "type": "Bearer",
+        "credentials": {"name": monitoring.scrape_secret_name, "key": monitoring.scrape_secret_key},
+    }
+
+
+def _router_scrape_tls(spec: FleetSpec, tls_secret_name: str) -> dict[str, Any]:
+    """How Prometheus checks the TLS router's certificate (the Operator's ``tlsConfig``).
+
+    Prometheus scrapes pod addresses, which a certificate seldom names, so the name checked is the
+    router Service's (what clients call), unless `monitoring.router_server_name` says otherwise. The CA
+    is `monitoring.router_ca_secret_name`, else the router's own certificate from its TLS Secret: Go's
+    verifier accepts a certificate found in the trusted pool itself, self-signed or not.
+    """
+    monitoring = spec.kubernetes.monitoring
+    if monitoring.router_insecure_skip_verify:
+        return {"insecureSkipVerify": True}
+    if monitoring.router_ca_secret_name is not None:
+        ca = {"name": monitoring.router_ca_secret_name, "key": monitoring.router_ca_secret_key}
+    else:
+        ca = {"name": tls_secret_name, "key": "tls.crt"}
+    server_name = monitoring.router_server_name or f"{spec.name}-router.{spec.kubernetes.namespace}.svc"
+    return {"ca": {"secret": ca}, "serverName": server_name}
+
+
+def _service_monitor(
+    spec: FleetSpec, name: str, selector: dict[str, str], endpoint: KubeObject
+) -> KubeObject:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": fleet_metadata(spec, name, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
+            "endpoints": [endpoint],
+        },
+    }
+
+
+def monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[KubeObject]:
+    """The ServiceMonitor(s) and PrometheusRule the spec asks for; ``for_delete`` as in render_fleet."""
+    spec = plan.fleet
+    monitoring = spec.kubernetes.monitoring
+    objects: list[KubeObject] = []
+    if monitoring.service_monitor:
+        endpoint: dict[str, Any] = {
+            "port": "http",
+            "path": "/metrics",
+            "interval": f"{monitoring.scrape_interval_s}s",
+        }
+        authorization = _scrape_authorization(spec, for_delete)
+        if authorization is not None:
+            endpoint["authorization"] = authorization
+        instance = {"app.kubernetes.io/instance": spec.name}
+        tls_secret_name = spec.router.tls_secret_name
+        if tls_secret_name is None:
+            objects.append(_service_monitor(spec, spec.name, instance, endpoint))
+        else:
+            # A ServiceMonitor's endpoints apply to every Service it selects: the HTTPS router needs
+            # its own, and the servers (plain HTTP inside the fleet) keep theirs.
+            servers = {**instance, "app.kubernetes.io/component": "server"}
+            router = {**instance, "app.kubernetes.io/component": "router"}
+            https = {**endpoint, "scheme": "https", "tlsConfig": _router_scrape_tls(spec, tls_secret_name)}
+            objects.append(_service_monitor(spec, spec.name, servers, endpoint))
+            objects.append(_service_monitor(spec, f"{spec.name}-router", router, https))
+    if monitoring.prometheus_rule:
+        objects.append(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": fleet_metadata(spec, spec.name, "monitoring"),
+                "spec": {"groups": [{"name": f"{spec.name}.slo", "rules": _alert_rules(spec)}]},
+            }
+        )
+    return objects
+
+
+def _alert_rules(spec: FleetSpec) -> list[dict[str, Any]]:
+    """Per model: latency SLO, error budget and availability, from the router's own metrics."""
+    rules: list[dict[str, Any]] = []
+    for model in spec.models:
+        where = f'fleet="{spec.name}",model="{model.name}"'
+        quantile = model.slo.percentile / 100
+        latency_s = model.slo.latency_ms / 1000
+        rules.extend(
+            [
+                {
+                    "alert": "ModelfleetLatencySLO",
+                    "expr": (
+                        f"histogram_quantile({quantile:g}, sum by (le) "
+                        f"(rate(modelfleet_router_request_duration_seconds_bucket{{{where}}}[5m]))) > {latency_s:g}"
+                    ),
+                    "for": "10m",
+                    "labels": {"severity": "warning", "model": model.name},
+                    "annotations": {
+                        "summary": f"{model.name}: p{model.slo.percentile:g} latency above {model.slo.latency_ms:g} ms"
+                    },
+                },
+                {
+                    "alert": "ModelfleetErrorRate",
+                    "expr": (
+                        f'sum(rate(modelfleet_router_requests_total{{{where},code=~"5.."}}[5m])) / '
+                        f"sum(rate(modelfleet_router_requests_total{{{where}}}[5m])) > {model.slo.error_rate_percent / 100:g}"
+                    ),
+                    "for": "5m",
+                    "labels": {"severity": "critical", "model": model.name},
+                    "annotations": {
+                        "summary": f"{model.name}: more than {model.slo.error_rate_percent:g}% of requests fail"
+                    },
+                },
+                {
+                    "alert": "ModelfleetModelUnavailable",
+                    "expr": f"max(modelfleet_router_ready_replicas{{{where}}}) == 0",
+                    "for": "2m",
+                    "labels": {"severity": "critical", "model": model.name},
+                    "annotations": {"summary": f"{model.name}: no ready replica"},
+                },
+            ]
+        )
+    return rules
