@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,37 @@ def test_missing_artifact_exits_3(tmp_path: Path) -> None:
     assert "manifest.json is missing" in _one_line_error(result)
 
 
-def test_corrupt_artifact_refuses_to_load_and_names_the_file(tmp_path: Path, iris_artifact: Path) -> None:
-    broken = tmp_path / "iris"
+def _corrupt_copy(iris_artifact: Path, folder: Path) -> Path:
+    broken = folder / "iris"
     shutil.copytree(iris_artifact, broken)
     model_file = broken / "model.onnx"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
+    return broken
+
+
+def test_workers_failing_on_a_corrupt_artifact_stop_the_server_with_its_exit_code(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    # A permanent error (integrity, exit 4) is not restarted: every worker would fail the same way. The
+    # pool's metrics folder (made under TMPDIR) is removed on the way out.
+    broken = _corrupt_copy(iris_artifact, tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    command = [*MODELFLEET, "serve", "--model", str(broken), "--port", "0", "--workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "model.onnx" in result.stderr and "corrupt" in result.stderr
+    assert "restarting in" not in result.stderr
+    assert not list(scratch.glob("modelfleet-metrics-*"))
+
+
+def test_corrupt_artifact_refuses_to_load_and_names_the_file(tmp_path: Path, iris_artifact: Path) -> None:
+    broken = _corrupt_copy(iris_artifact, tmp_path)
     result = _run("serve", "--model", str(broken), "--port", "0")
     assert result.returncode == 4
     line = _one_line_error(result)

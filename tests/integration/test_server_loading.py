@@ -29,7 +29,7 @@ async def test_a_model_still_loading_is_a_retryable_503_not_a_404(iris_artifact:
         assert config.path is not None
         return config.path, None
 
-    repository = ModelRepository(ServerMetrics(), intra_op_threads=1, resolver=slow_resolver)
+    repository = ModelRepository(ServerMetrics(), auto_intra_op_threads=1, resolver=slow_resolver)
     dataplane = DataPlane(repository, [ModelConfig(path=iris_artifact)])
     dataplane.start()
     try:
@@ -55,9 +55,8 @@ async def test_a_model_still_loading_is_a_retryable_503_not_a_404(iris_artifact:
 
 async def test_ready_waits_for_every_worker_sharing_the_port(iris_artifact: Path) -> None:
     peers = {"loaded": False}
-    repository = ModelRepository(ServerMetrics(), intra_op_threads=1)
-    dataplane = DataPlane(repository, [ModelConfig(path=iris_artifact)])
-    dataplane.peers_ready = lambda: peers["loaded"]
+    repository = ModelRepository(ServerMetrics(), auto_intra_op_threads=1)
+    dataplane = DataPlane(repository, [ModelConfig(path=iris_artifact)], peers_ready=lambda: peers["loaded"])
     dataplane.start()
     try:
         await asyncio.wait_for(dataplane.wait_loaded(), 30)

@@ -13,7 +13,7 @@ from modelfleet.server.warmup import warmup_inputs
 
 async def test_warm_up_runs_each_batch_size_through_the_batcher_before_ready(iris_artifact: Path) -> None:
     metrics = ServerMetrics()
-    repository = ModelRepository(metrics, intra_op_threads=1)
+    repository = ModelRepository(metrics, auto_intra_op_threads=1)
     config = ModelConfig(path=iris_artifact, warmup_runs=3, batching=BatchingConfig(max_batch_size=16))
     entry = await repository.load(config)
     try:
@@ -29,7 +29,7 @@ async def test_warm_up_runs_each_batch_size_through_the_batcher_before_ready(iri
 
 
 async def test_text_models_warm_up_on_the_verification_sentences(minilm_int8_artifact: Path) -> None:
-    repository = ModelRepository(ServerMetrics(), intra_op_threads=1)
+    repository = ModelRepository(ServerMetrics(), auto_intra_op_threads=1)
     config = ModelConfig(path=minilm_int8_artifact, warmup_runs=2, batching=BatchingConfig(max_batch_size=8))
     entry = await repository.load(config)
     try:
@@ -42,7 +42,7 @@ async def test_text_models_warm_up_on_the_verification_sentences(minilm_int8_art
 
 
 async def test_no_warm_up_when_warmup_runs_is_zero(iris_artifact: Path) -> None:
-    repository = ModelRepository(ServerMetrics(), intra_op_threads=1)
+    repository = ModelRepository(ServerMetrics(), auto_intra_op_threads=1)
     entry = await repository.load(ModelConfig(path=iris_artifact, warmup_runs=0))
     try:
         assert entry.state is ModelState.READY and entry.warmup is not None and entry.warmup.runs == []

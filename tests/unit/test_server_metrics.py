@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from modelfleet.server.metrics import UNKNOWN_MODEL, ServerMetrics
 
@@ -50,3 +51,11 @@ async def test_a_quick_render_is_not_reused() -> None:
     await asyncio.sleep(0.2)  # far longer than rendering a handful of series takes
     metrics.bind("late")
     assert b'model="late"' in await metrics.render() and b'model="late"' not in first
+
+
+def test_a_pool_worker_merges_the_figures_of_its_multiprocess_dir(tmp_path: Path) -> None:
+    # The mode is the argument, not the environment: an empty folder holds no worker's figures yet.
+    assert b"process_cpu_seconds_total" in ServerMetrics().exposition()
+    pooled = ServerMetrics(multiprocess_dir=tmp_path)
+    pooled.bind("iris").outcomes["success"].inc()
+    assert pooled.exposition() == b""

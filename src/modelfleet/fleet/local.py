@@ -1,10 +1,9 @@
 """Run a fleet on this machine: server processes on free ports and one router, kept alive by a supervisor.
 
-`start_fleet` plans the fleet, writes every serve spec and the router's table into the state folder
-(``modelfleet.fleet.state``), and starts the supervisor, detached by default. The supervisor starts
-each process, polls its health, and restarts a process that exits, hangs or never becomes ready,
-waiting longer after each failure (exponential back-off with a cap) and recording every restart.
-`stop_fleet` sends SIGTERM to the supervisor, which stops the router and the servers in turn.
+The library calls behind `modelfleet fleet up/down`. `start_fleet` plans the fleet, writes every serve
+spec and the router's table into the state folder (``modelfleet.fleet.state``), and starts the
+supervisor (``modelfleet.fleet.supervisor``), detached by default. `stop_fleet` sends SIGTERM to the
+supervisor, which stops the router and the servers in turn.
 """
 
 from __future__ import annotations
@@ -13,16 +12,12 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psutil
 import yaml
 
@@ -40,18 +35,15 @@ from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,
     ProcessRecord,
-    append_restart,
-    describe_exit,
     owned_process,
     read_state,
-    router_trust,
     write_atomic,
     write_state,
 )
+from modelfleet.fleet.supervisor import Supervisor, kill_group
 from modelfleet.types import Progress
 
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
-_HEALTH_TIMEOUT_S = 2.0
 
 
 def _free_port(host: str) -> int:
@@ -192,222 +184,6 @@ def _plan_json(plan: FleetPlan) -> str:
     return json.dumps({"fleet": plan.fleet.name, "groups": plan.summary()}, indent=2) + "\n"
 
 
-class Supervisor:
-    """Keeps every process of one local fleet running until told to stop."""
-
-    def __init__(self, paths: FleetPaths, on_ready: Callable[[FleetState], None] | None = None) -> None:
-        self.paths = paths
-        self.state = read_state(paths)
-        self.config = self.state.local
-        self.on_ready = on_ready
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._kill_reason: dict[str, str] = {}
-        self._live_failures: dict[str, int] = {}
-        self._stopping = asyncio.Event()
-        self._dirty = True
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._stopping.set)
-        self.state.supervisor_pid = os.getpid()
-        self.state.status = "starting"
-        self._save()
-        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=router_trust(self.paths)) as client:
-            watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
-            health = asyncio.create_task(self._health_loop(client))
-            await self._stopping.wait()
-            self.state.status = "stopping"
-            self._save()
-            health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await health
-            await self._terminate_all()
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
-        for record in self.state.processes:
-            record.state, record.pid = "stopped", None
-        self.state.status = "stopped"
-        self._save()
-
-    def _save(self) -> None:
-        write_state(self.paths, self.state)
-        self._dirty = False
-
-    def _log(self, record: ProcessRecord, message: str) -> None:
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        with open(record.log_file, "a", encoding="utf-8") as handle:
-            handle.write(f"--- modelfleet supervisor {stamp}: {message}\n")
-
-    async def _spawn(self, record: ProcessRecord) -> asyncio.subprocess.Process:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODELFLEET_FLEET": self.state.fleet}
-        self._log(record, f"starting {record.id}: {' '.join(record.command)}")
-        with open(record.log_file, "ab") as log:
-            # Each process leads its own process group, so a crashed server's worker processes can be
-            # cleaned up with it, and a Ctrl-C on the terminal reaches only the supervisor, which stops
-            # everything in order.
-            process = await asyncio.create_subprocess_exec(
-                *record.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                process_group=0,
-            )
-        self._procs[record.id] = process
-        record.pid, record.state = process.pid, "starting"
-        record.started_at, record.ready_since = time.time(), None
-        self._live_failures[record.id] = 0
-        self._save()
-        return process
-
-    async def _keep_running(self, record: ProcessRecord) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                process = await self._spawn(record)
-            except OSError as exc:  # e.g. out of file descriptors: wait and try again, never give up
-                self._log(
-                    record,
-                    f"could not start {record.id}: {exc}; retrying in {self.config.restart_backoff_max_s:g} s",
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self.config.restart_backoff_max_s)
-                continue
-            exited = asyncio.create_task(process.wait())
-            stopping = asyncio.create_task(self._stopping.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if self._stopping.is_set():
-                exited.cancel()
-                return
-            now = time.time()
-            if record.ready_since is not None and now - record.ready_since >= self.config.stable_after_s:
-                failures = 0
-            backoff_s = min(
-                self.config.restart_backoff_max_s, self.config.restart_backoff_initial_s * 2**failures
-            )
-            failures += 1
-            _kill_group(process.pid)  # workers orphaned by a killed server must not keep its port
-            code, signal_name = describe_exit(process.returncode)
-            exit_text = f"killed by {signal_name}" if signal_name else f"exited with code {code}"
-            reason = self._kill_reason.pop(record.id, exit_text)
-            uptime_s = now - (record.started_at or now)
-            append_restart(
-                self.paths,
-                {
-                    "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-                    "time_unix": round(now, 3),
-                    "process": record.id,
-                    "pid": record.pid,
-                    "exit_code": code,
-                    "signal": signal_name,
-                    "reason": reason,
-                    "uptime_s": round(uptime_s, 3),
-                    "backoff_s": backoff_s,
-                },
-            )
-            self._log(
-                record,
-                f"{record.id} (pid {record.pid}) {reason} after {uptime_s:.1f} s; restarting in {backoff_s:g} s",
-            )
-            record.restarts += 1
-            record.last_exit = reason
-            record.state, record.pid, record.ready_since = "backoff", None, None
-            self._save()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
-
-    async def _health_loop(self, client: httpx.AsyncClient) -> None:
-        last_save = time.monotonic()
-        while True:
-            records = [
-                r
-                for r in self.state.processes
-                if r.pid is not None and r.state in ("starting", "ready", "unready")
-            ]
-            await asyncio.gather(*(self._check(client, record) for record in records))
-            if (
-                self.state.status == "starting"
-                and all(r.state == "ready" for r in self.state.processes)
-                # The router's own view too: `up` must not return before a request can be routed.
-                and await self._get_ok(client, f"{self.state.router_url}/v2/health/ready")
-            ):
-                self.state.status = "running"
-                self._dirty = True
-                if self.on_ready is not None:
-                    self.on_ready(self.state)
-            # Save on change, and every few seconds as a heartbeat `status` can read.
-            if self._dirty or time.monotonic() - last_save > 5.0:
-                self._save()
-                last_save = time.monotonic()
-            await asyncio.sleep(self.config.health_interval_s)
-
-    async def _get_ok(self, client: httpx.AsyncClient, url: str) -> bool:
-        try:
-            response = await client.get(url)
-        except (httpx.HTTPError, OSError):
-            return False
-        return response.status_code == 200
-
-    async def _check(self, client: httpx.AsyncClient, record: ProcessRecord) -> None:
-        ready_path = "/v2/health/ready" if record.kind == "server" else "/router/ready"
-        now = time.time()
-        if await self._get_ok(client, record.url + ready_path):
-            self._live_failures[record.id] = 0
-            if record.state != "ready":
-                record.state, record.ready_since = "ready", now
-                self._dirty = True
-            return
-        if record.ready_since is None:
-            if now - (record.started_at or now) > self.config.startup_timeout_s:
-                self._kill(record, f"not ready within {self.config.startup_timeout_s:g} s")
-            return
-        if record.state == "ready":
-            record.state = "unready"
-            self._dirty = True
-        if await self._get_ok(client, record.url + "/v2/health/live"):
-            self._live_failures[record.id] = 0
-            return
-        self._live_failures[record.id] = self._live_failures.get(record.id, 0) + 1
-        if self._live_failures[record.id] >= self.config.unhealthy_after_checks:
-            self._kill(record, f"failed {self._live_failures[record.id]} liveness checks in a row")
-
-    def _kill(self, record: ProcessRecord, reason: str) -> None:
-        process = self._procs.get(record.id)
-        if process is not None and process.returncode is None:
-            self._kill_reason[record.id] = reason
-            process.kill()
-
-    async def _terminate_all(self) -> None:
-        # Router first, so no new request reaches a server that is draining.
-        ordered = sorted(self.state.processes, key=lambda r: r.kind != "router")
-        for record in ordered:
-            process = self._procs.get(record.id)
-            if process is not None and process.returncode is None:
-                record.state = "stopping"
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        self._save()
-        running = [p for p in self._procs.values() if p.returncode is None]
-        if not running:
-            return
-        await asyncio.wait([asyncio.create_task(p.wait()) for p in running], timeout=self.config.stop_grace_s)
-        for process in running:
-            _kill_group(process.pid)  # stragglers past the grace period, and any leftover workers
-        await asyncio.gather(*(p.wait() for p in running), return_exceptions=True)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def run_supervisor(state_dir: Path) -> None:
     """Blocking entry point of the hidden `modelfleet fleet supervise` command."""
     paths = FleetPaths(state_dir.resolve())
@@ -502,7 +278,7 @@ def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float
             process.terminate()
     _, alive = psutil.wait_procs(strays, timeout=grace)
     for process in alive:
-        _kill_group(process.pid)  # each supervised process leads its own group
+        kill_group(process.pid)  # each supervised process leads its own group
     state = read_state(paths)
     if state.status != "stopped" or any(r.pid is not None for r in state.processes):
         for record in state.processes:

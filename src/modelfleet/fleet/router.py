@@ -50,6 +50,7 @@ from modelfleet.errors import ModelfleetError, Unauthorized
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
+from modelfleet.protocol.wire import ModelState
 from modelfleet.security.auth import (
     WWW_AUTHENTICATE,
     Authenticator,
@@ -498,7 +499,11 @@ class Router:
                     answered.add(str(entry["name"]))
         for model in self.table.by_model:
             if model not in answered:
-                entries[(model, "")] = {"name": model, "state": "UNAVAILABLE", "reason": "no ready replica"}
+                entries[(model, "")] = {
+                    "name": model,
+                    "state": ModelState.UNAVAILABLE,
+                    "reason": "no ready replica",
+                }
         return json_response(200, list(entries.values()))
 
 

@@ -6,7 +6,17 @@ lets orjson do the work. They exist so the code says which spec object it is bui
 
 from __future__ import annotations
 
+import enum
 from typing import Any, NotRequired, TypedDict
+
+
+class ModelState(enum.StrEnum):
+    """A model version's state in the repository extension's index (`state` of RepositoryIndexEntry)."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
 
 
 class MetadataTensor(TypedDict):
@@ -41,14 +51,16 @@ class RepositoryIndexEntry(TypedDict):
 
     name: str
     version: str
-    state: str
+    state: ModelState
     reason: str
 
 
 class ErrorResponse(TypedDict):
-    """$inference_error_response = { "error": <error message string> }"""
+    """$inference_error_response = { "error": <error message string> }, plus modelfleet's
+    `retry_after_s` on a 503: the precise wait the Retry-After header rounds up to whole seconds."""
 
     error: str
+    retry_after_s: NotRequired[float]
 
 
 class RequestInput(TypedDict):

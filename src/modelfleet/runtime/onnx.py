@@ -80,9 +80,10 @@ class OnnxModel:
         # Spinning intra-op threads burn the cores the event loop needs to accept the next batch; on a
         # server that shares cores with HTTP parsing, sleeping threads give more throughput.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Memory budget: a loaded model may add at most 1.5x its file size to the server's RSS. Weight
-        # prepacking keeps a second, repacked copy of every MatMul weight and the arena keeps peak
-        # activation memory forever; without both, MiniLM (90 MB file) adds ~120 MB instead of ~155 MB.
+        # Memory: weight prepacking keeps a second, repacked copy of every MatMul weight and the arena
+        # keeps peak activation memory forever; without both, MiniLM fp32 (87 MiB file) adds 124-126 MiB
+        # to the server's RSS loaded and warmed instead of ~155 MB with them (int8, 43 MiB: 71-76 MiB). What
+        # fleet/sizing.py assumes of a model rests on these two settings.
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
         options.log_severity_level = 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -87,17 +88,20 @@ def create_app(
     *,
     on_fatal: Callable[[ModelfleetError], None] | None = None,
     audit: AuditLog | None = None,
+    peers_ready: Callable[[], bool] | None = None,
+    metrics_dir: Path | None = None,
 ) -> V2App:
     """An ASGI app serving every model of `spec`. Models load in the background once it starts.
 
     ``audit`` receives admin actions (repository load/unload) and auth failures, each with the client's
     address; by default the spec's ``auth.audit_log`` (a path, or ``-`` for stdout), if any.
+    One worker of a pool (``server.workers`` > 1) passes ``peers_ready``, whether every other worker has
+    loaded its models, and ``metrics_dir``, the folder where all of them write their metrics.
+    Each model runs with its own ``intra_op_threads``; 0 means cores ÷ ``server.workers``.
     """
     if audit is None and spec.auth.audit_log is not None:
         audit = AuditLog(spec.auth.audit_log)
-    metrics = ServerMetrics()
-    threads = default_intra_op_threads(spec.server.workers)
-    explicit = {model.intra_op_threads for model in spec.models if model.intra_op_threads}
+    metrics = ServerMetrics(multiprocess_dir=metrics_dir)
     uses_registry = spec.registry.root is not None or any(model.ref is not None for model in spec.models)
     source = None
     if uses_registry:
@@ -106,10 +110,12 @@ def create_app(
         source = RegistrySource(spec.registry)
     repository = ModelRepository(
         metrics,
-        intra_op_threads=min(explicit) if explicit else threads,
+        auto_intra_op_threads=default_intra_op_threads(spec.server.workers),
         resolver=source.resolve if source is not None else resolve_path,
     )
-    dataplane = DataPlane(repository, spec.models, registry_enabled=source is not None)
+    dataplane = DataPlane(
+        repository, spec.models, registry_enabled=source is not None, peers_ready=peers_ready
+    )
     watcher = None
     if source is not None:
         watcher = AliasWatcher(repository, source, spec.models, spec.registry.watch_interval_s)

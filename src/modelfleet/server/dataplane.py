@@ -11,9 +11,9 @@ from modelfleet import __version__
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailable
 from modelfleet.protocol.codec import InferRequest, InferResponse
-from modelfleet.protocol.wire import ModelMetadata, RepositoryIndexEntry, ServerMetadata
+from modelfleet.protocol.wire import ModelMetadata, ModelState, RepositoryIndexEntry, ServerMetadata
 from modelfleet.server.openapi import openapi_document
-from modelfleet.server.repository import ModelEntry, ModelRepository
+from modelfleet.server.repository import LoadedModel, ModelRepository
 from modelfleet.types import Arrays, TensorSpec
 
 log = logging.getLogger("modelfleet.server")
@@ -22,8 +22,14 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "health", 
 
 class DataPlane:
     def __init__(
-        self, repository: ModelRepository, models: list[ModelConfig], registry_enabled: bool = False
+        self,
+        repository: ModelRepository,
+        models: list[ModelConfig],
+        registry_enabled: bool = False,
+        peers_ready: Callable[[], bool] | None = None,
     ) -> None:
+        """`peers_ready`: whether the other worker processes sharing this port have loaded their models
+        too (the pod is ready only when every one has); None for a server of one process."""
         self.repository = repository
         self._configs = models
         self._registry_enabled = registry_enabled
@@ -32,8 +38,7 @@ class DataPlane:
         self.draining = False
         self.load_error: ModelfleetError | None = None
         self._loading: asyncio.Task[None] | None = None
-        # Other worker processes sharing this port: the pod is ready only when every one of them is.
-        self.peers_ready: Callable[[], bool] = lambda: True
+        self._peers_ready = peers_ready
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, on_fatal: Callable[[ModelfleetError], None] | None = None) -> None:
@@ -62,7 +67,7 @@ class DataPlane:
         """True until the models of the spec have been loaded (or failed to)."""
         return self._loading is None or not self._loading.done()
 
-    def _entry(self, name: str, version: str | None, ready: bool = False) -> ModelEntry:
+    def _entry(self, name: str, version: str | None, ready: bool = False) -> LoadedModel:
         # A served name is only known once its artifact is open, so while the spec is still loading
         # an unknown name may be one that is about to appear: answer "retry" (503), not "no such model".
         try:
@@ -78,7 +83,8 @@ class DataPlane:
     async def shutdown(self, drain_timeout_s: float) -> None:
         self.draining = True
         if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
+            self._loading.cancel()  # the model being loaded closes what it opened
+            await asyncio.gather(self._loading, return_exceptions=True)
         await self.repository.drain(drain_timeout_s)
         await self.repository.close()
 
@@ -89,7 +95,7 @@ class DataPlane:
             and not self.loading
             and self.load_error is None
             and self.repository.all_ready()
-            and self.peers_ready()
+            and (self._peers_ready is None or self._peers_ready())
         )
 
     def server_metadata(self) -> ServerMetadata:
@@ -98,39 +104,34 @@ class DataPlane:
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         entry = self._entry(name, version)
         model = entry.model
-        metadata: ModelMetadata = {
+        return {
             "name": entry.name,
             "versions": [entry.version],
-            "platform": model.platform if model is not None else "onnxruntime_onnx",
-            "inputs": [spec.to_json() for spec in model.inputs] if model is not None else [],  # type: ignore[misc]
-            "outputs": [spec.to_json() for spec in model.outputs] if model is not None else [],  # type: ignore[misc]
-        }
-        if model is not None:
-            metadata["parameters"] = {
+            "platform": model.platform,
+            "inputs": [spec.to_json() for spec in model.inputs],  # type: ignore[misc]
+            "outputs": [spec.to_json() for spec in model.outputs],  # type: ignore[misc]
+            "parameters": {
                 "sha256": model.sha256,
                 "max_batch_size": entry.config.batching.max_batch_size,
-                "state": entry.state.value,
-            }
-        return metadata
+                "state": entry.state,
+            },
+        }
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document of the V2 routes, with a concrete infer path for each loaded model."""
-        models = [
-            (entry.name, list(entry.model.inputs))
-            for entry in self.repository.entries()
-            if entry.model is not None
-        ]
-        return openapi_document(models)
+        return openapi_document(
+            [(entry.name, list(entry.model.inputs)) for entry in self.repository.loaded()]
+        )
 
     def model_ready(self, name: str, version: str | None) -> bool:
         try:
-            return self._entry(name, version).state.value == "READY"
+            return self._entry(name, version).state is ModelState.READY
         except Unavailable:
             return False
 
     def repository_index(self) -> list[RepositoryIndexEntry]:
         return [
-            {"name": entry.name, "version": entry.version, "state": entry.state.value, "reason": entry.reason}
+            {"name": entry.name, "version": entry.version, "state": entry.state, "reason": entry.reason}
             for entry in self.repository.entries()
         ]
 
@@ -162,7 +163,7 @@ class DataPlane:
         entry = self._entry(name, version, ready=True)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
-            known = {spec.name for spec in entry.model.outputs}  # type: ignore[union-attr]
+            known = {spec.name for spec in entry.model.outputs}
             unknown = [output.name for output in request.outputs if output.name not in known]
             if unknown:
                 raise InvalidInput(
@@ -173,16 +174,14 @@ class DataPlane:
         for client_timeout_s in (request.timeout_s(), timeout_s):
             if client_timeout_s is not None:
                 budget_s = min(budget_s, client_timeout_s)
-        assert entry.batcher is not None
         outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)
 
 
-def _validate_inputs(entry: ModelEntry, request: InferRequest) -> tuple[Arrays, int]:
+def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays, int]:
     model = entry.model
-    assert model is not None
     specs = {spec.name: spec for spec in model.inputs}
     given = {tensor.name: tensor for tensor in request.inputs}
     missing = [name for name in specs if name not in given]

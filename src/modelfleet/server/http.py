@@ -32,6 +32,7 @@ from modelfleet.protocol.codec import (
     decode_request,
     encode_response,
 )
+from modelfleet.protocol.wire import ErrorResponse
 from modelfleet.security.auth import (
     WWW_AUTHENTICATE,
     Authorizer,
@@ -157,7 +158,7 @@ class V2App:
 
     async def _error(self, send: Send, exc: ModelfleetError, model_name: str) -> None:
         headers = list(_JSON_HEADERS)
-        document: dict[str, object] = {"error": exc.message}
+        document: ErrorResponse = {"error": exc.message}
         if isinstance(exc, Unavailable):
             # The header is whole seconds (RFC 9110); the body carries the precise figure for clients and
             # routers that can retry sooner (an overload backlog usually drains in milliseconds).

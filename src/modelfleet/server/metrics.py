@@ -1,8 +1,10 @@
 """Prometheus metrics for the model server.
 
 Children are bound per model once, so the hot path does one `observe`/`inc` per figure and no label
-lookups. With several worker processes (`--workers N`) the `serve` command sets
-PROMETHEUS_MULTIPROC_DIR before the workers start and `/metrics` merges every worker's figures.
+lookups. With several worker processes (`--workers N`) every worker is given the same
+`multiprocess_dir` and `/metrics` merges every worker's figures from it (the worker pool also sets
+PROMETHEUS_MULTIPROC_DIR for the workers it starts: prometheus_client reads it at import to write its
+values to files, and has no other switch).
 
 Bounded: only served models (loading or loaded, bound by the repository) get their own `model` label;
 every other name a client sends lands under the one label `unknown`, so made-up names cannot grow the
@@ -18,8 +20,8 @@ answers with fresh figures.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -59,10 +61,6 @@ def outcome_for_status(status: int) -> str:
 UNKNOWN_MODEL = "unknown"
 
 
-def _multiprocess() -> bool:
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
 class ModelMetrics:
     """Pre-bound metric children for one model; also the batcher's observer."""
 
@@ -90,7 +88,10 @@ class ModelMetrics:
 
 
 class ServerMetrics:
-    def __init__(self) -> None:
+    """The server's metrics; `multiprocess_dir`: the folder every worker of a pool writes its figures to."""
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
@@ -166,7 +167,8 @@ class ServerMetrics:
             ["model", "reason"],
             registry=registry,
         )
-        if not _multiprocess():
+        # A pool's exposition is merged from the workers' files, where process figures have no place.
+        if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         self._models: dict[str, ModelMetrics] = {}
         self._unknown = ModelMetrics(self, UNKNOWN_MODEL)
@@ -198,9 +200,9 @@ class ServerMetrics:
         return self._models.get(model) or self._unknown
 
     def exposition(self) -> bytes:
-        if _multiprocess():
+        if self._multiprocess_dir is not None:
             merged = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            prometheus_multiprocess.MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
 
@@ -228,9 +230,9 @@ class ServerMetrics:
             self._rendered = future.result()
 
 
-def mark_worker_dead(pid: int) -> None:
-    if _multiprocess():
-        prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+def mark_worker_dead(pid: int, multiprocess_dir: Path) -> None:
+    """Drop a dead worker's live gauges (queue depth, readiness) from the pool's merged figures."""
+    prometheus_multiprocess.mark_process_dead(pid, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import ModelfleetError, NotFound, Unavailable
 from modelfleet.heap import release_free_heap
+from modelfleet.protocol.wire import ModelState
 from modelfleet.runtime import Model, load_model
 from modelfleet.server.batching import Batcher
 from modelfleet.server.metrics import ModelMetrics, ServerMetrics
@@ -25,27 +26,35 @@ log = logging.getLogger("modelfleet.server")
 ArtifactResolver = Callable[[ModelConfig], tuple[Path, str | None]]
 
 
-class ModelState(enum.StrEnum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-    UNLOADING = "UNLOADING"
+@dataclass(slots=True)
+class LoadingModel:
+    """A model being opened, verified and warmed: all the repository index can show of it yet.
 
+    `name` is the spec's until the artifact is open, then the served name; `version` likewise.
+    """
 
-@dataclass
-class ModelEntry:
     name: str
     config: ModelConfig
     version: str = ""
-    state: ModelState = ModelState.LOADING
     reason: str = ""
-    model: Model | None = None
-    batcher: Batcher | None = None
-    metrics: ModelMetrics | None = None
-    load_s: float = 0.0
-    loaded_at: float = field(default_factory=time.time)
-    # Warm-up runs made through the batcher before READY; `.runs` holds (items, compute seconds) each.
-    warmup: WarmupObserver | None = None
+    state: ClassVar[ModelState] = ModelState.LOADING
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A model that serves: open, with its running batcher, its bound metrics and its warm-up record."""
+
+    name: str
+    version: str
+    config: ModelConfig
+    model: Model
+    batcher: Batcher
+    metrics: ModelMetrics
+    # The warm-up runs made through the batcher before READY; `.runs` holds (items, compute seconds) each.
+    warmup: WarmupObserver
+    load_s: float
+    state: ModelState = ModelState.READY  # READY, then UNLOADING while it drains
+    reason: str = ""  # e.g. why its replacement failed, for the repository index
 
 
 def served_name(config: ModelConfig) -> str | None:
@@ -67,20 +76,24 @@ class ModelRepository:
     """Name → version → entry. One version per name is the default; others may be loaded beside it."""
 
     def __init__(
-        self, metrics: ServerMetrics, intra_op_threads: int, resolver: ArtifactResolver = resolve_path
+        self, metrics: ServerMetrics, auto_intra_op_threads: int, resolver: ArtifactResolver = resolve_path
     ) -> None:
+        """`auto_intra_op_threads`: ONNX Runtime threads for a model whose `intra_op_threads` is 0 (auto)."""
         self._metrics = metrics
-        self._intra_op_threads = intra_op_threads
+        self._auto_intra_op_threads = auto_intra_op_threads
         self._resolver = resolver
-        self._entries: dict[str, dict[str, ModelEntry]] = {}
+        self._entries: dict[str, dict[str, LoadedModel]] = {}
         self._default: dict[str, str] = {}
-        self._pending: list[ModelEntry] = []
+        self._pending: list[LoadingModel] = []
 
-    def entries(self) -> list[ModelEntry]:
-        loaded = [entry for versions in self._entries.values() for entry in versions.values()]
-        return loaded + self._pending
+    def entries(self) -> list[LoadedModel | LoadingModel]:
+        """Every model version, loaded or still loading: the repository index."""
+        return [*self.loaded(), *self._pending]
 
-    def get(self, name: str, version: str | None = None) -> ModelEntry:
+    def loaded(self) -> list[LoadedModel]:
+        return [entry for versions in self._entries.values() for entry in versions.values()]
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
         versions = self._entries.get(name)
         if not versions:
             raise NotFound(f"model '{name}' is not served here")
@@ -105,9 +118,9 @@ class ModelRepository:
         """Attach a reason to a serving version (e.g. why its replacement failed) for the repository index."""
         self.get(name, version).reason = reason
 
-    def ready_entry(self, name: str, version: str | None = None) -> ModelEntry:
+    def ready_entry(self, name: str, version: str | None = None) -> LoadedModel:
         entry = self.get(name, version)
-        if entry.state is not ModelState.READY or entry.batcher is None:
+        if entry.state is not ModelState.READY:
             raise Unavailable(f"model '{name}' is not ready ({entry.state.value.lower()})", retry_after_s=1.0)
         return entry
 
@@ -115,41 +128,48 @@ class ModelRepository:
         entries = self.entries()
         return bool(entries) and all(entry.state is ModelState.READY for entry in entries)
 
-    async def load(self, config: ModelConfig) -> ModelEntry:
+    async def load(self, config: ModelConfig) -> LoadedModel:
         """Load, verify and warm one model off the event loop; register it READY or raise."""
-        entry = ModelEntry(name=config.name or config.ref or str(config.path), config=config)
-        self._pending.append(entry)
+        pending = LoadingModel(name=config.name or config.ref or str(config.path), config=config)
+        self._pending.append(pending)
         started = time.perf_counter()
+        model: Model | None = None
+        batcher: Batcher | None = None
+        entry: LoadedModel | None = None
         try:
             model = await asyncio.to_thread(self._open, config)
-            entry.name = model.name
-            entry.version = model.version
-            entry.model = model
+            pending.name, pending.version = model.name, model.version
             # Bound from here on: requests to a model still warming count under its own label.
-            entry.metrics = self._metrics.bind(entry.name)
-            entry.warmup = WarmupObserver(entry.metrics)
-            entry.batcher = _batcher(entry.name, model, config, entry.warmup)
-            entry.batcher.start()
-            await warm(entry.batcher, model, config, entry.warmup)
-            entry.metrics.warmup_runs.inc(len(entry.warmup.runs))
+            metrics = self._metrics.bind(model.name)
+            warmup = WarmupObserver(metrics)
+            batcher = _batcher(model.name, model, config, warmup)
+            batcher.start()
+            await warm(batcher, model, config, warmup)
+            metrics.warmup_runs.inc(len(warmup.runs))
             await asyncio.to_thread(release_free_heap)
-        except ModelfleetError as exc:
-            entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
+            entry = LoadedModel(
+                name=model.name,
+                version=model.version,
+                config=config,
+                model=model,
+                batcher=batcher,
+                metrics=metrics,
+                warmup=warmup,
+                load_s=time.perf_counter() - started,
+            )
+        except ModelfleetError:
             raise
         except Exception as exc:
-            entry.state, entry.reason = ModelState.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
-            raise ModelfleetError(f"model {entry.name or config.path}: {entry.reason}") from exc
+            raise ModelfleetError(f"model {pending.name}: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._pending.remove(entry)
-            if entry.state is ModelState.UNAVAILABLE:
-                if entry.batcher is not None:
-                    await entry.batcher.close()
-                if entry.model is not None:
-                    entry.model.close()
-                if not self._serves(entry.name):
-                    self._metrics.release(entry.name)
-        entry.load_s = time.perf_counter() - started
-        entry.state = ModelState.READY
+            self._pending.remove(pending)
+            if entry is None:  # failed or cancelled: release what was opened
+                if batcher is not None:
+                    await batcher.close()
+                if model is not None:
+                    model.close()
+                if not self._serves(pending.name):
+                    self._metrics.release(pending.name)
         self._entries.setdefault(entry.name, {})[entry.version] = entry
         self._default.setdefault(entry.name, entry.version)
         self._metrics.load_s.labels(entry.name, entry.version).set(entry.load_s)
@@ -165,11 +185,9 @@ class ModelRepository:
     async def unload(self, name: str, version: str, drain_timeout_s: float = 30.0) -> None:
         entry = self.get(name, version)
         entry.state = ModelState.UNLOADING
-        if entry.batcher is not None:
-            await entry.batcher.drain(drain_timeout_s)
-            await entry.batcher.close()
-        if entry.model is not None:
-            entry.model.close()
+        await entry.batcher.drain(drain_timeout_s)
+        await entry.batcher.close()
+        entry.model.close()
         del self._entries[name][version]
         if not self._entries[name]:
             del self._entries[name]
@@ -181,16 +199,14 @@ class ModelRepository:
         self._metrics.model_ready.labels(name, version).set(0)
 
     async def drain(self, timeout_s: float) -> None:
-        for entry in self.entries():
-            if entry.batcher is not None:
-                await entry.batcher.drain(timeout_s)
+        for entry in self.loaded():
+            await entry.batcher.drain(timeout_s)
 
     async def close(self) -> None:
-        for entry in self.entries():
-            if entry.batcher is not None:
-                await entry.batcher.close()
-            if entry.model is not None:
-                entry.model.close()
+        """Close every loaded model; a load still in progress is cancelled by its owner and cleans up itself."""
+        for entry in self.loaded():
+            await entry.batcher.close()
+            entry.model.close()
         self._entries.clear()
 
     def _serves(self, name: str) -> bool:
@@ -200,7 +216,10 @@ class ModelRepository:
     def _open(self, config: ModelConfig) -> Model:
         path, version = self._resolver(config)
         return load_model(
-            path, intra_op_threads=self._intra_op_threads, name=served_name(config), version=version
+            path,
+            intra_op_threads=config.intra_op_threads or self._auto_intra_op_threads,
+            name=served_name(config),
+            version=version,
         )
 
 

@@ -2,6 +2,10 @@
 
 SIGTERM makes readiness false at once, lets in-flight requests finish (up to graceful_shutdown_s),
 then exits 0 — what Kubernetes expects of a pod being replaced.
+
+With N workers the parent restarts a worker that exits, after the shared back-off of
+`modelfleet.supervision` (`WORKER_RESTARTS`); a worker that fails with a permanent error (bad spec,
+missing or corrupt model) stops the pool, and the parent exits with the worker's exit code.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -17,6 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,9 +35,13 @@ from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.fileio import write_atomic
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http_limits import HeadLimits, protocol_class
+from modelfleet.server.metrics import mark_worker_dead
+from modelfleet.supervision import GiveUp, RestartPolicy
 
 log = logging.getLogger("modelfleet.server")
-_RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# A worker restart takes its models' load time on top of this; the cap stays short because the pod is
+# not ready (every worker reports ready only when all are) until the worker is back.
+WORKER_RESTARTS = RestartPolicy(initial_s=0.5, max_s=10.0, stable_after_s=60.0)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -75,8 +86,8 @@ def _run_uvicorn(
     spec: ServeSpec,
     sock: socket.socket,
     on_started: Callable[[], None] | None = None,
-    app_factory: Callable[..., Any] | None = None,
     slots: _WorkerSlots | None = None,
+    metrics_dir: Path | None = None,
 ) -> _Result:
     import prometheus_client
 
@@ -93,9 +104,12 @@ def _run_uvicorn(
         if server_box:
             server_box[0].should_exit = True
 
-    app = (app_factory or create_app)(spec, on_fatal=on_fatal)
-    if slots is not None:
-        app.dataplane.peers_ready = slots.all_loaded
+    app = create_app(
+        spec,
+        on_fatal=on_fatal,
+        peers_ready=slots.all_loaded if slots is not None else None,
+        metrics_dir=metrics_dir,
+    )
     limits = spec.server
     config = uvicorn.Config(
         app,
@@ -191,34 +205,48 @@ def serve(spec: ServeSpec, on_listening: Callable[[str, int], None] | None = Non
     return _serve_workers(spec, on_listening)
 
 
-def _worker_main(spec_json: str, port: int, loaded_flags: Any, index: int) -> None:
+def _worker_main(spec_json: str, port: int, loaded_flags: Any, index: int, metrics_dir: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="modelfleet[%(process)d]: %(message)s")
     spec = ServeSpec.model_validate_json(spec_json)
     sock = bind_socket(spec.server.host, port, reuse_port=True)
-    result = _run_uvicorn(spec, sock, slots=_WorkerSlots(loaded_flags, index))
+    result = _run_uvicorn(spec, sock, slots=_WorkerSlots(loaded_flags, index), metrics_dir=Path(metrics_dir))
     if result.error is not None:
         sys.stderr.write(f"error: {result.error.message}\n")
         sys.exit(result.error.exit_code)
     sys.exit(0)
 
 
+@dataclass
+class _Worker:
+    """One worker slot of the pool: its process (None while waiting to restart) and restart count."""
+
+    process: BaseProcess | None
+    failures: int = 0
+    ready_since: float | None = None  # monotonic time its loaded flag was first seen set
+    restart_at: float = 0.0
+
+
 def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | None) -> int:
     # The parent holds the port (bound, never listening) so `port: 0` resolves once for every worker.
     reservation = bind_socket(spec.server.host, spec.server.port, reuse_port=True)
     port = reservation.getsockname()[1]
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelfleet-metrics-")
-    from modelfleet.server.metrics import mark_worker_dead
+    # Every worker writes its metrics into one folder and /metrics merges them. prometheus_client picks
+    # its file-backed values from PROMETHEUS_MULTIPROC_DIR when a process imports it (its only switch),
+    # so the workers inherit the variable; the folder itself reaches them as an argument.
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    own_metrics_dir = not metrics_dir
+    if own_metrics_dir:
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelfleet-metrics-")
 
     context = multiprocessing.get_context("spawn")
     spec_json = spec.model_dump_json()
     stopping = threading.Event()
     loaded_flags = context.RawArray("b", spec.server.workers)
 
-    def start_worker(index: int) -> multiprocessing.process.BaseProcess:
+    def start_worker(index: int) -> BaseProcess:
         loaded_flags[index] = 0
         process = context.Process(
-            target=_worker_main, args=(spec_json, port, loaded_flags, index), daemon=False
+            target=_worker_main, args=(spec_json, port, loaded_flags, index, metrics_dir), daemon=False
         )
         process.start()
         return process
@@ -227,36 +255,23 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    workers = [start_worker(index) for index in range(spec.server.workers)]
+    workers = [_Worker(start_worker(index)) for index in range(spec.server.workers)]
     if on_listening is not None:
         on_listening(spec.server.host, port)
-    restarts = [0] * len(workers)
     exit_code = 0
     try:
         while not stopping.is_set():
-            for index, process in enumerate(workers):
-                if process.is_alive():
-                    continue
-                code = process.exitcode or 0
-                loaded_flags[index] = 0  # a killed worker cannot clear its own flag
-                mark_worker_dead(process.pid or 0)
-                if code in (2, 3, 4):  # bad spec, missing or corrupt model: restarting cannot help
-                    log.error("worker %d exited with code %d; stopping", process.pid, code)
-                    exit_code = code
-                    stopping.set()
-                    break
-                delay_s = _RESTART_BACKOFF_S[min(restarts[index], len(_RESTART_BACKOFF_S) - 1)]
-                log.warning("worker %d exited with code %d; restarting in %.1fs", process.pid, code, delay_s)
-                time.sleep(delay_s)
-                restarts[index] += 1
-                workers[index] = start_worker(index)
+            exit_code = _tend_workers(workers, loaded_flags, start_worker, Path(metrics_dir))
+            if exit_code:
+                break
             stopping.wait(0.2)
     finally:
-        for process in workers:
+        running = [worker.process for worker in workers if worker.process is not None]
+        for process in running:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + spec.server.graceful_shutdown_s + 5
-        for process in workers:
+        for process in running:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
@@ -264,7 +279,43 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reservation.close()
+        if own_metrics_dir:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+def _tend_workers(
+    workers: list[_Worker], loaded_flags: Any, start_worker: Callable[[int], BaseProcess], metrics_dir: Path
+) -> int:
+    """One pass of the pool's supervision: restart what is due, note exits. Returns an exit code to stop with, or 0."""
+    now = time.monotonic()
+    for index, worker in enumerate(workers):
+        process = worker.process
+        if process is None:
+            if now >= worker.restart_at:
+                worker.process, worker.ready_since = start_worker(index), None
+            continue
+        if process.is_alive():
+            if worker.ready_since is None and loaded_flags[index]:
+                worker.ready_since = now
+            continue
+        loaded_flags[index] = 0  # a killed worker cannot clear its own flag
+        mark_worker_dead(process.pid or 0, metrics_dir)
+        code = process.exitcode
+        uptime_s = 0.0 if worker.ready_since is None else now - worker.ready_since
+        decision = WORKER_RESTARTS.after_exit(
+            None if code is None or code < 0 else code, uptime_s, worker.failures
+        )
+        if isinstance(decision, GiveUp):
+            log.error(
+                "worker %d exited with code %d, which a restart cannot mend; stopping", process.pid, code
+            )
+            return decision.exit_code
+        log.warning("worker %d exited with code %s; restarting in %.1fs", process.pid, code, decision.delay_s)
+        worker.process, worker.failures = None, decision.failures
+        worker.restart_at = now + decision.delay_s
+    return 0
 
 
 def write_port_file(path: Path, port: int) -> None:

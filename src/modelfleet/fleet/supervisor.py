@@ -1,0 +1,255 @@
+"""The local fleet's supervisor: keeps every server process and the router running until told to stop.
+
+It starts each process (each leads its own process group), polls its health, and restarts a process
+that exits, hangs or never becomes ready. The wait before a restart is the shared
+`modelfleet.supervision.RestartPolicy` back-off, from the fleet spec's `local` settings; every restart
+is appended to the fleet's restart log. SIGTERM or SIGINT stops the router first, then the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+
+from modelfleet.config.fleet import LocalConfig
+from modelfleet.fleet.state import (
+    FleetPaths,
+    FleetState,
+    ProcessRecord,
+    append_restart,
+    describe_exit,
+    read_state,
+    router_trust,
+    write_state,
+)
+from modelfleet.supervision import RestartPolicy
+
+_HEALTH_TIMEOUT_S = 2.0
+
+
+def restart_policy(config: LocalConfig) -> RestartPolicy:
+    return RestartPolicy(
+        initial_s=config.restart_backoff_initial_s,
+        max_s=config.restart_backoff_max_s,
+        stable_after_s=config.stable_after_s,
+    )
+
+
+class Supervisor:
+    """Keeps every process of one local fleet running until told to stop."""
+
+    def __init__(self, paths: FleetPaths, on_ready: Callable[[FleetState], None] | None = None) -> None:
+        self.paths = paths
+        self.state = read_state(paths)
+        self.config = self.state.local
+        self.policy = restart_policy(self.config)
+        self.on_ready = on_ready
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._kill_reason: dict[str, str] = {}
+        self._live_failures: dict[str, int] = {}
+        self._stopping = asyncio.Event()
+        self._dirty = True
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stopping.set)
+        self.state.supervisor_pid = os.getpid()
+        self.state.status = "starting"
+        self._save()
+        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=router_trust(self.paths)) as client:
+            watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
+            health = asyncio.create_task(self._health_loop(client))
+            await self._stopping.wait()
+            self.state.status = "stopping"
+            self._save()
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health
+            await self._terminate_all()
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        for record in self.state.processes:
+            record.state, record.pid = "stopped", None
+        self.state.status = "stopped"
+        self._save()
+
+    def _save(self) -> None:
+        write_state(self.paths, self.state)
+        self._dirty = False
+
+    def _log(self, record: ProcessRecord, message: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with open(record.log_file, "a", encoding="utf-8") as handle:
+            handle.write(f"--- modelfleet supervisor {stamp}: {message}\n")
+
+    async def _spawn(self, record: ProcessRecord) -> asyncio.subprocess.Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODELFLEET_FLEET": self.state.fleet}
+        self._log(record, f"starting {record.id}: {' '.join(record.command)}")
+        with open(record.log_file, "ab") as log:
+            # Each process leads its own process group, so a crashed server's worker processes can be
+            # cleaned up with it, and a Ctrl-C on the terminal reaches only the supervisor, which stops
+            # everything in order.
+            process = await asyncio.create_subprocess_exec(
+                *record.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=0,
+            )
+        self._procs[record.id] = process
+        record.pid, record.state = process.pid, "starting"
+        record.started_at, record.ready_since = time.time(), None
+        self._live_failures[record.id] = 0
+        self._save()
+        return process
+
+    async def _keep_running(self, record: ProcessRecord) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                process = await self._spawn(record)
+            except OSError as exc:  # e.g. out of file descriptors: wait and try again, never give up
+                self._log(
+                    record,
+                    f"could not start {record.id}: {exc}; retrying in {self.policy.max_s:g} s",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self.policy.max_s)
+                continue
+            exited = asyncio.create_task(process.wait())
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self._stopping.is_set():
+                exited.cancel()
+                return
+            now = time.time()
+            # The fleet never gives up on a process (see modelfleet.supervision): back-off alone.
+            restart = self.policy.backoff(now - (record.ready_since or now), failures)
+            backoff_s, failures = restart.delay_s, restart.failures
+            kill_group(process.pid)  # workers orphaned by a killed server must not keep its port
+            code, signal_name = describe_exit(process.returncode)
+            exit_text = f"killed by {signal_name}" if signal_name else f"exited with code {code}"
+            reason = self._kill_reason.pop(record.id, exit_text)
+            uptime_s = now - (record.started_at or now)
+            append_restart(
+                self.paths,
+                {
+                    "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                    "time_unix": round(now, 3),
+                    "process": record.id,
+                    "pid": record.pid,
+                    "exit_code": code,
+                    "signal": signal_name,
+                    "reason": reason,
+                    "uptime_s": round(uptime_s, 3),
+                    "backoff_s": backoff_s,
+                },
+            )
+            self._log(
+                record,
+                f"{record.id} (pid {record.pid}) {reason} after {uptime_s:.1f} s; restarting in {backoff_s:g} s",
+            )
+            record.restarts += 1
+            record.last_exit = reason
+            record.state, record.pid, record.ready_since = "backoff", None, None
+            self._save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+
+    async def _health_loop(self, client: httpx.AsyncClient) -> None:
+        last_save = time.monotonic()
+        while True:
+            records = [
+                r
+                for r in self.state.processes
+                if r.pid is not None and r.state in ("starting", "ready", "unready")
+            ]
+            await asyncio.gather(*(self._check(client, record) for record in records))
+            if (
+                self.state.status == "starting"
+                and all(r.state == "ready" for r in self.state.processes)
+                # The router's own view too: `up` must not return before a request can be routed.
+                and await self._get_ok(client, f"{self.state.router_url}/v2/health/ready")
+            ):
+                self.state.status = "running"
+                self._dirty = True
+                if self.on_ready is not None:
+                    self.on_ready(self.state)
+            # Save on change, and every few seconds as a heartbeat `status` can read.
+            if self._dirty or time.monotonic() - last_save > 5.0:
+                self._save()
+                last_save = time.monotonic()
+            await asyncio.sleep(self.config.health_interval_s)
+
+    async def _get_ok(self, client: httpx.AsyncClient, url: str) -> bool:
+        try:
+            response = await client.get(url)
+        except (httpx.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
+    async def _check(self, client: httpx.AsyncClient, record: ProcessRecord) -> None:
+        ready_path = "/v2/health/ready" if record.kind == "server" else "/router/ready"
+        now = time.time()
+        if await self._get_ok(client, record.url + ready_path):
+            self._live_failures[record.id] = 0
+            if record.state != "ready":
+                record.state, record.ready_since = "ready", now
+                self._dirty = True
+            return
+        if record.ready_since is None:
+            if now - (record.started_at or now) > self.config.startup_timeout_s:
+                self._kill(record, f"not ready within {self.config.startup_timeout_s:g} s")
+            return
+        if record.state == "ready":
+            record.state = "unready"
+            self._dirty = True
+        if await self._get_ok(client, record.url + "/v2/health/live"):
+            self._live_failures[record.id] = 0
+            return
+        self._live_failures[record.id] = self._live_failures.get(record.id, 0) + 1
+        if self._live_failures[record.id] >= self.config.unhealthy_after_checks:
+            self._kill(record, f"failed {self._live_failures[record.id]} liveness checks in a row")
+
+    def _kill(self, record: ProcessRecord, reason: str) -> None:
+        process = self._procs.get(record.id)
+        if process is not None and process.returncode is None:
+            self._kill_reason[record.id] = reason
+            process.kill()
+
+    async def _terminate_all(self) -> None:
+        # Router first, so no new request reaches a server that is draining.
+        ordered = sorted(self.state.processes, key=lambda r: r.kind != "router")
+        for record in ordered:
+            process = self._procs.get(record.id)
+            if process is not None and process.returncode is None:
+                record.state = "stopping"
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        self._save()
+        running = [p for p in self._procs.values() if p.returncode is None]
+        if not running:
+            return
+        await asyncio.wait([asyncio.create_task(p.wait()) for p in running], timeout=self.config.stop_grace_s)
+        for process in running:
+            kill_group(process.pid)  # stragglers past the grace period, and any leftover workers
+        await asyncio.gather(*(p.wait() for p in running), return_exceptions=True)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group (each supervised process leads its own), if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
