@@ -274,10 +274,6 @@ class Batcher:
         self._lag: LoopLag | None = None
 
     @property
-    def queued_items(self) -> int:
-        return self._queued_items
-
-    @property
     def busy(self) -> bool:
         return self._inflight > 0 or bool(self._queue)
 
