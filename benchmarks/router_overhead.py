@@ -33,7 +33,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fleet_fixtures import free_port, make_artifact, start_router, start_server, stop, wait_for  # noqa: E402
+from tests.support.linear_model import make_artifact  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.servers import start_router, start_server, stop, wait_for  # noqa: E402
 
 from modelfleet.bench import run_bench  # noqa: E402
 from modelfleet.config.bench import BenchSpec  # noqa: E402

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.bench_fixtures import MODELFLEET, RefServer, free_port, refserver
+from tests.support.ports import free_port
+from tests.support.refserver import RefServer, refserver
+from tests.support.servers import MODELFLEET
 
 RELAXED = ["--late-threshold-ms", "250"]  # shared machine: lateness is tested elsewhere
 

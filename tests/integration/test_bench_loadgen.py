@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.bench_fixtures import RefServer, free_port, refserver
+from tests.support.ports import free_port
+from tests.support.refserver import RefServer, refserver
 
 from modelfleet.bench import run_bench
 from modelfleet.bench.results import BenchResult

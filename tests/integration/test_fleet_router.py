@@ -18,15 +18,9 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from tests.fleet_fixtures import (
-    free_port,
-    infer_body,
-    make_artifact,
-    start_router,
-    start_server,
-    stop,
-    wait_for,
-)
+from tests.support.linear_model import infer_body, make_artifact
+from tests.support.ports import free_port
+from tests.support.servers import start_router, start_server, stop, wait_for
 
 from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
 from modelfleet.security.auth import MISSING_MESSAGE

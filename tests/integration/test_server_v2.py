@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
-from tests.serving import RunningServer, serve
+from tests.support.servers import RunningServer, serve
 from tritonclient.utils import InferenceServerException
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.bench_fixtures import free_port
+from tests.support.ports import free_port
 
 from modelfleet.bench.targets import encode_request
 from modelfleet.transport.client import (

@@ -1,4 +1,4 @@
-"""Start a real `modelfleet serve` process on 127.0.0.1 with an ephemeral port, for tests."""
+"""Real `modelfleet serve` and `modelfleet fleet router` processes on 127.0.0.1, for tests."""
 
 from __future__ import annotations
 
@@ -92,3 +92,42 @@ def serve(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def wait_for(url: str, timeout_s: float = 60.0, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == status:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s} s (last: {last})")
+
+
+def start_server(artifacts: list[Path], port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A real `modelfleet serve` process on 127.0.0.1:PORT."""
+    args = [*MODELFLEET, "serve", "--host", "127.0.0.1", "--port", str(port), *extra]
+    for artifact in artifacts:
+        args += ["--model", str(artifact)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_router(config_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*MODELFLEET, "fleet", "router", str(config_file)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
