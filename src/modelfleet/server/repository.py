@@ -23,6 +23,8 @@ log = logging.getLogger("modelfleet.server")
 
 # Resolves a model config to an artifact folder and, for registry models, the registry's version number.
 ArtifactResolver = Callable[[ModelConfig], tuple[Path, str | None]]
+# Opens a model config into a runtime Model; blocking, so the repository calls it in a worker thread.
+ModelOpener = Callable[[ModelConfig], Model]
 
 
 class ModelState(enum.StrEnum):
@@ -67,11 +69,18 @@ class ModelRepository:
     """Name → version → entry. One version per name is the default; others may be loaded beside it."""
 
     def __init__(
-        self, metrics: ServerMetrics, intra_op_threads: int, resolver: ArtifactResolver = resolve_path
+        self,
+        metrics: ServerMetrics,
+        intra_op_threads: int,
+        resolver: ArtifactResolver = resolve_path,
+        opener: ModelOpener | None = None,
     ) -> None:
+        """`opener` opens a config into a Model (another backend, or a test double); by default the
+        config's artifact, found by `resolver`, is verified and opened with ONNX Runtime."""
         self._metrics = metrics
         self._intra_op_threads = intra_op_threads
         self._resolver = resolver
+        self._opener = opener or self._open
         self._entries: dict[str, dict[str, ModelEntry]] = {}
         self._default: dict[str, str] = {}
         self._pending: list[ModelEntry] = []
@@ -121,7 +130,7 @@ class ModelRepository:
         self._pending.append(entry)
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._open, config)
+            model = await asyncio.to_thread(self._opener, config)
             entry.name = model.name
             entry.version = model.version
             entry.model = model
