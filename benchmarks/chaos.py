@@ -263,7 +263,7 @@ _CAUSE_WORDS = {
 
 
 def scenario_registry(ctx: Context) -> Scenario:
-    from tests.fleet_fixtures import make_artifact
+    from tests.support.linear_model import make_artifact
 
     s = Scenario("registry", "disk full / read-only registry during `registry add` and `import`")
     documented = _chaos_registry.documented_exit_codes(ROOT / "docs" / "registry.md")

@@ -33,7 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fleet_fixtures import free_port, make_artifact, start_router, start_server, stop, wait_for  # noqa: E402
+from tests.support.linear_model import make_artifact  # noqa: E402
+from tests.support.servers import start_router, start_server, stop, wait_for  # noqa: E402
 
 from modelfleet.bench import run_bench  # noqa: E402
 from modelfleet.config.bench import BenchSpec  # noqa: E402
@@ -141,24 +142,21 @@ def main() -> None:
         else:
             artifact = args.artifact or make_artifact(Path(tmp) / "linear", "linear")
         model, body = request_body(artifact, args.rows)
-        server_port, router_port = free_port(), free_port()
-        router_file = Path(tmp) / "router.json"
-        upstream = Upstream(name="server", group="g", url=f"http://127.0.0.1:{server_port}", models=[model])
-        write_router_settings(
-            RouterSettings(fleet="bench", port=router_port, upstreams=[upstream]), router_file
-        )
         serve_spec = Path(tmp) / "serve.yaml"
         serve_spec.write_text(
             yaml.safe_dump(
                 {
-                    "server": {"host": "127.0.0.1", "port": server_port, "workers": args.workers},
+                    "server": {"host": "127.0.0.1", "port": 0, "workers": args.workers},
                     "models": [{"path": str(artifact), "intra_op_threads": args.intra_op_threads}],
                 }
             ),
             encoding="utf-8",
         )
-        server = start_server([], server_port, "--spec", str(serve_spec))
-        router = start_router(router_file)
+        server, server_port = start_server([], Path(tmp), "--spec", str(serve_spec))
+        router_file = Path(tmp) / "router.json"
+        upstream = Upstream(name="server", group="g", url=f"http://127.0.0.1:{server_port}", models=[model])
+        write_router_settings(RouterSettings(fleet="bench", port=0, upstreams=[upstream]), router_file)
+        router, router_port = start_router(router_file)
         try:
             wait_for(f"http://127.0.0.1:{server_port}/v2/health/ready", timeout_s=300)
             wait_for(f"http://127.0.0.1:{router_port}/v2/health/ready")

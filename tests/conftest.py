@@ -1,15 +1,29 @@
-"""Artifacts built once per test session with `modelfleet build`, shared by every test that needs a model.
+"""Fixtures every test may use, and the loopback guard.
 
-Only these three fixtures live here (the build area owns this file); each returns the artifact folder.
+Artifacts are built once per test session with `modelfleet build`; each fixture returns the artifact
+folder. Helpers that are imported rather than injected live in tests/support/, one module per thing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelfleet.build import BUNDLED_SOURCE, BuildOptions, build_artifact
+from tests.support import loopback_guard
+
+loopback_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Fail a test that connected anywhere but loopback (tests/support/loopback_guard.py)."""
+    yield  # a connection made while a module's fixtures were set up fails the first test using them
+    violations = loopback_guard.take_violations()
+    if violations:
+        pytest.fail("; ".join(violations), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.bench_fixtures import MODELFLEET, RefServer, free_port, refserver
+from tests.support.ports import refused_port
+from tests.support.refserver import RefServer, refserver
+from tests.support.servers import MODELFLEET
 
 RELAXED = ["--late-threshold-ms", "250"]  # shared machine: lateness is tested elsewhere
 
@@ -132,8 +134,9 @@ def test_bad_input_gives_one_line_and_an_exit_code(
     server: RefServer, tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
     (tmp_path / "bad.yaml").write_text("target: http://x\nmodels: [{name: m}]\npoints: [{concurrency: 0}]\n")
-    filled = [a.format(free=free_port(), url=server.url) for a in args]
-    result = _cli(*filled, cwd=tmp_path)
+    with refused_port() as free:
+        filled = [a.format(free=free, url=server.url) for a in args]
+        result = _cli(*filled, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 

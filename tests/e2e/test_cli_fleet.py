@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from tests.fleet_fixtures import infer_body, make_artifact, write_fleet_spec
+from tests.support.fleet_specs import write_fleet_spec
+from tests.support.linear_model import infer_body, make_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.registry_fixtures import make_artifact, run_model, sample_inputs
+from tests.support.logreg_model import make_artifact, run_model, sample_inputs
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.registry_fixtures import make_artifact
+from tests.support.logreg_model import make_artifact
 
 from modelfleet.registry import Registry
 

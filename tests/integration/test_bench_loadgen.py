@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.bench_fixtures import RefServer, free_port, refserver
+from tests.support.ports import refused_port
+from tests.support.refserver import RefServer, refserver
 
 from modelfleet.bench import run_bench
 from modelfleet.bench.results import BenchResult
@@ -180,8 +181,8 @@ def test_until_stable_stops_on_its_own() -> None:
 
 
 def test_unreachable_target_and_unknown_model(server20: RefServer) -> None:
-    with pytest.raises(Unavailable, match="cannot reach"):
-        _run(server20, target=f"http://127.0.0.1:{free_port()}", mode="seq")
+    with refused_port() as port, pytest.raises(Unavailable, match="cannot reach"):
+        _run(server20, target=f"http://127.0.0.1:{port}", mode="seq")
     with pytest.raises(NotFound, match="'nosuch' is not on the server"):
         _run(server20, models=[{"name": "nosuch"}], mode="seq")
     with pytest.raises(InvalidInput, match="cannot be split"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from tests.serving import serve
+from tests.support.servers import serve
 
 from modelfleet.bench import run_bench
 from modelfleet.config.bench import BenchSpec

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from tests.fleet_fixtures import infer_body, make_artifact, write_fleet_spec
+from tests.support.fleet_specs import write_fleet_spec
+from tests.support.linear_model import infer_body, make_artifact
 
 from modelfleet.errors import Conflict, SpecError, Unavailable
 from modelfleet.fleet.local import fleet_endpoints, start_fleet, stop_fleet

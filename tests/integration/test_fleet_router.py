@@ -18,15 +18,9 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from tests.fleet_fixtures import (
-    free_port,
-    infer_body,
-    make_artifact,
-    start_router,
-    start_server,
-    stop,
-    wait_for,
-)
+from tests.support.linear_model import infer_body, make_artifact
+from tests.support.ports import refused_port
+from tests.support.servers import start_router, start_server, stop, wait_for
 
 from modelfleet.fleet.router_config import RouterSettings, Upstream, write_router_settings
 from modelfleet.security.auth import MISSING_MESSAGE
@@ -43,8 +37,9 @@ class Fleet:
             make_artifact(root / "alpha", "alpha", seed=1),
             make_artifact(root / "beta", "beta", seed=2),
         ]
-        self.ports = [free_port(), free_port()]
-        self.servers = [start_server(self.artifacts, port) for port in self.ports]
+        started = [start_server(self.artifacts, root) for _ in range(2)]
+        self.servers = [process for process, _ in started]
+        self.ports = [port for _, port in started]
         self.routers: list[object] = []
 
     def url(self, index: int) -> str:
@@ -58,7 +53,6 @@ class Fleet:
         **settings: object,
     ) -> str:
         ports = self.ports if upstream_ports is None else upstream_ports
-        port = free_port()
         config = self.root / f"router-{name}.json"
         upstreams = [
             Upstream(
@@ -72,10 +66,10 @@ class Fleet:
         ]
         defaults: dict[str, object] = {"health_interval_s": 0.1}
         write_router_settings(
-            RouterSettings(fleet="itest", port=port, upstreams=upstreams, **{**defaults, **settings}),  # type: ignore[arg-type]
+            RouterSettings(fleet="itest", port=0, upstreams=upstreams, **{**defaults, **settings}),  # type: ignore[arg-type]
             config,
         )
-        process = start_router(config)
+        process, port = start_router(config)
         self.routers.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/router/ready")
@@ -240,10 +234,9 @@ def test_body_over_the_limit_gets_413(fleet: Fleet) -> None:
 
 def test_upstream_slower_than_the_deadline_gets_504_not_a_hang(fleet: Fleet) -> None:
     # A real server that holds every batch open for 300 ms, behind a router that waits 50 ms.
-    slow_port = free_port()
-    slow = start_server(
+    slow, slow_port = start_server(
         fleet.artifacts,
-        slow_port,
+        fleet.root,
         "--max-delay-s",
         "0.3",
         "--max-batch-size",
@@ -266,9 +259,14 @@ def test_upstream_slower_than_the_deadline_gets_504_not_a_hang(fleet: Fleet) -> 
 @pytest.fixture(scope="module")
 def slow_port(fleet: Fleet) -> Iterator[int]:
     """A real server that holds every batch open for 300 ms."""
-    port = free_port()
-    slow = start_server(
-        fleet.artifacts, port, "--max-delay-s", "0.3", "--max-batch-size", "64", "--no-dispatch-when-idle"
+    slow, port = start_server(
+        fleet.artifacts,
+        fleet.root,
+        "--max-delay-s",
+        "0.3",
+        "--max-batch-size",
+        "64",
+        "--no-dispatch-when-idle",
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/v2/health/ready")
@@ -462,13 +460,12 @@ def test_a_hold_is_capped_by_max_overload_hold_s_and_zero_turns_it_off(fleet: Fl
 def test_the_router_serves_tls_from_its_certificate(fleet: Fleet, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     generate_self_signed(cert, key)
-    port = free_port()
     config = tmp_path / "router-tls.json"
     upstreams = [Upstream(name="g-0", group="g", url=fleet.url(0), models=["alpha", "beta"])]
     write_router_settings(
         RouterSettings(
             fleet="itest",
-            port=port,
+            port=0,
             upstreams=upstreams,
             health_interval_s=0.1,
             tls_cert_file=cert,
@@ -476,7 +473,7 @@ def test_the_router_serves_tls_from_its_certificate(fleet: Fleet, tmp_path: Path
         ),
         config,
     )
-    process = start_router(config)
+    process, port = start_router(config)
     try:
         context = client_ssl_context(cert)
         deadline = time.monotonic() + 30
@@ -499,22 +496,23 @@ def test_the_router_serves_tls_from_its_certificate(fleet: Fleet, tmp_path: Path
 
 
 def test_no_ready_replica_gets_503_with_retry_after(fleet: Fleet) -> None:
-    closed_port = free_port()  # nothing listens here
-    url = fleet.router("dead", upstream_ports=[closed_port])
-    response = httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body())
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "1"
-    assert "no ready replica" in response.json()["error"]
-    ready = httpx.get(f"{url}/v2/health/ready")
-    assert ready.status_code == 503 and "alpha" in ready.json()["error"]
-    index = httpx.post(f"{url}/v2/repository/index", content=b"{}").json()
-    assert {entry["state"] for entry in index} == {"UNAVAILABLE"}
+    with refused_port() as closed_port:  # nothing listens here
+        url = fleet.router("dead", upstream_ports=[closed_port])
+        response = httpx.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert "no ready replica" in response.json()["error"]
+        ready = httpx.get(f"{url}/v2/health/ready")
+        assert ready.status_code == 503 and "alpha" in ready.json()["error"]
+        index = httpx.post(f"{url}/v2/repository/index", content=b"{}").json()
+        assert {entry["state"] for entry in index} == {"UNAVAILABLE"}
 
 
 def test_a_killed_replica_costs_a_retry_not_a_failed_request(fleet: Fleet, tmp_path: Path) -> None:
     # Two fresh servers; the router polls rarely so it learns of the death from a failed connection.
-    ports = [free_port(), free_port()]
-    servers = [start_server(fleet.artifacts, port) for port in ports]
+    started = [start_server(fleet.artifacts, tmp_path) for _ in range(2)]
+    servers = [process for process, _ in started]
+    ports = [port for _, port in started]
     try:
         for port in ports:
             wait_for(f"http://127.0.0.1:{port}/v2/health/ready")

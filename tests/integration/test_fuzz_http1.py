@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.integration.test_transport_server import LIMITS, Served
+from tests.support.transport_server import LIMITS, Served
 
 pytestmark = pytest.mark.timeout(240)
 

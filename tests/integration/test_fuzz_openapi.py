@@ -20,7 +20,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.serving import RunningServer, serve
+from tests.support.servers import RunningServer, serve
 
 EXAMPLES_PER_OPERATION = 150
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

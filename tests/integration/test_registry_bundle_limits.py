@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.registry_fixtures import make_artifact
+from tests.support.logreg_model import make_artifact
 
 from modelfleet.errors import IntegrityError, StorageError
 from modelfleet.registry import Registry

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.registry_fixtures import make_artifact, run_model, sample_inputs
+from tests.support.logreg_model import make_artifact, run_model, sample_inputs
 
 from modelfleet.registry import Registry
 

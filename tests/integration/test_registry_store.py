@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.registry_fixtures import make_artifact, run_model, sample_inputs
+from tests.support.logreg_model import make_artifact, run_model, sample_inputs
 
 from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from modelfleet.manifest import sha256_file

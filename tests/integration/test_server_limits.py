@@ -16,7 +16,7 @@ import psutil
 import pytest
 import tritonclient.http as triton
 import yaml
-from tests.serving import RunningServer, serve
+from tests.support.servers import RunningServer, serve
 from tritonclient.utils import InferenceServerException
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM

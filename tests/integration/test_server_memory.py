@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tests.serving import serve
+from tests.support.servers import serve
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from tests.serving import serve
+from tests.support.servers import serve
 
 IRIS_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
 

@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 import numpy as np
 import pytest
-from tests.serving import RunningServer, serve
+from tests.support.servers import RunningServer, serve
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from tests.registry_fixtures import make_artifact
-from tests.serving import serve
+from tests.support.logreg_model import make_artifact
+from tests.support.servers import serve
 
 from modelfleet.registry import Registry
 from modelfleet.registry.signing import generate_signing_key, load_private_key

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import yaml
-from tests.serving import RunningServer, serve
+from tests.support.servers import RunningServer, serve
 
 from modelfleet.security.keys import KeyStore
 from modelfleet.security.tls import generate_self_signed

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.bench_fixtures import free_port
+from tests.support.ports import refused_port
 
 from modelfleet.bench.targets import encode_request
 from modelfleet.transport.client import (
@@ -133,9 +133,10 @@ def test_timeouts_and_refused_connections_are_outcomes_not_exceptions() -> None:
         server.close()
 
         refused_done, refused_on_done = _collect()
-        refused = ConnectionPool(Origin("127.0.0.1", free_port()), 2, refused_on_done)
-        refused.submit(request, "r", time.monotonic() + 5)
-        await _wait_for(refused_done, 1)
+        with refused_port() as closed:
+            refused = ConnectionPool(Origin("127.0.0.1", closed), 2, refused_on_done)
+            refused.submit(request, "r", time.monotonic() + 5)
+            await _wait_for(refused_done, 1)
         assert (
             refused_done[0][0] == "r" and refused_done[0][3] == CONNECTION_ERROR and refused_done[0][1] == 0.0
         )
@@ -220,11 +221,12 @@ def test_prewarm_opens_connections_up_to_the_cap_before_any_request() -> None:
 def test_prewarm_against_a_refused_port_counts_errors_and_returns() -> None:
     async def scenario() -> None:
         done, on_done = _collect()
-        pool = ConnectionPool(Origin("127.0.0.1", free_port()), 4, on_done)
-        await pool.prewarm(3)
-        assert pool.connect_errors == 3 and not done and pool.idle
-        pool.submit(encode_request("GET", "h", "/", {}, None), "r", time.monotonic() + 5)
-        await _wait_for(done, 1)
+        with refused_port() as closed:
+            pool = ConnectionPool(Origin("127.0.0.1", closed), 4, on_done)
+            await pool.prewarm(3)
+            assert pool.connect_errors == 3 and not done and pool.idle
+            pool.submit(encode_request("GET", "h", "/", {}, None), "r", time.monotonic() + 5)
+            await _wait_for(done, 1)
         assert done[0][0] == "r" and done[0][3] == CONNECTION_ERROR
         await pool.close()
 
@@ -322,8 +324,12 @@ def test_fetch_returns_outcomes_instead_of_raising() -> None:
         assert status == 503 and response is not None and response.body == b"ok"
         await pool.close()
         server.close()
-        refused = FetchPool(Origin("127.0.0.1", free_port()))
-        assert await refused.fetch(encode_request("GET", "h", "/", {}, None), 2.0) == (CONNECTION_ERROR, None)
+        with refused_port() as closed:
+            refused = FetchPool(Origin("127.0.0.1", closed))
+            assert await refused.fetch(encode_request("GET", "h", "/", {}, None), 2.0) == (
+                CONNECTION_ERROR,
+                None,
+            )
         await refused.close()
 
     asyncio.run(scenario())

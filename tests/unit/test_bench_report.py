@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.bench_fixtures import synthetic_point, synthetic_result
+from tests.support.bench_results import synthetic_point, synthetic_result
 
 from modelfleet.bench import write_result
 from modelfleet.bench.charts import nice_ticks

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from tests.bench_fixtures import SETTINGS, synthetic_point, synthetic_result
+from tests.support.bench_results import SETTINGS, synthetic_point, synthetic_result
 
 from modelfleet.bench import merge_results, read_result, read_results, stats, write_result
 from modelfleet.bench.merge import merge_point_raws

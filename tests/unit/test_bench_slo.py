@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.bench_fixtures import synthetic_point, synthetic_result
+from tests.support.bench_results import synthetic_point, synthetic_result
 
 from modelfleet.bench.slo import evaluate, goodput_limit_ms, parse_slo
 from modelfleet.errors import InvalidInput

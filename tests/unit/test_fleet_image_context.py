@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.fleet_fixtures import make_artifact
+from tests.support.linear_model import make_artifact
 
 from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec

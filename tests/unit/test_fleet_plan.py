@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fleet_fixtures import make_artifact
+from tests.support.linear_model import make_artifact
 
 from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec

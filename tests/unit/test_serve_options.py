@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.fleet_fixtures import make_artifact
+from tests.support.linear_model import make_artifact
 
 from modelfleet.config import SERVE_OPTIONS, registry_root, serve_spec_from_sources
 from modelfleet.config.serve import DEFAULT_REGISTRY_ROOT

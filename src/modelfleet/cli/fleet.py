@@ -297,12 +297,20 @@ def delete_command(
 @fleet_app.command("router", hidden=True)
 def router_command(
     config_file: Annotated[Path, typer.Argument(help="Router config (JSON).")],
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the port here once listening (for scripts).")
+    ] = None,
 ) -> None:
     """Run the fleet router (started by the supervisor, or as the router container's command)."""
+    from modelfleet.fileio import write_atomic
     from modelfleet.fleet.router import run_router
     from modelfleet.fleet.router_config import read_router_settings
 
-    run_router(read_router_settings(config_file))
+    def on_listening(port: int) -> None:
+        if port_file is not None:  # as `serve --port-file` writes it
+            write_atomic(port_file, f"{port}\n".encode())
+
+    run_router(read_router_settings(config_file), on_listening)
 
 
 @fleet_app.command("supervise", hidden=True)

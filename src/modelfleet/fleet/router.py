@@ -567,11 +567,12 @@ async def serve_router(
         await router.stop()
 
 
-def run_router(settings: RouterSettings) -> None:
-    """Blocking entry point for `modelfleet fleet router`: uvloop when installed."""
+def run_router(settings: RouterSettings, on_listening: Callable[[int], None] | None = None) -> None:
+    """Blocking entry point for `modelfleet fleet router`: uvloop when installed. ``on_listening``
+    receives the bound port (the one chosen for ``port: 0``) once the router accepts connections."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(serve_router(settings))
+        asyncio.run(serve_router(settings, on_listening=on_listening))
     else:
-        uvloop.run(serve_router(settings))
+        uvloop.run(serve_router(settings, on_listening=on_listening))

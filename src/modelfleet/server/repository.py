@@ -24,6 +24,8 @@ log = logging.getLogger("modelfleet.server")
 
 # Resolves a model config to an artifact folder and, for registry models, the registry's version number.
 ArtifactResolver = Callable[[ModelConfig], tuple[Path, str | None]]
+# Opens a model config into a runtime Model; blocking, so the repository calls it in a worker thread.
+ModelOpener = Callable[[ModelConfig], Model]
 
 
 @dataclass(slots=True)
@@ -76,12 +78,19 @@ class ModelRepository:
     """Name → version → entry. One version per name is the default; others may be loaded beside it."""
 
     def __init__(
-        self, metrics: ServerMetrics, auto_intra_op_threads: int, resolver: ArtifactResolver = resolve_path
+        self,
+        metrics: ServerMetrics,
+        auto_intra_op_threads: int,
+        resolver: ArtifactResolver = resolve_path,
+        opener: ModelOpener | None = None,
     ) -> None:
-        """`auto_intra_op_threads`: ONNX Runtime threads for a model whose `intra_op_threads` is 0 (auto)."""
+        """`auto_intra_op_threads`: ONNX Runtime threads for a model whose `intra_op_threads` is 0 (auto).
+        `opener` opens a config into a Model (another backend, or a test double); by default the
+        config's artifact, found by `resolver`, is verified and opened with ONNX Runtime."""
         self._metrics = metrics
         self._auto_intra_op_threads = auto_intra_op_threads
         self._resolver = resolver
+        self._opener = opener or self._open
         self._entries: dict[str, dict[str, LoadedModel]] = {}
         self._default: dict[str, str] = {}
         self._pending: list[LoadingModel] = []
@@ -137,7 +146,7 @@ class ModelRepository:
         batcher: Batcher | None = None
         entry: LoadedModel | None = None
         try:
-            model = await asyncio.to_thread(self._open, config)
+            model = await asyncio.to_thread(self._opener, config)
             pending.name, pending.version = model.name, model.version
             # Bound from here on: requests to a model still warming count under its own label.
             metrics = self._metrics.bind(model.name)

@@ -1,7 +1,4 @@
-"""Small real artifacts for the registry and security tests: a scikit-learn model converted to ONNX.
-
-Kept out of conftest.py on purpose (that file belongs to another area); tests import it by path.
-"""
+"""A small real model artifact: a scikit-learn logistic regression converted to ONNX (FP32 [-1, 4] in)."""
 
 from __future__ import annotations
 

@@ -1,67 +1,11 @@
-"""Helpers for the bench tests: reference servers on loopback and small real results.
-
-The reference servers are `benchmarks/bench_refserver.py` run as separate processes (a V2 server with
-a known service time, or a no-op server), so the generator under test shares nothing with them.
-"""
+"""Small real bench results: points whose requests had exactly the given latencies."""
 
 from __future__ import annotations
-
-import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import httpx
 
 from modelfleet.bench import stats
 from modelfleet.bench.merge import point_label
 from modelfleet.bench.results import BenchResult, PointRaw, RunInfo, Settings, WindowRaw
 from modelfleet.bench.summary import finalize
-
-REPO = Path(__file__).resolve().parents[1]
-REFSERVER = REPO / "benchmarks" / "bench_refserver.py"
-MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
-
-
-@dataclass
-class RefServer:
-    process: subprocess.Popen[str]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stats(self) -> dict[str, float]:
-        return dict(httpx.get(f"{self.url}/stats", timeout=5).json())
-
-
-@contextlib.contextmanager
-def refserver(kind: str = "v2", service_ms: float = 20.0, fail_every: int = 0) -> Iterator[RefServer]:
-    args = [sys.executable, str(REFSERVER), "--kind", kind, "--port", "0", "--service-ms", str(service_ms)]
-    if fail_every:
-        args += ["--fail-every", str(fail_every)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"reference server did not start: {line}{process.stdout.read()}")
-        yield RefServer(process, int(line.split()[1]))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 SETTINGS = Settings(
     window_s=1.0,

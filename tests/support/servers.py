@@ -1,4 +1,4 @@
-"""Start a real `modelfleet serve` process on 127.0.0.1 with an ephemeral port, for tests."""
+"""Real `modelfleet serve` and `modelfleet fleet router` processes on 127.0.0.1, for tests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.ports import port_from_file
 
 MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
 
@@ -92,3 +94,52 @@ def serve(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def wait_for(url: str, timeout_s: float = 60.0, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == status:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s} s (last: {last})")
+
+
+def start_server(artifacts: list[Path], folder: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `modelfleet serve` process on 127.0.0.1 at a port of its choosing; returns once it listens,
+    with the port it reported (not yet ready: wait for /v2/health/ready)."""
+    port_file = folder / f"server-port-{time.monotonic_ns()}"
+    args = [*MODELFLEET, "serve", "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *extra]
+    for artifact in artifacts:
+        args += ["--model", str(artifact)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, port_from_file(port_file, process)
+
+
+def start_router(config_file: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `modelfleet fleet router` process; returns once it listens, with the port it reported.
+    Its config's `port` is usually 0, so the router picks one."""
+    port_file = config_file.with_name(f"{config_file.name}.port")
+    port_file.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [*MODELFLEET, "fleet", "router", str(config_file), "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, port_from_file(port_file, process, what="router")
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
