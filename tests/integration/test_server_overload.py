@@ -73,6 +73,27 @@ async def _open_loop(url: str, rate_per_s: float, duration_s: float) -> list[Ans
         return list(await asyncio.gather(*tasks))
 
 
+async def _closed_loop_rate(url: str, clients: int, duration_s: float) -> float:
+    """Answers per second with `clients` requests always in flight: the server's capacity here."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration_s
+        counts = [0] * clients
+
+        async def client(index: int) -> None:
+            while loop.time() < end:
+                if (await _post(session, url, {})).status == 200:
+                    counts[index] += 1
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return sum(counts) / duration_s
+
+
+def _refused_by_admission(metrics: str) -> float:
+    shed = [line for line in metrics.splitlines() if line.startswith("modelfleet_shed_requests_total{")]
+    return sum(float(line.split()[-1]) for line in shed if 'reason="expired"' not in line)
+
+
 def _p90(answers: list[Answer]) -> float:
     return float(np.percentile([a.elapsed_s for a in answers], 90))
 
@@ -82,11 +103,16 @@ def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(serve
     unloaded = asyncio.run(_sequential(url, 30))
     assert all(a.status == 200 for a in unloaded)
     unloaded_p90_s = _p90(unloaded[5:])
-    # A one-text run here takes ~10 ms, so ~100-400 texts/s with batching: 600/s is past it.
-    answers = asyncio.run(_open_loop(url, rate_per_s=400, duration_s=2.5))
+    # 1.5 times what this machine serves, measured now (a quiet machine serves far more than a busy one),
+    # so the excess is certain. Not 3x: this aiohttp client shares the 2 cores, and at 3x it starves the
+    # server's event loop, whose socket queues no admission rule can see; the chaos benchmark's own
+    # generator drives the 3x row.
+    capacity_per_s = asyncio.run(_closed_loop_rate(url, clients=16, duration_s=1.5))
+    shed_before = _refused_by_admission(httpx.get(f"{server.url}/metrics").text)  # the probe's refusals
+    answers = asyncio.run(_open_loop(url, rate_per_s=max(300.0, 1.5 * capacity_per_s), duration_s=2.5))
     statuses = [a.status for a in answers]
     print(  # figures for the log (pytest -s); the bounds below are deliberately loose
-        f"unloaded p90 {unloaded_p90_s * 1000:.1f} ms; {len(answers)} sent: "
+        f"capacity {capacity_per_s:.0f}/s; unloaded p90 {unloaded_p90_s * 1000:.1f} ms; {len(answers)} sent: "
         + ", ".join(f"{code}: {statuses.count(code)}" for code in sorted(set(statuses)))
         + f"; admitted p90 {_p90([a for a in answers if a.status == 200]) * 1000:.1f} ms"
         + f", sent after 0.7 s {_p90([a for a in answers if a.status == 200 and a.sent_s >= 0.7]) * 1000:.1f} ms"
@@ -129,9 +155,7 @@ def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(serve
         if line.startswith("modelfleet_queue_duration_seconds_bucket{")
     }
     assert buckets["0.1"] >= 0.75 * buckets["+Inf"], buckets
-    shed = [line for line in metrics.splitlines() if line.startswith("modelfleet_shed_requests_total{")]
-    refused_by_admission = sum(float(line.split()[-1]) for line in shed if 'reason="expired"' not in line)
-    assert refused_by_admission == len(refused)
+    assert _refused_by_admission(metrics) - shed_before == len(refused)
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf", ""])
