@@ -424,21 +424,13 @@ class KubernetesConfig(SpecModel):
     )
 
 
-class RouterConfig(SpecModel):
-    """The one endpoint clients call; it routes by model name to a ready replica."""
+class RouterLimits(SpecModel):
+    """What a router allows a client and a replica: sizes, timeouts, connections, retries, holds.
 
-    port: int = Field(default=8080, ge=0, le=65535, description="Local router port; 0 picks a free one.")
-    host: str = Field(
-        default="127.0.0.1", description="Local router address. 0.0.0.0 to accept remote clients."
-    )
-    request_timeout_s: float | None = Field(
-        default=None,
-        gt=0,
-        description="Longest the router waits for an upstream answer; defaults to the largest model timeout_s plus 1 s.",
-    )
-    health_interval_s: float = Field(
-        default=0.5, gt=0, le=60, description="How often the router polls each replica's /v2/health/ready."
-    )
+    The fleet spec's `router` section and the router process's own settings (fleet/router_config.py)
+    both carry these fields, so they are declared once, here.
+    """
+
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
@@ -478,12 +470,6 @@ class RouterConfig(SpecModel):
         ge=1024,
         description="A larger answer from a replica is dropped and answered 502.",
     )
-    max_in_flight_per_replica: int | None = Field(
-        default=None,
-        ge=1,
-        description="Requests in flight to one replica at most; when every ready replica is at it the router "
-        "answers 503 at once. Default: 4 × Σ(max_batch_size × instances) × workers of the replica, at least 8.",
-    )
     retry_budget_percent: float = Field(
         default=20.0,
         ge=0,
@@ -499,6 +485,33 @@ class RouterConfig(SpecModel):
         le=60,
         description="After a replica answers 503 with retry_after_s (overloaded), the router answers that "
         "model's requests for it itself (503, or another replica) for that long, at most this; 0 forwards all.",
+    )
+
+    def limit_fields(self) -> dict[str, object]:
+        """These settings alone, to build the router's settings from the fleet spec."""
+        return self.model_dump(include=set(RouterLimits.model_fields))
+
+
+class RouterConfig(RouterLimits):
+    """The one endpoint clients call; it routes by model name to a ready replica."""
+
+    port: int = Field(default=8080, ge=0, le=65535, description="Local router port; 0 picks a free one.")
+    host: str = Field(
+        default="127.0.0.1", description="Local router address. 0.0.0.0 to accept remote clients."
+    )
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest the router waits for an upstream answer; defaults to the largest model timeout_s plus 1 s.",
+    )
+    health_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often the router polls each replica's /v2/health/ready."
+    )
+    max_in_flight_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight to one replica at most; when every ready replica is at it the router "
+        "answers 503 at once. Default: 4 × Σ(max_batch_size × instances) × workers of the replica, at least 8.",
     )
     tls_cert_file: Path | None = Field(
         default=None,

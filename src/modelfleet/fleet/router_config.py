@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel, parse_spec
+from modelfleet.config.fleet import RouterLimits
 from modelfleet.errors import NotFound, SpecError
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 
@@ -38,7 +39,7 @@ class Upstream(SpecModel):
     )
 
 
-class RouterSettings(SpecModel):
+class RouterSettings(RouterLimits):
     """The router's whole configuration."""
 
     fleet: str = Field(description="Fleet name, for metrics and the server metadata answer.")
@@ -49,9 +50,6 @@ class RouterSettings(SpecModel):
     )
     health_interval_s: float = Field(
         default=0.5, gt=0, description="How often each upstream's readiness is polled."
-    )
-    max_body_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent with 503 when no replica is ready."
@@ -65,58 +63,6 @@ class RouterSettings(SpecModel):
     )
     protect_metrics: bool = Field(
         default=True, description="With keys_file: /metrics needs the `read` scope too."
-    )
-    max_url_bytes: int = Field(default=8192, ge=256, description="Longer request targets get 414.")
-    max_header_bytes: int = Field(
-        default=32 * 1024, ge=1024, description="Request headers larger than this in all get 431."
-    )
-    max_header_count: int = Field(default=100, ge=8, description="More request headers than this get 431.")
-    header_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="A request whose headers are not complete this long after its first byte gets 408.",
-    )
-    body_timeout_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="A request whose body is not complete this long after its headers gets 408.",
-    )
-    idle_timeout_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="A keep-alive connection with nothing in progress this long is closed.",
-    )
-    max_connections: int = Field(
-        default=4096,
-        ge=1,
-        description="Open client connections at most; a new one beyond gets 503 and is closed.",
-    )
-    max_pipelined_requests: int = Field(
-        default=32,
-        ge=1,
-        description="Parsed requests waiting per connection before the router stops reading it.",
-    )
-    max_upstream_response_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024,
-        description="A larger upstream response is dropped and answered 502.",
-    )
-    retry_budget_percent: float = Field(
-        default=20.0,
-        ge=0,
-        le=100,
-        description="Retries (after a failed connection or a replica's 503) allowed as a share of requests over 10 s.",
-    )
-    retry_budget_min_per_s: float = Field(
-        default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
-    )
-    max_overload_hold_s: float = Field(
-        default=1.0,
-        ge=0,
-        le=60,
-        description="Longest the router answers a model's requests itself (503) for a replica that refused "
-        "the model as overloaded: it holds that replica for the replica's retry_after_s, capped at this; "
-        "0 forwards every request.",
     )
     tls_cert_file: Path | None = Field(
         default=None, description="PEM certificate; with tls_key_file the router serves HTTPS only."
@@ -168,22 +114,10 @@ def router_settings(
         port=port,
         request_timeout_s=spec.request_timeout_s,
         health_interval_s=router.health_interval_s,
-        max_body_bytes=router.max_body_bytes,
         upstreams=upstreams,
         keys_file=keys_file,
         protect_metrics=spec.auth.protect_metrics,
-        max_url_bytes=router.max_url_bytes,
-        max_header_bytes=router.max_header_bytes,
-        max_header_count=router.max_header_count,
-        header_timeout_s=router.header_timeout_s,
-        body_timeout_s=router.body_timeout_s,
-        idle_timeout_s=router.idle_timeout_s,
-        max_connections=router.max_connections,
-        max_pipelined_requests=router.max_pipelined_requests,
-        max_upstream_response_bytes=router.max_upstream_response_bytes,
-        retry_budget_percent=router.retry_budget_percent,
-        retry_budget_min_per_s=router.retry_budget_min_per_s,
-        max_overload_hold_s=router.max_overload_hold_s,
+        **router.limit_fields(),
         tls_cert_file=None if tls_files is None else tls_files[0],
         tls_key_file=None if tls_files is None else tls_files[1],
     )
