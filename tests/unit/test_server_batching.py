@@ -304,9 +304,10 @@ async def test_once_it_refuses_a_model_holds_its_queue_to_the_target_itself() ->
     )
     batcher.seed([(1, 0.02)])  # target 50 ms; a burst may add 2 items' worth (40 ms) while nothing is refused
     batcher.start()
-    # A lone request; a 4-item one that needs a run of its own after it (160 ms: refused); then two lone
-    # ones expecting 40 and 60 ms. The burst allowance would let the last in, but the model just refused.
-    sizes = [1, 4, 1, 1]
+    # A lone request; a 5-item one, more than a batch, that needs a run of its own after it (180 ms:
+    # refused; a request that fits the next batch is let in while nothing was refused); then two lone ones
+    # expecting 40 and 60 ms. The burst allowance would let the last in, but the model just refused.
+    sizes = [1, 5, 1, 1]
     outcomes = await asyncio.gather(*(_timed(batcher, _rows(1.0, items), 10.0) for items in sizes))
     assert [type(r).__name__ for r, _, _ in outcomes] == ["dict", "Unavailable", "dict", "Unavailable"]
     assert recorder.shed == {"queue_wait": 2}

@@ -53,7 +53,7 @@ class BatchingConfig(SpecModel):
         le=1000,
         description=(
             "With max_queue_wait_s unset, the queue-wait target in unshared runs' compute time (at least "
-            "5 ms). Smaller keeps admitted latency nearer the unloaded one; larger gives fuller batches "
+            "10 ms). Smaller keeps admitted latency nearer the unloaded one; larger gives fuller batches "
             "and more throughput under overload (docs/serve.md, Overload and admission)."
         ),
     )
