@@ -89,3 +89,17 @@ def test_concurrent_creates_all_persist(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert sorted(r.name for r in KeyStore(path).list_keys()) == [f"k{i}" for i in range(6)]
+
+
+def test_the_library_audits_create_and_revoke_without_the_cli(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    created = store.create("ci", ["read"], actor="ana")
+    store.revoke(created.record.key_id, actor="bo", reason="leaked")
+    with pytest.raises(NotFound):
+        store.revoke("nosuchid", actor="bo")
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["actor"], e["key_id"]) for e in entries] == [
+        ("keys.create", "ana", created.record.key_id),
+        ("keys.revoke", "bo", created.record.key_id),
+    ]
+    assert entries[1]["reason"] == "leaked" and created.key not in (tmp_path / "audit.jsonl").read_text()

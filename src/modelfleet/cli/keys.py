@@ -15,7 +15,6 @@ from rich.table import Table
 from modelfleet.cli.common import Actor, actor_name, console, err_console, print_json
 
 if TYPE_CHECKING:
-    from modelfleet.security.audit import AuditLog
     from modelfleet.security.keys import KeyStore
 
 # Library imports happen inside commands so `modelfleet --help` does not load argon2 and cryptography.
@@ -53,16 +52,12 @@ def _keys_path(keys_file: Path | None) -> Path:
     return (keys_file or DEFAULT_KEYS_FILE).expanduser()
 
 
-def _store(keys_file: Path | None) -> KeyStore:
+def _store(keys_file: Path | None, audit_log: Path | None = None) -> KeyStore:
+    """The key store; it audits its own writes (beside the keys file unless --audit-log says where)."""
+    from modelfleet.security.audit import AuditLog
     from modelfleet.security.keys import KeyStore
 
-    return KeyStore(_keys_path(keys_file))
-
-
-def _audit(keys_file: Path | None, audit_log: Path | None) -> AuditLog:
-    from modelfleet.security.audit import AuditLog
-
-    return AuditLog(audit_log or _keys_path(keys_file).parent / "audit.jsonl")
+    return KeyStore(_keys_path(keys_file), audit=AuditLog(audit_log) if audit_log is not None else None)
 
 
 def _key_id(text: str) -> str:
@@ -90,19 +85,11 @@ def create_command(
 ) -> None:
     """Create a key and print it once. Only its salted hash is stored."""
     who = actor_name(actor)
-    store = _store(keys_file)
+    store = _store(keys_file, audit_log)
     created = store.create(
         name, scope, actor=who, expires_in_s=None if expires_in_days is None else expires_in_days * 86_400
     )
     record = created.record
-    _audit(keys_file, audit_log).record(
-        "keys.create",
-        actor=who,
-        key_id=record.key_id,
-        name=record.name,
-        scopes=record.scopes,
-        expires_at=record.expires_at,
-    )
     if as_json:
         print_json({"api_key": created.key, **record.public()})
         return
@@ -155,8 +142,7 @@ def revoke_command(
 ) -> None:
     """Revoke a key. Running servers reject it within a second of the keys file changing."""
     who = actor_name(actor)
-    record = _store(keys_file).revoke(_key_id(key_id), actor=who, reason=reason)
-    _audit(keys_file, audit_log).record("keys.revoke", actor=who, key_id=record.key_id, reason=reason)
+    record = _store(keys_file, audit_log).revoke(_key_id(key_id), actor=who, reason=reason)
     if as_json:
         print_json(record.public())
     else:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.fileio import write_atomic
+from modelfleet.security.audit import AuditLog
 from modelfleet.security.scopes import parse_scopes
 
 KEY_PREFIX = "mf_"
@@ -108,8 +109,18 @@ def verify_key_hash(key_hash: str, key: str) -> bool:
 
 
 class KeyStore:
-    def __init__(self, path: Path) -> None:
+    """The keys file. Creating and revoking keys is audited here (the library, not the CLI), by default in
+    `audit.jsonl` beside the keys file, so a library user's `create` leaves the same trail as the CLI's."""
+
+    def __init__(self, path: Path, audit: AuditLog | None = None) -> None:
         self.path = Path(path)
+        self._audit = audit
+
+    @property
+    def audit(self) -> AuditLog:
+        if self._audit is None:  # made on first write: readers (servers) never open the audit log
+            self._audit = AuditLog(self.path.parent / "audit.jsonl")
+        return self._audit
 
     def file_signature(self) -> tuple[int, int, int] | None:
         """(inode, size, mtime_ns) of the file, or None if absent; changes on every save (atomic rename)."""
@@ -160,6 +171,14 @@ class KeyStore:
                 expires_at=None if expires_in_s is None else _iso(now + timedelta(seconds=expires_in_s)),
             )
             records.append(record)
+        self.audit.record(
+            "keys.create",
+            actor=actor,
+            key_id=record.key_id,
+            name=record.name,
+            scopes=record.scopes,
+            expires_at=record.expires_at,
+        )
         return CreatedKey(key=key, record=record)
 
     def revoke(self, key_id: str, *, actor: str, reason: str = "") -> ApiKeyRecord:
@@ -175,8 +194,11 @@ class KeyStore:
                     | {"revoked_at": _iso(utc_now()), "revoked_by": actor, "revoke_reason": reason or None}
                 )
                 records[position] = revoked
-                return revoked
-        raise NotFound(f"no API key with id {key_id!r} in {self.path}")
+                break
+            else:
+                raise NotFound(f"no API key with id {key_id!r} in {self.path}")
+        self.audit.record("keys.revoke", actor=actor, key_id=revoked.key_id, reason=reason)
+        return revoked
 
     @contextmanager
     def _locked(self) -> Iterator[list[ApiKeyRecord]]:
