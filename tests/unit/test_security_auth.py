@@ -126,7 +126,7 @@ def test_failures_are_audited_without_secrets_and_rate_limited(
     tmp_path: Path, store: KeyStore, infer_key: CreatedKey
 ) -> None:
     clock = FakeClock()
-    audit = AuditLog(tmp_path / "audit.jsonl")
+    audit = AuditLog(tmp_path / "auth-audit.jsonl")  # the key store audits its writes in audit.jsonl
     auth = Authenticator(store, audit=audit, clock=clock, max_audit_failures_per_s=3)
     wrong = infer_key.key[:-2] + "zz"
     for _ in range(10):

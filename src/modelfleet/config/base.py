@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -9,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelfleet.errors import InvalidInput, SpecError
 from modelfleet.yamlio import read_yaml_mapping
+
+# Kubernetes object names (RFC 1123 subdomains) as Secrets and other objects use them.
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_SECRET_NAME_CHARS = 253
 
 
 class SpecModel(BaseModel):

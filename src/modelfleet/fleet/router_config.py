@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel, parse_spec
-from modelfleet.config.fleet import RouterLimits
+from modelfleet.config.router import RouterLimits
 from modelfleet.errors import NotFound, SpecError
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 
