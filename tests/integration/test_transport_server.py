@@ -7,6 +7,7 @@ later through the callback, as the router's forwarding does), so each limit is s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -188,7 +189,9 @@ def test_slow_header_clients_are_closed_while_others_are_answered_fast() -> None
         answered_in: list[float] = []
         for position in range(3):  # one byte per connection per half second: a slowloris client
             for sock in slow:
-                sock.sendall(request[position : position + 1])
+                # The last round can come after the header timeout: the server has closed the connection.
+                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                    sock.sendall(request[position : position + 1])
             started = time.monotonic()
             with _connect(server.port) as sock:
                 sock.sendall(_get("/ordinary"))
