@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from modelfleet.errors import Conflict
 from modelfleet.registry.models import (
     AliasAction,
     AliasEvent,
@@ -135,6 +136,16 @@ def version_numbers(conn: sqlite3.Connection, name: str) -> list[int]:
 
 def model_names(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+
+
+def refuse_duplicate(conn: sqlite3.Connection, name: str, manifest_sha256: str) -> None:
+    """Conflict when a version of `name` already holds exactly this artifact."""
+    existing = version_with_manifest(conn, name, manifest_sha256)
+    if existing is not None:
+        raise Conflict(
+            f"{name}:{existing} already holds exactly this artifact (manifest sha256 {manifest_sha256[:12]}…); "
+            "nothing added — point an alias at it instead"
+        )
 
 
 def version_with_manifest(conn: sqlite3.Connection, name: str, manifest_sha256: str) -> int | None:

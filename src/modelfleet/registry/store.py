@@ -254,7 +254,7 @@ class Registry:
         manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
         planned = lineage.planned_files(artifact_dir, manifest)
         with self._index.connect() as conn:
-            self._refuse_duplicate(conn, model_name, manifest_sha256)
+            index.refuse_duplicate(conn, model_name, manifest_sha256)
             if parent_version is not None and parent_version not in index.version_numbers(conn, model_name):
                 raise NotFound(f"parent version {model_name}:{parent_version} is not in the registry")
         record_lineage = lineage.build_lineage(
@@ -277,7 +277,7 @@ class Registry:
             )
             files.sort(key=lambda entry: entry.path)
             with self._index.connect(write=True) as conn:
-                self._refuse_duplicate(conn, model_name, manifest_sha256)
+                index.refuse_duplicate(conn, model_name, manifest_sha256)
                 numbers = index.version_numbers(conn, model_name)
                 record = ModelVersion(
                     name=model_name,
@@ -291,15 +291,6 @@ class Registry:
                 )
                 index.insert_version(conn, record)
         return record
-
-    @staticmethod
-    def _refuse_duplicate(conn: sqlite3.Connection, name: str, manifest_sha256: str) -> None:
-        existing = index.version_with_manifest(conn, name, manifest_sha256)
-        if existing is not None:
-            raise Conflict(
-                f"{name}:{existing} already holds exactly this artifact (manifest sha256 {manifest_sha256[:12]}…); "
-                "nothing added — point an alias at it instead"
-            )
 
     # ----- aliases -------------------------------------------------------------------------------------
 
