@@ -395,23 +395,14 @@ class Batcher:
         remaining_s = 0.0
         busy = 0
         slowdown = 1.0
-        # A run counts as slow only once it is overdue by more than the queue-wait target: a model of
-        # 0.1 ms runs (iris) looked 100x slower after one 10 ms thread-scheduling stall, and its overdue
-        # time was counted again as time still to run, so it refused 0.07 % of 64 closed-loop clients.
-        stall_s = self.queue_wait_limit_s()
         for started, expected_s, run_items in zip(
             self._run_started, self._run_expected_s, self._run_items, strict=True
         ):
             if run_items:
                 busy += 1
                 elapsed_s = now - started
-                overdue_s = elapsed_s - expected_s
-                if overdue_s <= 0:
-                    remaining_s += -overdue_s
-                elif overdue_s > stall_s:  # really slow: assume it needs as long again
-                    remaining_s += overdue_s
-                    slowdown = max(slowdown, elapsed_s / expected_s - 1.0)
-                # else a short stall: assume the run ends now
+                remaining_s += abs(expected_s - elapsed_s)
+                slowdown = max(slowdown, elapsed_s / expected_s - 1.0)
         return remaining_s, busy, slowdown
 
     def _shed(self, reason: ShedReason, why: str, retry_s: float) -> None:
