@@ -22,6 +22,19 @@ MANIFEST_SCHEMA_VERSION = 1
 _HASH_CHUNK_BYTES = 1 << 20
 
 
+# What an artifact does, which decides the server's pre- and post-processing around the graph.
+Task = Literal[
+    "text-embedding",
+    "question-answering",
+    "text-classification",
+    "token-classification",
+    "classification",
+    "regression",
+    "generic",
+]
+TASKS: tuple[str, ...] = Task.__args__  # type: ignore[attr-defined]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -86,7 +99,14 @@ class Manifest(_Strict):
     schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
     version: str = "1"
-    task: Literal["text-embedding", "classification", "regression", "generic"] = "generic"
+    task: Task = Field(
+        default="generic",
+        description=(
+            "text-embedding, question-answering, text-classification, token-classification (Hugging Face "
+            "heads, processed by the server around the graph); classification, regression (tabular); "
+            "generic (the graph's own tensors)."
+        ),
+    )
     created_at: str = Field(description="ISO 8601 UTC time of the build.")
     source: Source
     target: Literal["cpu", "cuda", "tensorrt"] = "cpu"

@@ -32,6 +32,8 @@ class ExportedModel:
     side_files: dict[str, Path] = field(default_factory=dict)  # artifact-relative name → file to copy in
     libraries: tuple[str, ...] = ()  # distributions whose versions go into the manifest
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the build recognised, for people: e.g. "Hugging Face BertForQuestionAnswering folder".
+    detected: str = ""
 
 
 def no_progress(stage: str) -> None:

@@ -8,10 +8,12 @@ from typing import Literal
 from pydantic import Field
 
 from modelfleet.config.base import SpecModel
+from modelfleet.manifest import Task
 
 Precision = Literal["fp32", "int8"]
 OptimizationLevel = Literal["disable", "basic", "extended", "all"]
 Target = Literal["cpu", "cuda", "tensorrt"]
+BuildTask = Literal["auto"] | Task
 
 # Verification thresholds from the build contract. Cosine similarity is compared per sample, so the
 # minimum over the sample set is the figure that must clear the bar.
@@ -43,6 +45,14 @@ class BuildOptions(SpecModel):
     target: Target = Field(
         default="cpu",
         description="Execution provider the artifact is built and verified for: cpu, cuda or tensorrt.",
+    )
+    task: BuildTask = Field(
+        default="auto",
+        description=(
+            "What to build the source as. auto detects it (a Hugging Face folder from config.json's "
+            "architectures, a file from its format); a task name overrides the detection, e.g. "
+            "text-embedding for the encoder under a classification head."
+        ),
     )
     force: bool = Field(default=False, description="Replace an existing output folder.")
     trust_pickle: bool = Field(

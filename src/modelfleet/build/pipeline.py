@@ -46,6 +46,8 @@ def build_artifact(
         work = stage / _WORK_DIR
         work.mkdir()
         exported = _export(resolved, work, options, report)
+        _check_task(exported, options)
+        report(f"found {exported.detected or resolved.kind} → {exported.task}")
         quantization = None
         model_path = stage / MODEL_FILE
         if options.precision == "int8":
@@ -72,6 +74,8 @@ def build_artifact(
             "build_options": _options_record(options),
         }
         extra.update(exported.extra)
+        if exported.detected:
+            extra["detected"] = exported.detected
         if quantization is not None:
             extra["quantization"] = quantization.as_dict()
         manifest = Manifest(
@@ -122,6 +126,15 @@ def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report:
     from modelfleet.build.onnx_source import export_onnx
 
     return export_onnx(resolved.path, work, options, report)
+
+
+def _check_task(exported: ExportedModel, options: BuildOptions) -> None:
+    """An exporter that cannot build the asked task must not pass off another one as it."""
+    if options.task not in ("auto", exported.task):
+        raise InvalidInput(
+            f"--task {options.task}: the source ({exported.detected or 'this kind'}) builds as "
+            f"{exported.task}, not {options.task}; leave --task out to detect it"
+        )
 
 
 def _model_name(name: str) -> str:

@@ -54,6 +54,14 @@ def build_command(
     target: Annotated[
         str, typer.Option(help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET")
     ] = "cpu",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="What to build the source as: auto (detect), or a task such as question-answering, "
+            "text-classification, token-classification, text-embedding, classification, regression, generic.",
+            envvar="MODELFLEET_BUILD_TASK",
+        ),
+    ] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     trust_pickle: Annotated[
         bool,
@@ -93,6 +101,7 @@ def build_command(
             "precision": precision,
             "optimization": optimization,
             "target": target,
+            "task": task,
             "force": force,
             "trust_pickle": trust_pickle,
             "trusted_types": trust or [],
@@ -126,6 +135,9 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
         f"({manifest.task}, {manifest.precision}, target {manifest.target}, {elapsed_s:.1f} s)",
         highlight=False,
     )
+    detected = manifest.extra.get("detected")
+    if detected:
+        console.print(f"found {detected}", highlight=False)
     tensors = Table(title="Tensors (V2)", title_justify="left")
     for column in ("", "name", "datatype", "shape"):
         tensors.add_column(column)

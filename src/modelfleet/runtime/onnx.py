@@ -10,7 +10,7 @@ import numpy as np
 
 from modelfleet.errors import IntegrityError, InvalidInput, Unavailable
 from modelfleet.manifest import Manifest
-from modelfleet.runtime.text import TextEncoder
+from modelfleet.runtime.processing import TensorProcessing, make_processing
 from modelfleet.types import Arrays, Datatype, TensorSpec
 
 _OPTIMIZATION_LEVELS = {
@@ -98,48 +98,24 @@ class OnnxModel:
                 f"model {self.name}: ONNX Runtime cannot load {manifest.model_file}: {exc}"
             ) from None
 
-        self._graph_outputs = [field.onnx_name or field.name for field in manifest.outputs]
-        self._output_names = [field.name for field in manifest.outputs]
-        self._text: TextEncoder | None = None
-        if manifest.preprocessing is not None:
-            tokenization = manifest.preprocessing
-            self._text = TextEncoder(
-                artifact_dir / tokenization.tokenizer_file,
-                tokenization.max_length_tokens,
-                tokenization.graph_inputs,
-            )
-        self._input_map = {field.name: field.onnx_name or field.name for field in manifest.inputs}
+        self._graph_outputs = [output.name for output in self._session.get_outputs()]
+        self._processing = make_processing(manifest, artifact_dir)
+        self._client_feeds = isinstance(self._processing, TensorProcessing)
 
     def predict(self, inputs: Arrays) -> Arrays:
-        if self._text is not None:
-            return self._predict_text(inputs[self.inputs[0].name])
-        feed = {self._input_map[name]: array for name, array in inputs.items()}
+        return self._processing.predict(self._run, inputs)
+
+    def validate_inputs(self, inputs: Arrays) -> Arrays:
+        return self._processing.validate(inputs)
+
+    def _run(self, feed: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        if not self._client_feeds:  # the server made the feed: a failure here is the server's
+            return dict(zip(self._graph_outputs, self._session.run(self._graph_outputs, feed), strict=True))
         try:
             results = self._session.run(self._graph_outputs, feed)
         except Exception as exc:  # ORT raises its own exception types for bad feeds
             raise InvalidInput(f"model {self.name} rejected the inputs: {str(exc).splitlines()[0]}") from None
-        return dict(zip(self._output_names, results, strict=True))
-
-    def validate_inputs(self, inputs: Arrays) -> Arrays:
-        if self._text is None:
-            return inputs
-        name = self.inputs[0].name
-        return {name: self._text.prepare(inputs[name], name)}
-
-    def _predict_text(self, texts: np.ndarray[Any, Any]) -> Arrays:
-        assert self._text is not None
-        count = texts.shape[0]
-        merged: Arrays | None = None
-        for indices, feed in self._text.encode_groups(texts):
-            results = self._session.run(self._graph_outputs, feed)
-            if merged is None:
-                merged = {
-                    name: np.empty((count, *result.shape[1:]), dtype=result.dtype)
-                    for name, result in zip(self._output_names, results, strict=True)
-                }
-            for name, result in zip(self._output_names, results, strict=True):
-                merged[name][indices] = result
-        return merged or {}
+        return dict(zip(self._graph_outputs, results, strict=True))
 
     def example_inputs(self, batch_size: int) -> Arrays:
         return {spec.name: _example(spec, batch_size) for spec in self.inputs}
