@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelfleet.build.exported import Array, ExportedModel
+from modelfleet.build.hf_detect import HfDetection, detect_hf_task
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.samples import CALIBRATION_SENTENCES, VERIFICATION_SENTENCES
@@ -86,10 +87,22 @@ def read_text_settings(folder: Path) -> TextModelSettings:
 def export_huggingface(
     folder: Path, work_dir: Path, options: BuildOptions, report: Progress
 ) -> ExportedModel:
-    """Export `folder` to `work_dir/model.onnx` and prepare verification against sentence-transformers/torch."""
+    """Export `folder` to `work_dir/model.onnx` and prepare verification against sentence-transformers/torch.
+
+    The folder's task (embedder or a head, see `hf_detect`) picks the exporter; each head's lives in
+    its own module and is imported only when used.
+    """
     # huggingface_hub reads these when first imported: never reach the network during a build.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    detection = detect_hf_task(folder, options.task)
+    # Head exporters plug in here, one branch per task in HEAD_SUFFIXES.
+    return _export_embedder(folder, work_dir, options, report, detection)
+
+
+def _export_embedder(
+    folder: Path, work_dir: Path, options: BuildOptions, report: Progress, detection: HfDetection
+) -> ExportedModel:
     settings = read_text_settings(folder)
     report("loading source")
     reference_model = _ReferenceModel.load(folder, settings)
@@ -138,6 +151,7 @@ def export_huggingface(
             "reference": "sentence-transformers" if settings.is_sentence_transformers else "transformers",
             "verification_samples": "custom" if options.samples else "built-in sentences",
         },
+        detected=detection.describe(),
     )
 
 
