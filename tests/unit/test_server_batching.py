@@ -360,6 +360,25 @@ async def test_idle_model_admits_even_when_its_estimate_is_stale() -> None:
     await batcher.close()
 
 
+async def test_a_tiny_model_stalled_once_by_the_scheduler_refuses_nobody() -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.0001, per_item_s=0.00001)  # iris-sized: 0.1-0.2 ms a run
+    batcher = Batcher(model, max_batch_size=8, max_delay_s=0.0, max_queue_items=1000, observer=recorder)
+    batcher.seed([(1, 0.00011), (8, 0.00018)])
+    batcher.start()
+    model.slowdown = 60.0  # the next run takes ~7 ms, as when its thread waits for a core
+    first = asyncio.ensure_future(_timed(batcher, _rows(1.0), 1.0))
+    while model.runs == 0:
+        await asyncio.sleep(0)
+    model.slowdown = 1.0
+    await asyncio.sleep(0.005)  # 5 ms into the stall: overdue ~50x a run, one scheduler quantum late
+    results = await asyncio.gather(*(_timed(batcher, _rows(1.0), 1.0) for _ in range(24)))
+    assert isinstance((await first)[0], dict)
+    assert all(isinstance(r, dict) for r, _, _ in results), recorder.shed
+    assert recorder.shed == {}
+    await batcher.close()
+
+
 async def test_a_model_made_10x_slower_sheds_at_once_and_another_model_keeps_its_latency() -> None:
     slow_model = LinearModel(fixed_s=0.002, per_item_s=0.002)
     fast_model = LinearModel(fixed_s=0.002, per_item_s=0.002)
