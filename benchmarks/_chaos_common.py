@@ -49,7 +49,7 @@ class Durations:
     generated: int
 
 
-FULL = Durations(5, 8, 20, 8, 15, 8, 40, 12, 300, 300)
+FULL = Durations(5, 8, 20, 8, 15, 10, 40, 12, 300, 300)
 QUICK = Durations(3, 4, 6, 5, 8, 4, 20, 6, 60, 60)
 
 
