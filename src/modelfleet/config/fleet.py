@@ -449,6 +449,14 @@ class LocalConfig(SpecModel):
     stop_grace_s: float = Field(
         default=10.0, ge=0, description="`fleet down` waits this long after SIGTERM before SIGKILL."
     )
+    server_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="Niceness added to model servers (the router keeps the supervisor's): when the servers "
+        "saturate the machine's cores the router still gets the CPU to route and to answer 503 at once. "
+        "0 runs them at the supervisor's priority.",
+    )
 
 
 class FleetSpec(SpecModel):

@@ -108,6 +108,12 @@ class Supervisor:
                 env=env,
                 process_group=0,
             )
+        if record.kind == "server" and self.config.server_nice > 0:
+            # Before the server forks its workers (it loads models first), so they inherit it. Under 3x
+            # overload on 2 cores shared with the servers, the router's 503s at equal priority had p99 29 ms.
+            with contextlib.suppress(OSError):  # gone already: the watcher sees it exit
+                current = os.getpriority(os.PRIO_PROCESS, process.pid)
+                os.setpriority(os.PRIO_PROCESS, process.pid, min(19, current + self.config.server_nice))
         self._procs[record.id] = process
         record.pid, record.state = process.pid, "starting"
         record.started_at, record.ready_since = time.time(), None
