@@ -10,9 +10,13 @@ thresholds), widened by a quarter on each side, so every split sees rows on both
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,8 +187,9 @@ class _LightGBMModel:
         import lightgbm as lgb
 
         try:
-            self._booster = lgb.Booster(model_file=str(path))
-            dump = self._booster.dump_model()
+            with _native_stderr_discarded():
+                self._booster = lgb.Booster(model_file=str(path))
+                dump = self._booster.dump_model()
         except Exception as exc:  # LightGBMError on a broken file
             raise InvalidInput(f"{path.name} is not a readable LightGBM model: {first_line(exc)}") from None
         self.objective = str(dump["objective"]).split(" ")[0]  # e.g. "multiclass num_class:3"
@@ -234,6 +239,25 @@ class _LightGBMModel:
 
     def predict(self, rows: Array) -> Array:
         return np.asarray(self._booster.predict(rows))
+
+
+@contextlib.contextmanager
+def _native_stderr_discarded() -> Iterator[None]:
+    """Discard what native code writes to file descriptor 2 meanwhile.
+
+    LightGBM's C++ Log::Fatal writes its message ("[LightGBM] [Fatal] Model file doesn't specify the
+    label index" on a cut file) straight to stderr before it raises, past Python's sys.stderr and
+    lightgbm.register_logger; the same text reaches us in the exception, and the build reports it once.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _write(convert: Any, n_features: int, destination: Path, framework: str) -> None:
