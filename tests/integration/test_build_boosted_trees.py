@@ -15,7 +15,13 @@ import tritonclient.http as triton
 import xgboost as xgb
 import yaml
 from tests.support.servers import RunningServer, serve
-from tests.support.tree_models import FEATURES, TREES, write_lightgbm_models, write_xgboost_models
+from tests.support.tree_models import (
+    FEATURES,
+    TREES,
+    training_data,
+    write_lightgbm_models,
+    write_xgboost_models,
+)
 
 from modelfleet.bench.targets import v2_bodies
 from modelfleet.build import BuildOptions, build_artifact
@@ -180,3 +186,24 @@ def test_corrupt_tree_model_is_one_clear_error(
     with pytest.raises(InvalidInput, match=message):
         build_artifact(source, tmp_path / "out", BuildOptions())
     assert not (tmp_path / "out").exists()
+
+
+def test_early_stopped_xgboost_serves_its_best_iteration_like_its_sklearn_api(tmp_path: Path) -> None:
+    features, targets = training_data()
+    labels = (targets["binary"] ^ (np.random.default_rng(3).random(len(features)) < 0.3)).astype(int)  # noisy
+    model = xgb.XGBClassifier(n_estimators=200, early_stopping_rounds=3, learning_rate=0.5, max_depth=3)
+    model.fit(features[:150], labels[:150], eval_set=[(features[150:], labels[150:])], verbose=False)
+    assert model.best_iteration < 100  # stopped early: the file holds more trees than the model predicts with
+    source = tmp_path / "stopped.json"
+    model.save_model(source)
+    manifest = build_artifact(source, tmp_path / "stopped", BuildOptions())
+    assert manifest.extra["best_iteration"] == model.best_iteration
+    assert manifest.extra["n_trees"] == model.best_iteration + 1
+    loaded = xgb.XGBClassifier()
+    loaded.load_model(source)
+    runtime = load_model(tmp_path / "stopped", intra_op_threads=1)
+    try:
+        got = runtime.predict(runtime.validate_inputs({"input": ROWS}))
+    finally:
+        runtime.close()
+    np.testing.assert_allclose(got["probabilities"], loaded.predict_proba(ROWS), atol=1e-5)
