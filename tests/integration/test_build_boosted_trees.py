@@ -207,3 +207,14 @@ def test_early_stopped_xgboost_serves_its_best_iteration_like_its_sklearn_api(tm
     finally:
         runtime.close()
     np.testing.assert_allclose(got["probabilities"], loaded.predict_proba(ROWS), atol=1e-5)
+
+
+def test_samples_file_replaces_the_generated_rows(sources: dict[str, Path], tmp_path: Path) -> None:
+    samples = tmp_path / "rows.npy"
+    np.save(samples, training_data()[0][:20])
+    manifest = build_artifact(sources["lgb-multi"], tmp_path / "custom", BuildOptions(samples=samples))
+    assert {v.samples for v in manifest.verification} == {20}
+    assert manifest.extra["verification_samples"] == "custom"
+    np.save(samples, np.ones((3, 5)))
+    with pytest.raises(InvalidInput, match="rows of 6 numbers"):
+        build_artifact(sources["xgb-reg"], tmp_path / "bad", BuildOptions(samples=samples))
