@@ -16,6 +16,7 @@ from sklearn.datasets import load_iris
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tests.support.tree_models import write_tied_forest, write_xgboost_models
 
 from modelfleet.manifest import read_manifest, verify_files
 
@@ -189,3 +190,27 @@ def test_cuda_target_builds_and_verifies_on_a_gpu(iris_source: Path, tmp_path: P
     manifest = json.loads(result.stdout)
     assert manifest["target"] == "cuda"
     assert all(check["passed"] for check in manifest["verification"])
+
+
+def test_forest_below_the_label_agreement_exits_4_until_the_flag_accepts_it(tmp_path: Path) -> None:
+    source = write_tied_forest(tmp_path / "forest.skops")
+    before = {p.name for p in tmp_path.iterdir()}
+    refused = run_build(source, "-o", "out", cwd=tmp_path)
+    assert_one_line_failure(refused, 4, "label_agreement 0.984375 (threshold 1) over 64 samples")
+    assert "pass --min-label-agreement 0.984 (now 1)" in refused.stderr
+    assert_nothing_written(tmp_path, before)
+    accepted = run_build(source, "-o", "out", "--min-label-agreement", "0.98", "--json", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    [labels, _] = json.loads(accepted.stdout)["verification"]
+    assert (labels["metric"], labels["value"], labels["threshold"]) == ("label_agreement", 0.984375, 0.98)
+
+
+def test_xgboost_model_prints_what_was_found_and_a_cut_lightgbm_file_exits_2(tmp_path: Path) -> None:
+    sources = write_xgboost_models(tmp_path)
+    built = run_build(sources["xgb-binary"], "-o", "xgb", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert "found XGBoost binary:logistic model (20 trees)" in built.stdout
+    assert read_manifest(tmp_path / "xgb").source.kind == "xgboost"
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b"tree\nversion=v4\nnum_class=")
+    assert_one_line_failure(run_build(cut, "-o", "lgb", cwd=tmp_path), 2, "is not a readable LightGBM model")

@@ -59,6 +59,44 @@ def test_file_sources_are_recognised_by_suffix(
     assert (resolved.kind, resolved.sklearn_format, resolved.default_name) == (kind, file_format, name)
 
 
+@pytest.mark.parametrize(
+    ("filename", "content", "kind"),
+    [
+        ("model.json", b'{"learner":{"attributes":{},"feature_names":[]},"version":[3,2,0]}', "xgboost"),
+        ("model.bin", b'  {\n  "learner": {}}', "xgboost"),
+        ("model.ubj", b"{L\x00\x00\x00\x00\x00\x00\x00\x07learner{", "xgboost"),
+        ("model.ubj", b"{i\x07learner{", "xgboost"),
+        ("model.txt", b"tree\nversion=v4\nnum_class=1\n", "lightgbm"),
+        ("booster.lgb", b"tree\r\nversion=v4\r\n", "lightgbm"),
+    ],
+)
+def test_tree_models_are_recognised_by_content(
+    tmp_path: Path, filename: str, content: bytes, kind: str
+) -> None:
+    path = tmp_path / filename
+    path.write_bytes(content)
+    resolved = resolve_source(path)
+    assert (resolved.kind, resolved.default_name) == (kind, path.stem)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [
+        ("config.json", b'{"architectures": ["BertModel"], "learner": 1}'),
+        ("notes.txt", b"trees\nversion=1"),
+        ("empty.json", b""),
+        ("model.ubj", b"{i\x07learned{"),
+    ],
+)
+def test_files_that_only_look_like_tree_models_are_refused(
+    tmp_path: Path, filename: str, content: bytes
+) -> None:
+    path = tmp_path / filename
+    path.write_bytes(content)
+    with pytest.raises(InvalidInput, match=r"an XGBoost model .* or a LightGBM text model"):
+        resolve_source(path)
+
+
 def test_model_onnx_inside_an_artifact_is_named_after_the_folder(tmp_path: Path) -> None:
     path = tmp_path / "minilm-fp32" / "model.onnx"
     path.parent.mkdir()

@@ -77,5 +77,24 @@ class BuildOptions(SpecModel):
         description="Lowest acceptable cosine similarity per sample; default 0.999 for fp32 and 0.98 for int8.",
     )
 
+    min_label_agreement: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Tabular models (scikit-learn, XGBoost, LightGBM): lowest fraction of verification rows on "
+            "which the artifact must give the framework's answer (the same label; the prediction within "
+            "tolerance for regressors). The remaining rows are excused from the probability and "
+            "prediction checks too. Float32 arithmetic in the graph can flip a row at a split "
+            "threshold or a near-tie of class probabilities; 1.0 accepts no such row."
+        ),
+    )
+    max_probability_diff: float = Field(
+        default=MAX_PROBABILITY_DIFF,
+        gt=0.0,
+        le=1.0,
+        description="Tabular classifiers: largest acceptable absolute difference of any class probability from the framework's.",
+    )
+
     def cosine_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else DEFAULT_MIN_COSINE[self.precision]

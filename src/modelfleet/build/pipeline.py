@@ -123,6 +123,10 @@ def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report:
 
         assert resolved.sklearn_format is not None
         return export_sklearn(resolved.path, resolved.sklearn_format, work, options, report)
+    if resolved.kind in ("xgboost", "lightgbm"):
+        from modelfleet.build.boosted_trees import export_boosted_trees
+
+        return export_boosted_trees(resolved.path, resolved.kind, work, options, report)
     from modelfleet.build.onnx_source import export_onnx
 
     return export_onnx(resolved.path, work, options, report)

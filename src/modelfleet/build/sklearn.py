@@ -15,20 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.build.exported import Array, ExportedModel, row_batchings
+from modelfleet.build.exported import Array, ExportedModel
 from modelfleet.build.messages import first_line
-from modelfleet.build.options import MAX_PROBABILITY_DIFF, BuildOptions
+from modelfleet.build.options import BuildOptions
 from modelfleet.build.sources import SklearnFormat
-from modelfleet.build.verify import agreement_check, max_abs_diff_check, run_session
+from modelfleet.build.tabular import (
+    CALIBRATION_ROWS,
+    CALIBRATION_SEED,
+    VERIFICATION_ROWS,
+    VERIFICATION_SEED,
+    TabularGraph,
+    classifier_export,
+    load_rows,
+    regressor_export,
+)
 from modelfleet.errors import InvalidInput
-from modelfleet.manifest import TensorField, Verification
 from modelfleet.types import Datatype, Progress
 
 ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
-VERIFICATION_ROWS = 64
-CALIBRATION_ROWS = 32
-_VERIFICATION_SEED = 20240601
-_CALIBRATION_SEED = 20240602
 _STANDARD_TYPE_PREFIX = "sklearn."
 
 
@@ -89,80 +93,34 @@ def export_sklearn(
     verification_rows = (
         load_rows(options.samples, n_features)
         if options.samples
-        else sample_rows(estimator, VERIFICATION_ROWS, _VERIFICATION_SEED)
+        else sample_rows(estimator, VERIFICATION_ROWS, VERIFICATION_SEED)
     )
-    calibration = row_batchings({"input": sample_rows(estimator, CALIBRATION_ROWS, _CALIBRATION_SEED)})
-    extra: dict[str, Any] = {
-        "estimator": type(estimator).__name__,
-        "n_features": n_features,
-        "source_format": file_format,
-        "trusted_types": loaded.trusted_types,
-        "onnx_opset": ONNX_OPSET,
-        "verification_samples": "custom" if options.samples else f"{len(verification_rows)} fixed-seed rows",
-    }
-    inputs = [TensorField(name="input", datatype=Datatype.FP32, shape=[-1, n_features])]
-    libraries = ("scikit-learn", "skl2onnx", "skops", "onnx")
-    if _is_classifier(estimator):
-        label_type = _label_datatype(estimator, path)
-        n_classes = len(estimator.classes_)
-        extra["classes"] = [c.item() if hasattr(c, "item") else str(c) for c in estimator.classes_]
-
-        def verify_classifier(session: Any, artifact_dir: Path) -> list[Verification]:
-            got = run_session(session, {"input": verification_rows})
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "X does not have valid feature names"
-                labels = estimator.predict(verification_rows)
-                probabilities = estimator.predict_proba(verification_rows)
-            expected_labels = labels.astype(str) if label_type is Datatype.BYTES else labels
-            got_labels = got["label"].astype(str) if label_type is Datatype.BYTES else got["label"]
-            return [
-                agreement_check(expected_labels, got_labels),
-                max_abs_diff_check(
-                    probabilities, got["probabilities"], MAX_PROBABILITY_DIFF, "max_abs_probability_diff"
-                ),
-            ]
-
-        return ExportedModel(
-            onnx_path=onnx_path,
-            task="classification",
-            inputs=inputs,
-            outputs=[
-                TensorField(name="label", datatype=label_type, shape=[-1]),
-                TensorField(name="probabilities", datatype=Datatype.FP32, shape=[-1, n_classes]),
-            ],
-            verify=verify_classifier,
-            calibration_feeds=calibration,
-            libraries=libraries,
-            extra=extra,
-        )
-    output_name, output_shape = _regression_output(onnx_path)
-
-    def verify_regressor(session: Any, artifact_dir: Path) -> list[Verification]:
-        got = run_session(session, {"input": verification_rows})[output_name]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            expected = np.asarray(estimator.predict(verification_rows), dtype=np.float64).reshape(got.shape)
-        # float32 carries ~7 significant digits: scale the tolerance with the predictions' magnitude.
-        scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
-        return [max_abs_diff_check(expected, got, MAX_PROBABILITY_DIFF * scale, "max_abs_prediction_diff")]
-
-    return ExportedModel(
+    graph = TabularGraph(
         onnx_path=onnx_path,
-        task="regression",
-        inputs=inputs,
-        outputs=[
-            TensorField(
-                name="prediction",
-                datatype=Datatype.FP32,
-                shape=output_shape,
-                onnx_name=None if output_name == "prediction" else output_name,
-            )
-        ],
-        verify=verify_regressor,
-        calibration_feeds=calibration,
-        libraries=libraries,
-        extra=extra,
+        n_features=n_features,
+        verification_rows=verification_rows,
+        calibration_rows=sample_rows(estimator, CALIBRATION_ROWS, CALIBRATION_SEED),
+        libraries=("scikit-learn", "skl2onnx", "skops", "onnx"),
+        extra={
+            "estimator": type(estimator).__name__,
+            "n_features": n_features,
+            "source_format": file_format,
+            "trusted_types": loaded.trusted_types,
+            "onnx_opset": ONNX_OPSET,
+            "verification_samples": "custom"
+            if options.samples
+            else f"{len(verification_rows)} fixed-seed rows",
+        },
     )
+    if _is_classifier(estimator):
+        graph.extra["classes"] = [c.item() if hasattr(c, "item") else str(c) for c in estimator.classes_]
+
+        def reference(rows: Array) -> tuple[Array, Array]:
+            return estimator.predict(rows), estimator.predict_proba(rows)
+
+        label_type = _label_datatype(estimator, path)
+        return classifier_export(graph, options, reference, label_type, len(estimator.classes_))
+    return regressor_export(graph, options, estimator.predict)
 
 
 def sample_rows(estimator: Any, count: int, seed: int) -> Array:
@@ -180,34 +138,6 @@ def sample_rows(estimator: Any, count: int, seed: int) -> Array:
     rng = np.random.default_rng(seed)
     rows: Array = rng.normal(loc, scale, size=(count, n_features)).astype(np.float32)
     return rows
-
-
-def load_rows(path: Path, n_features: int) -> Array:
-    """Verification rows from a .npy array or a numeric .csv (a non-numeric header line is skipped)."""
-    if not path.is_file():
-        raise InvalidInput(f"samples file {path} does not exist")
-    try:
-        if path.suffix.lower() == ".npy":
-            rows = np.load(path, allow_pickle=False)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rows = np.genfromtxt(path, delimiter=",", dtype=np.float64)
-            if rows.ndim == 2 and np.isnan(rows[0]).all():
-                rows = rows[1:]
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(
-            f"samples file {path} is not a numeric .npy or .csv file: {first_line(exc)}"
-        ) from None
-    rows = np.atleast_2d(rows)
-    if rows.ndim != 2 or rows.shape[1] != n_features or len(rows) == 0:
-        raise InvalidInput(
-            f"samples file {path} must hold rows of {n_features} numbers, got shape {list(rows.shape)}"
-        )
-    if not np.all(np.isfinite(rows)):
-        raise InvalidInput(f"samples file {path} holds missing or non-finite values")
-    result: Array = rows.astype(np.float32)
-    return result
 
 
 def _check_estimator(estimator: Any, path: Path) -> Any:
@@ -276,16 +206,3 @@ def _convert(estimator: Any, n_features: int, destination: Path) -> None:
     except Exception as exc:
         raise InvalidInput(f"skl2onnx cannot convert {type(estimator).__name__}: {first_line(exc)}") from None
     destination.write_bytes(model.SerializeToString())
-
-
-def _regression_output(onnx_path: Path) -> tuple[str, list[int]]:
-    """The graph's prediction output and its V2 shape: [-1] or [-1, targets]."""
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    output = model.graph.output[0]
-    dims = output.type.tensor_type.shape.dim
-    if len(dims) == 1:
-        return output.name, [-1]
-    width = dims[1].dim_value if len(dims) == 2 and dims[1].dim_value > 0 else -1
-    return output.name, [-1, int(width)]

@@ -1,8 +1,10 @@
 """Recognise what kind of model source the user points at, and fingerprint it.
 
 Kinds: a Hugging Face transformer folder, a scikit-learn estimator file (skops, or pickle/joblib when
-trusted) and an ONNX file. Detection looks at the path only; loading (and the checks that come with
-it) is each exporter's job.
+trusted), an ONNX file, and XGBoost / LightGBM models in their own saved formats. Detection looks at
+the path, and for the tree formats at the file's first bytes (a `.json` could be anything; an XGBoost
+model opens with its "learner" object, a LightGBM text model with "tree\nversion="). Loading (and the
+checks that come with it) is each exporter's job.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from modelfleet.build.bundled import BUNDLED_MODEL_NAME, BUNDLED_SOURCE, bundled
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.manifest import sha256_file
 
-SourceKind = Literal["huggingface", "sklearn", "onnx"]
+SourceKind = Literal["huggingface", "sklearn", "onnx", "xgboost", "lightgbm"]
 SklearnFormat = Literal["skops", "pickle"]
 
 _SKOPS_SUFFIXES = {".skops"}
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
 _ONNX_SUFFIXES = {".onnx"}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SNIFF_BYTES = 64
+# XGBoost's JSON starts `{"learner":`; its UBJSON starts `{`, a length marker, then the key "learner".
+_XGBOOST_JSON = re.compile(rb'^\s*\{\s*"learner"\s*:')
+_XGBOOST_UBJ = re.compile(rb"^\{(?:[iU].|I..|l....|L........)learner", re.DOTALL)
+_LIGHTGBM_TEXT = re.compile(rb"^tree\r?\nversion=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +70,25 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "skops")
     if suffix in _PICKLE_SUFFIXES:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "pickle")
+    tree_kind = sniff_tree_model(path)
+    if tree_kind is not None:
+        return ResolvedSource(tree_kind, path, safe_name(path.stem), text)
     raise InvalidInput(
         f"cannot tell what kind of model {path.name} is: expected a Hugging Face folder, "
-        "a .skops (or trusted .pkl/.joblib) scikit-learn file, or an .onnx file"
+        "a .skops (or trusted .pkl/.joblib) scikit-learn file, an .onnx file, an XGBoost model "
+        "(Booster.save_model .json/.ubj) or a LightGBM text model (Booster.save_model)"
     )
+
+
+def sniff_tree_model(path: Path) -> Literal["xgboost", "lightgbm"] | None:
+    """ "xgboost" or "lightgbm" when the file's first bytes are one of their saved formats, else None."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if _XGBOOST_JSON.match(head) or _XGBOOST_UBJ.match(head):
+        return "xgboost"
+    if _LIGHTGBM_TEXT.match(head):
+        return "lightgbm"
+    return None
 
 
 def safe_name(text: str) -> str:

@@ -137,14 +137,15 @@ def max_abs_diff_check(reference: Array, candidate: Array, threshold: float, met
     )
 
 
-def require_passed(verifications: Sequence[Verification]) -> None:
-    """Raise VerificationFailed naming every check that missed its threshold."""
+def require_passed(verifications: Sequence[Verification], hint: str = "") -> None:
+    """Raise VerificationFailed naming every check that missed its threshold (and `hint`, if given)."""
     failed = [v for v in verifications if not v.passed]
     if failed:
         parts = [
             f"{v.metric} {v.value:.6g} (threshold {v.threshold:.6g}) over {v.samples} samples" for v in failed
         ]
-        raise VerificationFailed("verification failed, the artifact was not written: " + "; ".join(parts))
+        message = "verification failed, the artifact was not written: " + "; ".join(parts)
+        raise VerificationFailed(f"{message}; {hint}" if hint else message)
 
 
 def _finite_max(values: Array) -> float:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from modelfleet.build import BUNDLED_SOURCE, BuildOptions, build_artifact
+from modelfleet.build.options import MAX_PROBABILITY_DIFF
 from modelfleet.cli.common import console, err_console, print_json
 from modelfleet.config import parse_spec
 from modelfleet.errors import InvalidInput
@@ -17,7 +18,7 @@ from modelfleet.manifest import Manifest
 
 _HELP = f"""Build a model source into a verified artifact folder (model.onnx, tokenizer, manifest.json).
 
-SOURCE is a Hugging Face model folder, a scikit-learn .skops file (.pkl/.joblib with --trust-pickle), an .onnx file, or {BUNDLED_SOURCE} (same as --bundled).
+SOURCE is a Hugging Face model folder, a scikit-learn .skops file (.pkl/.joblib with --trust-pickle), an XGBoost model (.json/.ubj from save_model), a LightGBM text model, an .onnx file, or {BUNDLED_SOURCE} (same as --bundled).
 
 Exit codes: 0 built; 2 bad, corrupt or untrusted source or option; 3 source not found; 4 verification failed; 5 target execution provider unavailable; 6 output exists (use --force).
 """
@@ -87,6 +88,21 @@ def build_command(
             envvar="MODELFLEET_BUILD_MIN_COSINE",
         ),
     ] = None,
+    min_label_agreement: Annotated[
+        float,
+        typer.Option(
+            help="Tabular models: lowest fraction of verification rows that must get the framework's "
+            "label (or prediction); the rest are excused from the probability checks too.",
+            envvar="MODELFLEET_BUILD_MIN_LABEL_AGREEMENT",
+        ),
+    ] = 1.0,
+    max_probability_diff: Annotated[
+        float,
+        typer.Option(
+            help="Tabular classifiers: largest acceptable difference of a class probability.",
+            envvar="MODELFLEET_BUILD_MAX_PROBABILITY_DIFF",
+        ),
+    ] = MAX_PROBABILITY_DIFF,
     json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     if bundled and source is not None and source != BUNDLED_SOURCE:
@@ -107,6 +123,8 @@ def build_command(
             "trusted_types": trust or [],
             "samples": samples,
             "min_cosine": min_cosine,
+            "min_label_agreement": min_label_agreement,
+            "max_probability_diff": max_probability_diff,
         },
         BuildOptions,
         "build options",
