@@ -49,9 +49,18 @@ _LONG_CONTEXT = (
     "running through the night when clouds are forecast to clear."
 )
 BUILTIN_QA_PAIRS: tuple[tuple[str, str], ...] = (
-    ("What is the capital of Australia?", "Canberra is the capital of Australia, chosen in 1908 as a compromise."),
-    ("How long does shipping take?", "Orders ship within two days and usually arrive in three to five working days."),
-    ("Who founded the company?", "The company was founded in 1976 by two engineers in a garage in California."),
+    (
+        "What is the capital of Australia?",
+        "Canberra is the capital of Australia, chosen in 1908 as a compromise.",
+    ),
+    (
+        "How long does shipping take?",
+        "Orders ship within two days and usually arrive in three to five working days.",
+    ),
+    (
+        "Who founded the company?",
+        "The company was founded in 1976 by two engineers in a garage in California.",
+    ),
     ("When is the meeting?", "The meeting has been moved to Thursday at ten in the morning, in room 4B."),
     ("How big is the main mirror?", _LONG_CONTEXT),
     ("When can visitors tour the dome?", _LONG_CONTEXT),

@@ -23,11 +23,11 @@ import aiohttp
 import orjson
 
 from modelfleet import __version__
+from modelfleet.bench.samples import BUILTIN_QA_PAIRS
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.config.bench import BenchSpec, HttpEndpointSpec, ModelTargetSpec
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SpecError, Unavailable
-from modelfleet.bench.samples import BUILTIN_QA_PAIRS
 from modelfleet.manifest import read_manifest
 from modelfleet.transport.client import Origin
 from modelfleet.types import Datatype, ModelRef
