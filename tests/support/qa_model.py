@@ -1,41 +1,24 @@
-"""A tiny random-initialised BertForQuestionAnswering folder with the bundled MiniLM vocabulary.
-
-Random weights answer nonsense, but deterministically (fixed seed), which is all a comparison with
-the transformers reference needs. 128 positions make the built-in long contexts split into windows.
-"""
+"""A tiny random-initialised BertForQuestionAnswering folder: examples/make_qa_model.py's, loaded from there
+so the example the docs point at is the one the tests build."""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 from pathlib import Path
+from typing import Any
 
-from modelfleet.build.bundled import bundled_model_dir
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+_SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "make_qa_model.py"
 
 
-def write_qa_model(folder: Path, seed: int = 0, max_position_embeddings: int = 128) -> Path:
-    """Save the model and the bundled tokenizer files into `folder`; returns it."""
-    import torch
-    from transformers import BertConfig, BertForQuestionAnswering
+def _example() -> Any:
+    spec = importlib.util.spec_from_file_location("make_qa_model", _SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_position_embeddings,
-        # Wider than BERT's 0.02 so random logits differ clearly between tokens: the best span is
-        # then decided by more than float rounding, on both sides of the comparison.
-        initializer_range=0.2,
-        architectures=["BertForQuestionAnswering"],
-    )
-    model = BertForQuestionAnswering(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    source = bundled_model_dir()
-    for name in TOKENIZER_FILES:
-        shutil.copy(source / name, folder / name)
-    return folder
+
+def write_qa_model(folder: Path) -> Path:
+    """Random weights (seed 0), 2 layers, hidden 32, 128 positions: long contexts split into windows."""
+    result: Path = _example().write_qa_model(folder)
+    return result
