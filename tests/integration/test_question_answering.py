@@ -146,3 +146,40 @@ def test_bad_requests_are_400_naming_the_input(server: RunningServer) -> None:
     assert too_long.status_code == 400 and "at most 60 tokens" in error and "stride_tokens" in error
     fits = _post(server, [_texts("question", [" ".join(["why"] * 60)]), _texts("context", [LONG_CONTEXT])])
     assert fits.status_code == 200, fits.text
+
+
+def test_a_context_of_many_windows_runs_in_bounded_runs_and_matches_the_pipeline(
+    qa_artifact: Path, qa_folder: Path
+) -> None:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from modelfleet.build.verify import open_session, run_session
+    from modelfleet.runtime.question_answering import MAX_WINDOWS_PER_RUN
+
+    context = " ".join(pair[1] for pair in VERIFICATION_QA) * 4  # ~2,900 tokens: ~45 windows
+    pairs = [(LONG_QUESTION, context), ("Who wrote the novel?", context), VERIFICATION_QA[1]]
+    processing = QuestionAnswering(QaSettings.from_manifest(read_manifest(qa_artifact), qa_artifact))
+    session = open_session(qa_artifact / "model.onnx")
+    rows: list[int] = []
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows.append(len(feed["input_ids"]))
+        return run_session(session, feed)
+
+    inputs = {
+        "question": np.array([q.encode() for q, _ in pairs], dtype=object),
+        "context": np.array([c.encode() for _, c in pairs], dtype=object),
+    }
+    outputs = processing.predict(run, processing.validate(inputs))
+    assert sum(rows) > MAX_WINDOWS_PER_RUN and max(rows) <= MAX_WINDOWS_PER_RUN
+    expected = pipeline_answers(
+        AutoModelForQuestionAnswering.from_pretrained(str(qa_folder)).eval(),
+        AutoTokenizer.from_pretrained(str(qa_folder)),
+        pairs,
+        128,
+        64,
+        ["input_ids", "attention_mask", "token_type_ids"],
+    )
+    assert [bytes(a).decode() for a in outputs["answer"]] == [e.answer for e in expected]
+    assert outputs["start"].tolist() == [e.start for e in expected]
+    assert expected[0].windows > 40

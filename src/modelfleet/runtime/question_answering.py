@@ -31,6 +31,10 @@ _MASKED_LOGIT = np.float32(-10000.0)
 # so checking a question's token count costs at most this much tokenizer time.
 _QUESTION_CHARS_PER_TOKEN = 16
 DEFAULT_MAX_ANSWER_TOKENS = 15  # the pipeline's max_answer_len
+# Windows per graph run. A long context multiplies one item into many windows, all of one length, so a
+# length group alone would not bound a run's activation memory (BERT-base: ~1.2 MiB per 384-token
+# window per layer output); runs of at most this many windows do.
+MAX_WINDOWS_PER_RUN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +149,23 @@ class QuestionAnswering:
     def window_feeds(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, np.ndarray[Any, Any]]]:
         """The graph feeds `predict` would run for these (question, context) pairs."""
         per_item = self._encoder.encode_windows([q for q, _ in pairs], [c for _, c in pairs])
-        windows = [window for item in per_item for window in item]
-        return [
-            feed
-            for _, feed in self._encoder.group_feeds([w.ids for w in windows], [w.type_ids for w in windows])
-        ]
+        return [feed for _, feed in self._feeds([window for item in per_item for window in item])]
+
+    def _feeds(self, windows: Sequence[Any]) -> list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]]:
+        """Length groups of windows, each cut into runs of at most MAX_WINDOWS_PER_RUN."""
+        runs = []
+        for indices, feed in self._encoder.group_feeds(
+            [w.ids for w in windows], [w.type_ids for w in windows]
+        ):
+            for first in range(0, len(indices), MAX_WINDOWS_PER_RUN):
+                part = slice(first, first + MAX_WINDOWS_PER_RUN)
+                runs.append((indices[part], {name: array[part] for name, array in feed.items()}))
+        return runs
 
     def _best_spans(self, run: Any, windows: Sequence[Any]) -> _Spans:
         """Every window's best (start token, end token, score), its windows run in length groups."""
         spans = _Spans.empty(len(windows))
-        feeds = self._encoder.group_feeds([w.ids for w in windows], [w.type_ids for w in windows])
-        for indices, feed in feeds:
+        for indices, feed in self._feeds(windows):
             results = run(feed)
             allowed = self._allowed(feed["input_ids"], [windows[i] for i in indices])
             start, end, score = best_span(
