@@ -69,6 +69,21 @@ class Tokenization(_Strict):
         default_factory=lambda: ["input_ids", "attention_mask"],
         description="Which of input_ids, attention_mask, token_type_ids the ONNX graph takes, in order.",
     )
+    text_inputs: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description=(
+            "The V2 BYTES inputs tokenized together, in order: one text, or a pair such as question and "
+            "context (the first and second sequence of the tokenizer's pair template)."
+        ),
+    )
+    stride_tokens: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Tokens of overlap between the windows a long second text is split into (question "
+            "answering's doc_stride); 0 = no windows, long texts are truncated."
+        ),
+    )
 
 
 class Postprocessing(_Strict):
@@ -76,6 +91,15 @@ class Postprocessing(_Strict):
 
     pooling: Literal["mean", "cls", "none"] = "none"
     normalize: bool = False
+    max_answer_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Question answering: the longest answer span in tokens (end - start < this).",
+    )
+    handle_impossible_answer: bool = Field(
+        default=False,
+        description="Question answering: whether an empty answer may win (false: always a span of the context).",
+    )
 
 
 class Source(_Strict):

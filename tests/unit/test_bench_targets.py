@@ -172,3 +172,24 @@ def test_spec_adapter_errors(tmp_path: Path) -> None:
     (tmp_path / "missing.yaml").write_text("models: [{path: nowhere}]\n")
     with pytest.raises(NotFound, match=r"manifest\.json is missing"):
         targets_from_spec_file(tmp_path / "missing.yaml")
+
+
+def test_v2_bodies_for_question_answering_pair_each_question_with_its_context() -> None:
+    from modelfleet.bench.samples import BUILTIN_QA_PAIRS
+
+    metadata = {
+        "name": "qa",
+        "inputs": [
+            {"name": "question", "datatype": "BYTES", "shape": [-1]},
+            {"name": "context", "datatype": "BYTES", "shape": [-1]},
+        ],
+    }
+    bodies = v2_bodies(metadata, ["a sentence that is no question"], seed=0)
+    assert len(bodies) == len(BUILTIN_QA_PAIRS)
+    seen = []
+    for body in bodies:
+        inputs = {tensor["name"]: tensor for tensor in json.loads(body)["inputs"]}
+        assert inputs["question"]["shape"] == inputs["context"]["shape"] == [1]
+        seen.append((inputs["question"]["data"][0], inputs["context"]["data"][0]))
+    assert seen == list(BUILTIN_QA_PAIRS)  # every pair once, question and context kept together
+    assert any(len(context) > 800 for _, context in seen)  # long contexts: windows on the server

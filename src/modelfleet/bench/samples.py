@@ -34,6 +34,40 @@ BUILTIN_SENTENCES: tuple[str, ...] = (
     "Short.",
 )
 
+# Question answering (models whose inputs are `question` and `context`): each question answerable
+# from its context; two contexts run to a few hundred tokens so windowing shows in the load.
+_LONG_CONTEXT = (
+    "The observatory stands on a ridge above the town, about 2,400 metres above sea level, where the "
+    "air is dry and the sky is dark for most of the year. Its main telescope has a mirror 4.1 metres "
+    "across, cast in 1994 and polished for three years before it saw first light in 1998. Astronomers "
+    "use it to measure the light of distant galaxies, to follow comets and to search for planets around "
+    "nearby stars. A second, smaller telescope is reserved for students from the university, who book "
+    "nights a term in advance. Visitors may tour the dome on Saturday afternoons between April and "
+    "October; tickets cost eight euros and must be bought online. The road from the town is narrow and "
+    "closes after heavy snow, so winter visits are by arrangement only. In 2021 the observatory fitted "
+    "solar panels that cover most of its daytime power needs, and a battery bank keeps the instruments "
+    "running through the night when clouds are forecast to clear."
+)
+BUILTIN_QA_PAIRS: tuple[tuple[str, str], ...] = (
+    (
+        "What is the capital of Australia?",
+        "Canberra is the capital of Australia, chosen in 1908 as a compromise.",
+    ),
+    (
+        "How long does shipping take?",
+        "Orders ship within two days and usually arrive in three to five working days.",
+    ),
+    (
+        "Who founded the company?",
+        "The company was founded in 1976 by two engineers in a garage in California.",
+    ),
+    ("When is the meeting?", "The meeting has been moved to Thursday at ten in the morning, in room 4B."),
+    ("How big is the main mirror?", _LONG_CONTEXT),
+    ("When can visitors tour the dome?", _LONG_CONTEXT),
+    ("What does the battery bank do?", _LONG_CONTEXT),
+    ("What is the boiling point of water?", "At sea level water boils at 100 degrees Celsius."),
+)
+
 
 def load_samples(path: Path | None) -> list[str]:
     """Samples from ``path`` (UTF-8, one per line, blank lines skipped), or the built-in sentences."""

@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 
 from modelfleet import __version__
+from modelfleet.bench.samples import BUILTIN_QA_PAIRS
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.config.bench import BenchSpec, HttpEndpointSpec, ModelTargetSpec
 from modelfleet.config.serve import ServeSpec
@@ -33,6 +34,7 @@ from modelfleet.types import Datatype, ModelRef
 from modelfleet.yamlio import read_yaml_mapping
 
 SAMPLE_PLACEHOLDER = "{{sample}}"
+QA_INPUTS = ("question", "context")  # a model taking these two texts gets (question, context) pairs
 MAX_BODIES_PER_ENDPOINT = 1024  # distinct bodies kept per endpoint; requests cycle through them
 NUMERIC_VARIANTS = 16  # distinct random bodies for models without text inputs
 VARIABLE_DIM_SIZE = 16  # size picked for a variable (-1) dimension other than the batch dimension
@@ -236,6 +238,9 @@ def v2_bodies(metadata: dict[str, Any], samples: Sequence[str], seed: int, model
         except ValueError:
             raise InvalidInput(f"model {model!r}: unknown datatype {tensor['datatype']!r}") from None
         has_text = has_text or tensor["datatype"] == "BYTES"
+    names = [tensor["name"] for tensor in inputs]
+    if names == list(QA_INPUTS) and all(tensor["datatype"] == "BYTES" for tensor in inputs):
+        return _qa_bodies(inputs)
     variants = min(len(samples), MAX_BODIES_PER_ENDPOINT) if has_text else NUMERIC_VARIANTS
     rng = random.Random(seed)
     bodies = []
@@ -255,6 +260,23 @@ def v2_bodies(metadata: dict[str, Any], samples: Sequence[str], seed: int, model
             else:  # small non-negative integers fit every integer type (and are valid token ids)
                 data = [rng.randrange(0, 100) for _ in range(count)]
             tensors.append({"name": tensor["name"], "shape": shape, "datatype": datatype.value, "data": data})
+        bodies.append(orjson.dumps({"inputs": tensors}))
+    return bodies
+
+
+def _qa_bodies(inputs: list[dict[str, Any]]) -> list[bytes]:
+    """Question answering bodies: the built-in (question, context) pairs, a question with its own
+    context in every item (single sentences cannot make valid pairs, so --samples is not used)."""
+    pairs = BUILTIN_QA_PAIRS
+    bodies = []
+    for variant in range(min(len(pairs), MAX_BODIES_PER_ENDPOINT)):
+        shape = _concrete_shape(inputs[0]["shape"])
+        count = math.prod(shape)
+        chosen = [pairs[(variant + i) % len(pairs)] for i in range(count)]
+        tensors = [
+            {"name": name, "shape": shape, "datatype": "BYTES", "data": [pair[position] for pair in chosen]}
+            for position, name in enumerate(QA_INPUTS)
+        ]
         bodies.append(orjson.dumps({"inputs": tensors}))
     return bodies
 

@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +98,10 @@ def export_huggingface(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     detection = detect_hf_task(folder, options.task)
     # Head exporters plug in here, one branch per task in HEAD_SUFFIXES.
+    if detection.task == "question-answering":
+        from modelfleet.build.hf_question_answering import export_question_answering
+
+        return export_question_answering(folder, work_dir, options, report, detection)
     return _export_embedder(folder, work_dir, options, report, detection)
 
 
@@ -252,52 +257,16 @@ class _ReferenceModel:
 
     def export(self, destination: Path, sample_feed: dict[str, Array]) -> str:
         """Write the wrapped encoder as ONNX; returns which exporter produced it."""
-        import onnx
-        import torch
-
         wrapper = _make_embedding_module(self.encoder, self.settings.pooling)
-        names = self.graph_inputs()
-        args = tuple(torch.from_numpy(sample_feed[name]) for name in names)
-        dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in names}
-        dynamic_axes["embedding"] = {0: "batch"}
-        errors = []
-        for exporter in ("torchscript", "dynamo"):
-            destination.unlink(missing_ok=True)
-            try:
-                with warnings.catch_warnings(), torch.no_grad():
-                    warnings.simplefilter("ignore")  # tracer warnings are about code paths we do not take
-                    if exporter == "torchscript":
-                        # The dynamo exporter of torch 2.13 writes an invalid graph for this module
-                        # (an output name assigned twice) and takes 4× longer; TorchScript is reliable.
-                        specific: dict[str, Any] = {
-                            "dynamic_axes": dynamic_axes,
-                            "opset_version": ONNX_OPSET,
-                            "dynamo": False,
-                        }
-                    else:
-                        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                        specific = {
-                            "dynamic_shapes": {name: {0: batch, 1: sequence} for name in names},
-                            "opset_version": max(ONNX_OPSET, 18),
-                            "dynamo": True,
-                            "external_data": False,
-                        }
-                    torch.onnx.export(
-                        wrapper,
-                        args,
-                        str(destination),
-                        input_names=names,
-                        output_names=["embedding"],
-                        **specific,
-                    )
-                model = onnx.load(str(destination))
-                onnx.checker.check_model(model)
-                _name_output_dims(model, self.hidden_size)
-                onnx.save(model, str(destination))
-                return exporter
-            except Exception as exc:
-                errors.append(f"{exporter}: {first_line(exc)}")
-        raise InvalidInput(f"cannot export {self.folder.name} to ONNX ({'; '.join(errors)})")
+        return export_onnx_module(
+            wrapper,
+            sample_feed,
+            self.graph_inputs(),
+            {"embedding": {0: "batch"}},
+            destination,
+            self.folder.name,
+            lambda model: _name_output_dims(model, self.hidden_size),
+        )
 
     def embed(self, sentences: list[str]) -> Array:
         """Reference embeddings from the source framework (sentence-transformers, else transformers + pooling)."""
@@ -352,6 +321,67 @@ def _make_embedding_module(encoder: Any, pooling: str) -> Any:
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
     return EmbeddingModule().eval()
+
+
+def export_onnx_module(
+    module: Any,
+    sample_feed: dict[str, Array],
+    input_names: list[str],
+    output_axes: dict[str, dict[int, str]],
+    destination: Path,
+    what: str,
+    finish: Callable[[Any], None] | None = None,
+) -> str:
+    """Export a torch module taking `input_names` ([batch, sequence] int64) to checked ONNX.
+
+    `output_axes` names the outputs, in order, with their dynamic axes; `finish` may edit the
+    loaded graph before it is saved. Returns which exporter produced it.
+    """
+    import onnx
+    import torch
+
+    args = tuple(torch.from_numpy(sample_feed[name]) for name in input_names)
+    dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    dynamic_axes.update(output_axes)
+    errors = []
+    for exporter in ("torchscript", "dynamo"):
+        destination.unlink(missing_ok=True)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings are about code paths we do not take
+                if exporter == "torchscript":
+                    # The dynamo exporter of torch 2.13 writes an invalid graph for this module
+                    # (an output name assigned twice) and takes 4× longer; TorchScript is reliable.
+                    specific: dict[str, Any] = {
+                        "dynamic_axes": dynamic_axes,
+                        "opset_version": ONNX_OPSET,
+                        "dynamo": False,
+                    }
+                else:
+                    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+                    specific = {
+                        "dynamic_shapes": {name: {0: batch, 1: sequence} for name in input_names},
+                        "opset_version": max(ONNX_OPSET, 18),
+                        "dynamo": True,
+                        "external_data": False,
+                    }
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(destination),
+                    input_names=input_names,
+                    output_names=list(output_axes),
+                    **specific,
+                )
+            model = onnx.load(str(destination))
+            onnx.checker.check_model(model)
+            if finish is not None:
+                finish(model)
+            onnx.save(model, str(destination))
+            return exporter
+        except Exception as exc:
+            errors.append(f"{exporter}: {first_line(exc)}")
+    raise InvalidInput(f"cannot export {what} to ONNX ({'; '.join(errors)})")
 
 
 def _name_output_dims(model: Any, hidden_size: int) -> None:

@@ -83,3 +83,59 @@ CALIBRATION_SENTENCES: tuple[str, ...] = (
     "Battery drains fast after the latest update, phone gets hot while charging.",
     "She sings beautifully.",
 )
+
+_LONG_HISTORY = (
+    "The city began as a small river crossing where traders exchanged salt, grain and wool. "
+    "In the twelfth century a stone bridge replaced the ferry, and a market grew on the northern bank. "
+    "The first charter, granted in 1189, allowed the town to hold a weekly fair and to elect a mayor. "
+    "Over the next two hundred years the wool trade made the merchants rich; they built the guild hall, "
+    "paved the main street and founded a grammar school that still teaches about nine hundred pupils. "
+    "A fire in 1666 destroyed most of the timber houses near the harbour, and the council ordered that "
+    "new buildings be made of brick. The railway arrived in 1841, the population doubled within thirty "
+    "years, and cotton mills lined the canal until the last of them closed in 1979. Today the old mills "
+    "hold flats, a museum of industry and a university library with more than two million books. "
+    "The museum is open every day except Monday, from ten in the morning until five in the afternoon, "
+    "and entry is free for children under sixteen. Visitors can reach it by the number 42 bus from the "
+    "central station, a journey of about twelve minutes, or walk along the canal towpath in half an hour."
+)
+_LONG_SCIENCE = (
+    "Photosynthesis is the process by which green plants, algae and some bacteria turn light into "
+    "chemical energy. It takes place mainly in the chloroplasts of leaf cells, where the pigment "
+    "chlorophyll absorbs red and blue light and reflects green, which is why leaves look green. In the "
+    "light-dependent reactions, water molecules are split, releasing oxygen as a by-product and producing "
+    "the energy carriers ATP and NADPH. In the Calvin cycle, which does not need light directly, the enzyme "
+    "RuBisCO fixes carbon dioxide from the air into a three-carbon sugar. Plants use these sugars to build "
+    "cellulose for their cell walls and starch for storage. Scientists estimate that photosynthesis captures "
+    "about one hundred and thirty terawatts of energy worldwide, roughly six times the power that human "
+    "civilisation uses. Rising carbon dioxide levels can speed up photosynthesis in some crops, but heat "
+    "and drought often cancel the gain. Researchers in several countries are trying to engineer a faster "
+    "version of RuBisCO, because the natural enzyme is slow and often grabs oxygen instead of carbon dioxide, "
+    "a wasteful side reaction called photorespiration that can cost a crop a quarter of its yield."
+)
+
+# (question, context) pairs for question answering: short contexts and long ones that a model with
+# 128 to 384 positions splits into several overlapping windows, so the stride path is compared too.
+VERIFICATION_QA: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("Who wrote the novel?", "The novel was written by Jane Austen and published in 1813."),
+    (
+        "How tall is the tower?",
+        "The tower is 324 metres tall, about the same height as an 81-storey building.",
+    ),
+    (
+        "When does the shop open?",
+        "The shop opens at 9 a.m. on weekdays and at 10 a.m. on Saturdays; it is closed on Sundays.",
+    ),
+    (
+        "What colour is the sky on Mars?",
+        "During the day the Martian sky is a butterscotch colour, while sunsets there look blue.",
+    ),
+    ("When was the first charter granted?", _LONG_HISTORY),
+    ("Which bus goes to the museum?", _LONG_HISTORY),
+    ("How much energy does photosynthesis capture?", _LONG_SCIENCE),
+    ("What is photorespiration?", _LONG_SCIENCE),
+    (
+        "Où se trouve la tour Eiffel ?",
+        "La tour Eiffel se trouve à Paris, sur le Champ-de-Mars, près de la Seine.",
+    ),
+)

@@ -79,6 +79,10 @@ class TextEmbedding:
 
 def make_processing(manifest: Manifest, artifact_dir: Path) -> Processing:
     """The processing for an artifact's task (one line per task here; each lives in its own module)."""
+    if manifest.task == "question-answering":
+        from modelfleet.runtime.question_answering import make_question_answering
+
+        return make_question_answering(manifest, artifact_dir)
     if manifest.task == "text-embedding" or (manifest.task == "generic" and manifest.preprocessing):
         return TextEmbedding(manifest, artifact_dir)
     return TensorProcessing(manifest)

@@ -130,7 +130,15 @@ class TextCut:
 class TextEncoder:
     """Wraps a `tokenizers` tokenizer: strings in, padded id/mask arrays out, grouped by length."""
 
-    def __init__(self, tokenizer_file: Path, max_length_tokens: int, graph_inputs: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tokenizer_file: Path,
+        max_length_tokens: int,
+        graph_inputs: Sequence[str],
+        stride_tokens: int = 0,
+    ) -> None:
+        """`stride_tokens` > 0 makes a pair encoder: the second text is split into overlapping
+        windows (each with the whole first text) instead of truncated, as question answering needs."""
         # tokenizers' Rayon pool spin-waits after each batch and steals the cores ONNX Runtime needs;
         # on server-sized batches (tens of short texts) serial tokenization is faster (measured 78 vs
         # 93 ms per batch of 32 on 2 cores). Must be set before the tokenizer's first parallel call.
@@ -142,19 +150,35 @@ class TextEncoder:
         except Exception as exc:
             raise IntegrityError(f"cannot read tokenizer {tokenizer_file.name}: {exc}") from None
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(max_length=max_length_tokens)
+        # A copy without truncation counts a first text's tokens (one instance per use: the
+        # tokenizer's settings are shared state and predict runs in worker threads).
+        self._counter = Tokenizer.from_str(self._tokenizer.to_str())
+        self._counter.no_truncation()
+        if stride_tokens > 0:
+            self._tokenizer.enable_truncation(
+                max_length=max_length_tokens, stride=stride_tokens, strategy="only_second"
+            )
+        else:
+            self._tokenizer.enable_truncation(max_length=max_length_tokens)
+        # With windows, each holds the whole first text, the special tokens and more than
+        # `stride_tokens` of the second; tokenizers panics on a first text longer than that.
+        self.max_first_tokens = (
+            max_length_tokens - self._tokenizer.num_special_tokens_to_add(True) - stride_tokens - 1
+        )
         self.graph_inputs = list(graph_inputs)
         unknown = set(self.graph_inputs) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:
             raise IntegrityError(f"tokenizer cannot produce graph inputs {sorted(unknown)}")
         self.cut = _text_cut(self._tokenizer, max_length_tokens)
 
-    def prepare(self, texts: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
-        """One request's texts as str, each checked as UTF-8 and cut to what the tokenizer keeps.
+    def prepare(self, texts: np.ndarray[Any, Any], name: str, cut: bool = True) -> np.ndarray[Any, Any]:
+        """One request's texts as str, each checked as UTF-8 and (`cut`) cut to what the tokenizer keeps.
 
         O(bytes): one decode per element (the format forces a loop over elements) and, for long
-        texts, a regex search of at most `cut.max_chars` characters.
+        texts, a regex search of at most `cut.max_chars` characters. A text split into windows
+        (a question answering context) is not cut: all of it is searched for the answer.
         """
+        cutter = self.cut if cut else None
         flat = texts.ravel()
         prepared = np.empty(len(flat), dtype=object)
         for index, item in enumerate(flat):
@@ -165,7 +189,7 @@ class TextEncoder:
                     raise InvalidInput(f"input '{name}' item {index} is not UTF-8 text") from None
             else:
                 text = str(item)
-            prepared[index] = self.cut(text, name, index) if self.cut is not None else text
+            prepared[index] = cutter(text, name, index) if cutter is not None else text
         return prepared.reshape(texts.shape)
 
     def encode_groups(
@@ -182,21 +206,40 @@ class TextEncoder:
             except UnicodeDecodeError:
                 raise InvalidInput("input 'text' must be UTF-8") from None
         encodings = self._tokenizer.encode_batch(strings, add_special_tokens=True)
-        id_lists = [encoding.ids for encoding in encodings]
-        groups = plan_length_groups([len(ids) for ids in id_lists])
+        return self.group_feeds([encoding.ids for encoding in encodings])
+
+    def first_text_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has on its own (no special tokens, no truncation)."""
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_windows(self, firsts: Sequence[str], seconds: Sequence[str]) -> list[list[Any]]:
+        """Each pair's `tokenizers.Encoding`s: the first window, then the overflowing ones in order.
+
+        The caller keeps each first text within `max_first_tokens` (longer ones make tokenizers panic).
+        """
+        encodings = self._tokenizer.encode_batch(list(zip(firsts, seconds, strict=True)))
+        return [[encoding, *encoding.overflowing] for encoding in encodings]
+
+    def group_feeds(
+        self, id_lists: Sequence[Sequence[int]], type_id_lists: Sequence[Sequence[int]] | None = None
+    ) -> list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]]:
+        """Token id rows → (row indices, padded graph feed) per length group (`plan_length_groups`)."""
         feeds: list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]] = []
-        for indices in groups:
+        for indices in plan_length_groups([len(ids) for ids in id_lists]):
             width = max(len(id_lists[i]) for i in indices)
             input_ids = np.zeros((len(indices), width), dtype=np.int64)
             attention_mask = np.zeros((len(indices), width), dtype=np.int64)
+            token_type_ids = np.zeros((len(indices), width), dtype=np.int64)
             for row, index in enumerate(indices):
                 ids = id_lists[index]
                 input_ids[row, : len(ids)] = ids
                 attention_mask[row, : len(ids)] = 1
+                if type_id_lists is not None:
+                    token_type_ids[row, : len(ids)] = type_id_lists[index]
             available = {
                 "input_ids": input_ids,
                 "attention_mask": attention_mask,
-                "token_type_ids": np.zeros_like(input_ids),
+                "token_type_ids": token_type_ids,
             }
             feeds.append((indices, {name: available[name] for name in self.graph_inputs}))
         return feeds

@@ -195,6 +195,7 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
             f"model '{entry.name}' has no input {extra[0]!r}; it takes {_describe(specs.values())}"
         )
     items = -1
+    first_name = ""
     limit = entry.config.batching.items_per_request_limit()
     arrays: Arrays = {}
     for name, spec in specs.items():
@@ -208,8 +209,11 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
         if not tensor.shape or tensor.shape[0] < 1:
             raise InvalidInput(f"input '{name}' must hold at least one item along the first dimension")
         if items not in (-1, tensor.shape[0]):
-            raise InvalidInput("all inputs must have the same first (batch) dimension")
-        items = tensor.shape[0]
+            raise InvalidInput(
+                f"input '{name}' holds {tensor.shape[0]} items but '{first_name}' holds {items}: "
+                "all inputs must have the same first (batch) dimension"
+            )
+        items, first_name = tensor.shape[0], first_name or name
         if items > limit:
             raise InvalidInput(
                 f"input '{name}' holds {items} items, over the limit of {limit} items per request "
