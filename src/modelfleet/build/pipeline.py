@@ -123,6 +123,10 @@ def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report:
 
         assert resolved.sklearn_format is not None
         return export_sklearn(resolved.path, resolved.sklearn_format, work, options, report)
+    if resolved.kind == "torch":
+        from modelfleet.build.torch_module import export_torch
+
+        return export_torch(resolved, work, options, report)
     from modelfleet.build.onnx_source import export_onnx
 
     return export_onnx(resolved.path, work, options, report)

@@ -1,8 +1,9 @@
 """Recognise what kind of model source the user points at, and fingerprint it.
 
 Kinds: a Hugging Face transformer folder, a scikit-learn estimator file (skops, or pickle/joblib when
-trusted) and an ONNX file. Detection looks at the path only; loading (and the checks that come with
-it) is each exporter's job.
+trusted), an ONNX file, and PyTorch (a TorchScript file, or `module:function` code, see torch_source).
+Detection looks at the path (and a zip's entry names) only; loading (and the checks that come with it)
+is each exporter's job.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from pathlib import Path
 from typing import Literal
 
 from modelfleet.build.bundled import BUNDLED_MODEL_NAME, BUNDLED_SOURCE, bundled_model_dir
+from modelfleet.build.torch_source import (
+    TORCH_SUFFIXES,
+    TorchCallable,
+    parse_callable,
+    refuse_non_torchscript,
+    torch_zip_kind,
+)
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.manifest import sha256_file
 
-SourceKind = Literal["huggingface", "sklearn", "onnx"]
+SourceKind = Literal["huggingface", "sklearn", "onnx", "torch"]
 SklearnFormat = Literal["skops", "pickle"]
 
 _SKOPS_SUFFIXES = {".skops"}
@@ -35,6 +43,7 @@ class ResolvedSource:
     default_name: str
     reference: str  # what the user typed, e.g. "bundled:all-MiniLM-L6-v2" or a path
     sklearn_format: SklearnFormat | None = None
+    torch_callable: TorchCallable | None = None  # kind "torch" from module:function; None for TorchScript
 
 
 def resolve_source(source: str | Path) -> ResolvedSource:
@@ -46,6 +55,9 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("huggingface", bundled_model_dir(), BUNDLED_MODEL_NAME, text)
     path = Path(source).expanduser()
     if not path.exists():
+        entry = parse_callable(text)
+        if entry is not None:
+            return ResolvedSource("torch", entry.file, safe_name(entry.stem), text, torch_callable=entry)
         raise NotFound(f"model source {path} does not exist")
     path = path.resolve()
     if path.is_dir():
@@ -63,9 +75,14 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "skops")
     if suffix in _PICKLE_SUFFIXES:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "pickle")
+    if torch_zip_kind(path) == "torchscript":  # by content, whatever the suffix
+        return ResolvedSource("torch", path, safe_name(path.stem), text)
+    if suffix in TORCH_SUFFIXES:
+        raise refuse_non_torchscript(path)
     raise InvalidInput(
         f"cannot tell what kind of model {path.name} is: expected a Hugging Face folder, "
-        "a .skops (or trusted .pkl/.joblib) scikit-learn file, or an .onnx file"
+        "a .skops (or trusted .pkl/.joblib) scikit-learn file, an .onnx file, a TorchScript file, "
+        "or module:function returning a torch.nn.Module"
     )
 
 
