@@ -2,11 +2,13 @@
 
 TwoInputMLP takes `features` [batch, 6] and `extra` [batch, 2] and returns a dict: `scores` [batch, 3]
 (float) and `label` [batch] (int64, the argmax). Random-initialised from a fixed seed, hidden 32.
-NestedOutputMLP returns what V2 cannot carry (an `aux` list of lists) for the refusal tests.
+NestedOutputMLP returns what V2 cannot carry (an `aux` list of lists) for the refusal tests;
+BranchyMLP takes a Python branch on its batch, which a traced graph freezes (verification catches it).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,13 @@ class NestedOutputMLP(TwoInputMLP):
         return {"scores": scores, "aux": [[scores]]}  # type: ignore[dict-item]
 
 
+class BranchyMLP(TwoInputMLP):
+    def forward(self, features: Tensor, extra: Tensor) -> Tensor:  # type: ignore[override]
+        scores = super().forward(features, extra)["scores"]
+        # Decided once per batch in Python: tracing records the branch the example batch took.
+        return scores * 2.0 if bool(features[:, 0].sum() > 0) else scores * -3.0
+
+
 def make_model() -> nn.Module:
     torch.manual_seed(SEED)
     return TwoInputMLP().eval()
@@ -47,6 +56,11 @@ def make_model() -> nn.Module:
 def make_nested_model() -> nn.Module:
     torch.manual_seed(SEED)
     return NestedOutputMLP().eval()
+
+
+def make_branchy_model() -> nn.Module:
+    torch.manual_seed(SEED)
+    return BranchyMLP().eval()
 
 
 def example_inputs(rows: int = 12, seed: int = 7) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
@@ -64,7 +78,9 @@ def write_examples(path: Path, rows: int = 12) -> Path:
 
 def write_torchscript(path: Path) -> Path:
     """make_model() compiled with torch.jit.script and saved with torch.jit.save."""
-    torch.jit.save(torch.jit.script(make_model()), str(path))
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; people still ship these files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(make_model()), str(path))
     return path
 
 

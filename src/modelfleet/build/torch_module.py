@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,7 +174,9 @@ def _load_module(path: Path, entry: TorchCallable | None) -> Any:
     if entry is None:
         try:
             jit: Any = torch.jit  # untyped functions
-            module = jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; files of it abound
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise InvalidInput(f"{path.name} is not a loadable TorchScript file: {first_line(exc)}") from None
         return module.eval()
@@ -349,8 +352,9 @@ class _TorchReference:
         if isinstance(self.module, torch.jit.ScriptModule):
             # The ONNX exporter's tracer does not follow calls into a scripted submodule, but a
             # traced wrapper is a ScriptModule whose graph it exports directly.
-            with torch.no_grad():
-                jit: Any = torch.jit  # untyped functions
+            jit: Any = torch.jit  # untyped functions
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript deprecation; tracer notes (verified below)
                 return jit.trace(flat, example, check_trace=False)
         return flat
 
