@@ -120,6 +120,10 @@ def test_example_arrays_forward_does_not_take_are_refused(code: Path, tmp_path: 
     np.savez(samples, x=np.zeros((2, 3), np.float32), y=np.zeros((2, 1), np.float32))
     with pytest.raises(InvalidInput, match=r"has arrays \['y'\] that forward\(x\) does not take"):
         _build(code, "namedtuple_output", tmp_path, samples=samples)
+    one_row = tmp_path / "one.npy"
+    np.save(one_row, np.zeros((1, 3), np.float32))
+    with pytest.raises(InvalidInput, match="needs a batch axis \\(axis 0\\) of at least 2 rows"):
+        _build(code, "namedtuple_output", tmp_path, samples=one_row)
     text = tmp_path / "text.npz"
     np.savez(text, x=np.array([["a", "b", "c"]]))
     with pytest.raises(InvalidInput, match="array 'x' is <U1, which V2 inputs cannot carry"):

@@ -36,6 +36,8 @@ from modelfleet.types import Datatype, Progress
 # Rows verified one at a time (the whole file is also verified as one batch): enough to catch a graph
 # whose batch axis was frozen or mixed up, without one run per row of a large samples file.
 BATCH_1_ROWS = 16
+# With one row, "the whole file" is a batch of 1 too, and a graph frozen at batch 1 would pass.
+MIN_EXAMPLE_ROWS = 2
 _V2_BY_NUMPY = {
     np.dtype(np.bool_): Datatype.BOOL,
     np.dtype(np.uint8): Datatype.UINT8,
@@ -126,8 +128,8 @@ def export_torch(
 def load_examples(path: Path) -> dict[str, Array]:
     """Example inputs: an .npz (arrays by input name, in file order) or an .npy (one input, named later).
 
-    Every array needs a batch axis and the same number of rows; dtypes are V2's (no strings, objects
-    or complex numbers).
+    Every array needs a batch axis and the same number of rows (at least MIN_EXAMPLE_ROWS); dtypes
+    are V2's (no strings, objects or complex numbers).
     """
     if not path.is_file():
         raise InvalidInput(f"samples file {path} does not exist")
@@ -157,8 +159,11 @@ def load_examples(path: Path) -> dict[str, Array]:
                 f"samples file {path.name}: {label} is {array.dtype}, which V2 inputs cannot carry "
                 "(use bool, integers or float16/32/64)"
             )
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise InvalidInput(f"samples file {path.name}: {label} needs a batch axis with at least one row")
+        if array.ndim == 0 or array.shape[0] < MIN_EXAMPLE_ROWS:
+            raise InvalidInput(
+                f"samples file {path.name}: {label} needs a batch axis (axis 0) of at least "
+                f"{MIN_EXAMPLE_ROWS} rows, so that batches of 1 and of the whole file can be verified"
+            )
         rows.add(array.shape[0])
     if len(rows) > 1:
         raise InvalidInput(
@@ -209,8 +214,12 @@ def _import(entry: TorchCallable) -> Any:
         assert spec is not None and spec.loader is not None  # a .py file always has a source loader
         code = importlib.util.module_from_spec(spec)
         sys.modules[name] = code  # dataclasses and pickling look modules up by name
-        with _search_path(entry.file.parent):  # so the file can import its neighbours
-            spec.loader.exec_module(code)
+        try:
+            with _search_path(entry.file.parent):  # so the file can import its neighbours
+                spec.loader.exec_module(code)
+        except BaseException:
+            del sys.modules[name]
+            raise
         return code
     except Exception as exc:
         raise InvalidInput(
