@@ -23,12 +23,16 @@ def sources(torch_sources: Path, tmp_path: Path) -> Path:
 
 
 def test_torchscript_file_builds_and_says_what_it_found(sources: Path) -> None:
-    result = run_build("mlp.pt", "-o", "out", "--samples", "examples.npz", cwd=sources)
+    result = run_build(
+        "mlp.pt", "-o", "out", "--samples", "examples.npz", "--max-relative-diff", "0.001", cwd=sources
+    )
     assert result.returncode == 0, result.stderr
     assert "found TorchScript file" in result.stdout
     for text in ("max_abs_diff[scores]", "label_agreement[label]", "features", "extra"):
         assert text in result.stdout
-    assert read_manifest(sources / "out").source.kind == "torch"
+    manifest = read_manifest(sources / "out")
+    assert manifest.source.kind == "torch" and manifest.extra["max_relative_diff"] == 0.001
+    assert manifest.verification[0].threshold >= 0.001
 
 
 def test_module_function_source_is_refused_without_trust_code(sources: Path) -> None:
