@@ -68,3 +68,15 @@ def test_output_v2_cannot_carry_is_refused_by_name(sources: Path) -> None:
         "output 'aux' is a list of lists; V2 carries flat tensors: return a tuple or dict of tensors",
     )
     assert_nothing_written(sources, before)
+
+
+def test_a_module_no_exporter_can_export_fails_in_one_line(sources: Path) -> None:
+    """Both exporters' reasons in one line; the TorchScript exporter's native graph dump stays hidden."""
+    before = {p.name for p in sources.iterdir()}
+    result = run_build(
+        f"{MLP_FILE}:make_bucket_model", "-o", "out", "--samples", "examples.npz", "--trust-code", cwd=sources
+    )
+    assert_one_line_failure(result, 2, f"cannot export {MLP_FILE}:make_bucket_model to ONNX (torchscript: ")
+    assert "torchscript: Exporting the operator 'aten::searchsorted'" in result.stderr
+    assert "; dynamo: " in result.stderr and "Torch IR graph" not in result.stderr
+    assert_nothing_written(sources, before)

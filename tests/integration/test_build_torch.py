@@ -49,7 +49,8 @@ def test_manifest_names_inputs_outputs_and_verification(
     manifest = read_manifest(torch_artifacts[which])
     verify_files(torch_artifacts[which], manifest)
     assert (manifest.task, manifest.source.kind, manifest.extra["detected"]) == ("generic", "torch", detected)
-    assert manifest.extra["torch_source"] == torch_source and manifest.extra["exporter"] == "torchscript"
+    assert manifest.extra["torch_source"] == torch_source
+    assert (manifest.extra["exporter"], manifest.extra["onnx_opset"]) == ("torchscript", 17)
     assert _describe(manifest) == [
         ("features", "FP32", [-1, 6]),
         ("extra", "FP32", [-1, 2]),
@@ -100,3 +101,14 @@ def test_a_graph_that_froze_a_branch_fails_row_by_row_verification(
     with pytest.raises(VerificationFailed, match=r"max_abs_diff\[output_0\]"):
         build_artifact("tests.support.torch_mlp:make_branchy_model", tmp_path / "branchy", options)
     assert not (tmp_path / "branchy").exists()
+
+
+def test_an_operator_torchscript_cannot_export_falls_back_to_dynamo(
+    torch_sources: Path, tmp_path: Path
+) -> None:
+    options = BuildOptions(samples=torch_sources / "examples.npz", trust_code=True)
+    manifest = build_artifact("tests.support.torch_mlp:make_rms_model", tmp_path / "rms", options)
+    assert (manifest.extra["exporter"], manifest.extra["onnx_opset"]) == ("dynamo", 18)
+    assert [(f.name, f.shape) for f in manifest.outputs] == [("normed", [-1, 3])]
+    [check] = manifest.verification
+    assert check.metric == "max_abs_diff[normed]" and check.passed

@@ -3,7 +3,9 @@
 TwoInputMLP takes `features` [batch, 6] and `extra` [batch, 2] and returns a dict: `scores` [batch, 3]
 (float) and `label` [batch] (int64, the argmax). Random-initialised from a fixed seed, hidden 32.
 NestedOutputMLP returns what V2 cannot carry (an `aux` list of lists) for the refusal tests;
-BranchyMLP takes a Python branch on its batch, which a traced graph freezes (verification catches it).
+BranchyMLP takes a Python branch on its batch, which a traced graph freezes (verification catches it);
+RMSNormMLP needs the dynamo exporter (aten::rms_norm has no opset-17 TorchScript export) and
+BucketMLP has no ONNX export at all (aten::searchsorted).
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ class BranchyMLP(TwoInputMLP):
         return scores * 2.0 if bool(features[:, 0].sum() > 0) else scores * -3.0
 
 
+class RMSNormMLP(TwoInputMLP):
+    def forward(self, features: Tensor, extra: Tensor) -> dict[str, Tensor]:
+        scores = super().forward(features, extra)["scores"]
+        return {"normed": torch.nn.functional.rms_norm(scores, (CLASSES,))}
+
+
+class BucketMLP(TwoInputMLP):
+    def forward(self, features: Tensor, extra: Tensor) -> dict[str, Tensor]:
+        scores = super().forward(features, extra)["scores"]
+        return {"bucket": torch.searchsorted(torch.tensor([-0.5, 0.0, 0.5]), scores.contiguous())}
+
+
 def make_model() -> nn.Module:
     torch.manual_seed(SEED)
     return TwoInputMLP().eval()
@@ -61,6 +75,16 @@ def make_nested_model() -> nn.Module:
 def make_branchy_model() -> nn.Module:
     torch.manual_seed(SEED)
     return BranchyMLP().eval()
+
+
+def make_rms_model() -> nn.Module:
+    torch.manual_seed(SEED)
+    return RMSNormMLP().eval()
+
+
+def make_bucket_model() -> nn.Module:
+    torch.manual_seed(SEED)
+    return BucketMLP().eval()
 
 
 def example_inputs(rows: int = 12, seed: int = 7) -> dict[str, np.ndarray]:  # type: ignore[type-arg]

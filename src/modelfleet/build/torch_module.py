@@ -26,7 +26,7 @@ from modelfleet.build.exported import Array, ExportedModel, row_batchings
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.sources import ResolvedSource
-from modelfleet.build.torch_export import ONNX_OPSET, export_with_fallback
+from modelfleet.build.torch_export import export_with_fallback
 from modelfleet.build.torch_source import TorchCallable
 from modelfleet.build.verify import agreement_check, max_abs_diff_check, run_session
 from modelfleet.errors import InvalidInput
@@ -97,7 +97,7 @@ def export_torch(
     )
     if not exporter:
         raise InvalidInput(f"cannot export {resolved.reference} to ONNX ({'; '.join(errors)})")
-    _check_graph_names(onnx_path, input_names, output_names)
+    opset = _checked_graph_opset(onnx_path, input_names, output_names)
     tolerance = options.relative_diff_threshold()
 
     def verify(session: Any, artifact_dir: Path) -> list[Verification]:
@@ -116,7 +116,7 @@ def export_torch(
         libraries=("torch", "onnx"),
         extra={
             "exporter": exporter,
-            "onnx_opset": ONNX_OPSET if exporter == "torchscript" else "dynamo (18 or later)",
+            "onnx_opset": opset,
             "torch_source": f"module:function {entry.describe()}" if entry else "TorchScript",
             "max_relative_diff": tolerance,
             "verification_samples": f"{options.samples.name} ({len(next(iter(examples.values())))} rows)",
@@ -471,11 +471,13 @@ def _task(options: BuildOptions, outputs: list[TensorField]) -> str:
     return "generic"  # any other --task is refused by the pipeline, naming what was found
 
 
-def _check_graph_names(onnx_path: Path, input_names: list[str], output_names: list[str]) -> None:
-    """The exporter drops unused inputs and may merge outputs that are the same tensor: refuse both."""
+def _checked_graph_opset(onnx_path: Path, input_names: list[str], output_names: list[str]) -> int:
+    """The graph's ONNX opset, once its tensors are the ones asked for: the exporter drops unused
+    inputs and may merge outputs that are the same tensor, and both are refused."""
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph = model.graph
     initializers = {init.name for init in graph.initializer}
     got_inputs = [v.name for v in graph.input if v.name not in initializers]
     got_outputs = [v.name for v in graph.output]
@@ -490,6 +492,7 @@ def _check_graph_names(onnx_path: Path, input_names: list[str], output_names: li
             f"the exported graph has outputs {got_outputs}, not {output_names}; return each output as its "
             "own tensor (not the same tensor twice, nor an input)"
         )
+    return next(int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx"))
 
 
 def verify_against_torch(
