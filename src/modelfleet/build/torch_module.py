@@ -253,7 +253,8 @@ class _CallPlan:
 
     @classmethod
     def bind(cls, module: Any, examples: dict[str, Array], samples: Path) -> _CallPlan:
-        """Name the arrays after forward()'s parameters and check they cover its required ones."""
+        """Check the arrays cover forward()'s required parameters (a lone .npy array is renamed, in
+        place, after the first one) and say how to pass them."""
         import torch
 
         if isinstance(module, torch.jit.ScriptModule):
