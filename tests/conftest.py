@@ -61,3 +61,16 @@ def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = folder / "iris"
     build_artifact(source, output, BuildOptions(name="iris"))
     return output
+
+
+@pytest.fixture(scope="session")
+def torch_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/support/torch_mlp's model as a TorchScript file `mlp.pt` and a plain torch.save pickle
+    `pickled.pt`, with example inputs `examples.npz` (12 rows of `features` and `extra`)."""
+    from tests.support import torch_mlp
+
+    folder = tmp_path_factory.mktemp("torch")
+    torch_mlp.write_torchscript(folder / "mlp.pt")
+    torch_mlp.write_torch_save(folder / "pickled.pt")
+    torch_mlp.write_examples(folder / "examples.npz")
+    return folder

@@ -103,7 +103,7 @@ class Postprocessing(_Strict):
 
 
 class Source(_Strict):
-    kind: Literal["huggingface", "sklearn", "onnx", "xgboost", "lightgbm"]
+    kind: Literal["huggingface", "sklearn", "onnx", "xgboost", "lightgbm", "torch"]
     path: str
     sha256: str = Field(description="sha256 over the source's files, in sorted path order.")
 

@@ -93,7 +93,7 @@ def test_files_that_only_look_like_tree_models_are_refused(
 ) -> None:
     path = tmp_path / filename
     path.write_bytes(content)
-    with pytest.raises(InvalidInput, match=r"an XGBoost model .* or a LightGBM text model"):
+    with pytest.raises(InvalidInput, match=r"an XGBoost model .*, a LightGBM text model .*TorchScript"):
         resolve_source(path)
 
 
@@ -194,3 +194,50 @@ def test_importing_the_build_package_does_not_import_heavy_frameworks() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+def test_torchscript_is_recognised_by_content_whatever_the_suffix(
+    torch_sources: Path, tmp_path: Path
+) -> None:
+    renamed = tmp_path / "exported.bin"
+    renamed.write_bytes((torch_sources / "mlp.pt").read_bytes())
+    for path in (torch_sources / "mlp.pt", renamed):
+        resolved = resolve_source(path)
+        assert (resolved.kind, resolved.torch_callable, resolved.default_name) == ("torch", None, path.stem)
+
+
+def test_a_torch_save_pickle_is_refused_with_how_to_make_torchscript(
+    torch_sources: Path, tmp_path: Path
+) -> None:
+    old_format = tmp_path / "legacy.pth"
+    old_format.write_bytes(b"\x80\x02}q\x00.")  # a bare pickle, as torch.save wrote before zip files
+    for path in (torch_sources / "pickled.pt", old_format):
+        with pytest.raises(
+            InvalidInput, match=r"not a TorchScript file .* torch\.jit\.save\(torch\.jit\.script"
+        ):
+            resolve_source(path)
+
+
+def test_module_function_is_found_without_importing_it(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise SystemExit('imported the package')\n")
+    (package / "models.py").write_text("raise SystemExit('imported the module')\n")
+    sys.path.insert(0, str(tmp_path / "src"))
+    try:
+        resolved = resolve_source("mypkg.models:make_model")
+    finally:
+        sys.path.remove(str(tmp_path / "src"))
+    assert resolved.kind == "torch" and resolved.path == (package / "models.py").resolve()
+    assert resolved.torch_callable is not None and resolved.torch_callable.function == "make_model"
+    assert resolved.default_name == "models" and "mypkg" not in sys.modules
+    by_file = resolve_source(f"{package / 'models.py'}:build")
+    assert (by_file.path, by_file.default_name) == ((package / "models.py").resolve(), "models")
+    assert by_file.torch_callable is not None and by_file.torch_callable.describe() == "models.py:build"
+
+
+def test_module_function_of_a_missing_module_or_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="not on the search path"):
+        resolve_source("no_such_package.models:make_model")
+    with pytest.raises(NotFound, match="does not exist"):
+        resolve_source(f"{tmp_path / 'gone.py'}:make_model")

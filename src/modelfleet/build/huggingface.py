@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,12 @@ from modelfleet.build.hf_detect import HfDetection, detect_hf_task
 from modelfleet.build.messages import first_line
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.samples import CALIBRATION_SENTENCES, VERIFICATION_SENTENCES
+from modelfleet.build.torch_export import ONNX_OPSET
 from modelfleet.build.verify import cosine_check, run_session
 from modelfleet.errors import InvalidInput
 from modelfleet.manifest import Postprocessing, TensorField, Tokenization, Verification
 from modelfleet.types import Datatype, Progress
 
-ONNX_OPSET = 17
 TOKENIZER_FILE = "tokenizer.json"
 _SUPPORTED_ST_MODULES = {
     "sentence_transformers.models.Transformer",
@@ -340,48 +339,21 @@ def export_onnx_module(
     import onnx
     import torch
 
+    from modelfleet.build.torch_export import export_with_fallback
+
     args = tuple(torch.from_numpy(sample_feed[name]) for name in input_names)
     dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in input_names}
     dynamic_axes.update(output_axes)
-    errors = []
-    for exporter in ("torchscript", "dynamo"):
-        destination.unlink(missing_ok=True)
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # tracer warnings are about code paths we do not take
-                if exporter == "torchscript":
-                    # The dynamo exporter of torch 2.13 writes an invalid graph for this module
-                    # (an output name assigned twice) and takes 4× longer; TorchScript is reliable.
-                    specific: dict[str, Any] = {
-                        "dynamic_axes": dynamic_axes,
-                        "opset_version": ONNX_OPSET,
-                        "dynamo": False,
-                    }
-                else:
-                    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                    specific = {
-                        "dynamic_shapes": {name: {0: batch, 1: sequence} for name in input_names},
-                        "opset_version": max(ONNX_OPSET, 18),
-                        "dynamo": True,
-                        "external_data": False,
-                    }
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(destination),
-                    input_names=input_names,
-                    output_names=list(output_axes),
-                    **specific,
-                )
-            model = onnx.load(str(destination))
-            onnx.checker.check_model(model)
-            if finish is not None:
-                finish(model)
-            onnx.save(model, str(destination))
-            return exporter
-        except Exception as exc:
-            errors.append(f"{exporter}: {first_line(exc)}")
-    raise InvalidInput(f"cannot export {what} to ONNX ({'; '.join(errors)})")
+    exporter, errors = export_with_fallback(
+        module, args, destination, input_names, list(output_axes), dynamic_axes
+    )
+    if not exporter:
+        raise InvalidInput(f"cannot export {what} to ONNX ({'; '.join(errors)})")
+    if finish is not None:
+        model = onnx.load(str(destination))
+        finish(model)
+        onnx.save(model, str(destination))
+    return exporter
 
 
 def _name_output_dims(model: Any, hidden_size: int) -> None:

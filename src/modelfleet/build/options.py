@@ -19,6 +19,10 @@ BuildTask = Literal["auto"] | Task
 # minimum over the sample set is the figure that must clear the bar.
 DEFAULT_MIN_COSINE = {"fp32": 0.999, "int8": 0.98}
 MAX_PROBABILITY_DIFF = 1e-4
+# PyTorch sources: max |artifact − torch| per float output, relative to max(1, max |torch|). fp32 ONNX
+# Runtime vs eager torch differs by float rounding (1.2e-7 on the test MLP); int8 weights moved a 3-layer
+# MLP's outputs by 1.6e-3, so 0.05 leaves a 30× margin.
+DEFAULT_MAX_RELATIVE_DIFF = {"fp32": 1e-4, "int8": 5e-2}
 
 
 class BuildOptions(SpecModel):
@@ -59,6 +63,13 @@ class BuildOptions(SpecModel):
         default=False,
         description="Load pickle/joblib sources and skops files with any types. Unpickling runs code: only for files you trust.",
     )
+    trust_code: bool = Field(
+        default=False,
+        description=(
+            "Build a module:function source: import the module and call the function (runs its Python "
+            "code: only for code you trust). TorchScript files need no trust."
+        ),
+    )
     trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra fully qualified type names to trust when loading a skops file (e.g. mypackage.features.clip).",
@@ -67,7 +78,8 @@ class BuildOptions(SpecModel):
         default=None,
         description=(
             "Verification inputs instead of the built-in ones: .txt/.json sentences (text models), "
-            ".npy/.csv rows (scikit-learn), .npz arrays keyed by input name (ONNX files)."
+            ".npy/.csv rows (scikit-learn), .npz arrays keyed by input name (ONNX files; PyTorch sources, "
+            "where they are required and define the inputs' dtypes and shapes, or .npy for one input)."
         ),
     )
     min_cosine: float | None = Field(
@@ -95,6 +107,20 @@ class BuildOptions(SpecModel):
         le=1.0,
         description="Tabular classifiers: largest acceptable absolute difference of any class probability from the framework's.",
     )
+
+    max_relative_diff: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "PyTorch sources: largest acceptable max |artifact − torch| per float output, as a fraction "
+            "of max(1, max |torch|); default 1e-4 for fp32 and 0.05 for int8."
+        ),
+    )
+
+    def relative_diff_threshold(self) -> float:
+        if self.max_relative_diff is not None:
+            return self.max_relative_diff
+        return DEFAULT_MAX_RELATIVE_DIFF[self.precision]
 
     def cosine_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else DEFAULT_MIN_COSINE[self.precision]

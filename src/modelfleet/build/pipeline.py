@@ -127,6 +127,10 @@ def _export(resolved: ResolvedSource, work: Path, options: BuildOptions, report:
         from modelfleet.build.boosted_trees import export_boosted_trees
 
         return export_boosted_trees(resolved.path, resolved.kind, work, options, report)
+    if resolved.kind == "torch":
+        from modelfleet.build.torch_module import export_torch
+
+        return export_torch(resolved, work, options, report)
     from modelfleet.build.onnx_source import export_onnx
 
     return export_onnx(resolved.path, work, options, report)

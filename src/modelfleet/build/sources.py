@@ -1,10 +1,11 @@
 """Recognise what kind of model source the user points at, and fingerprint it.
 
 Kinds: a Hugging Face transformer folder, a scikit-learn estimator file (skops, or pickle/joblib when
-trusted), an ONNX file, and XGBoost / LightGBM models in their own saved formats. Detection looks at
-the path, and for the tree formats at the file's first bytes (a `.json` could be anything; an XGBoost
-model opens with its "learner" object, a LightGBM text model with "tree\nversion="). Loading (and the
-checks that come with it) is each exporter's job.
+trusted), an ONNX file, XGBoost / LightGBM models in their own saved formats, and PyTorch (a
+TorchScript file, or `module:function` code, see torch_source). Detection looks at the path, and
+at the content where the suffix cannot tell: a zip's entry names (TorchScript), a file's first bytes
+(a `.json` could be anything; an XGBoost model opens with its "learner" object, a LightGBM text
+model with "tree\nversion="). Loading (and the checks that come with it) is each exporter's job.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from pathlib import Path
 from typing import Literal
 
 from modelfleet.build.bundled import BUNDLED_MODEL_NAME, BUNDLED_SOURCE, bundled_model_dir
+from modelfleet.build.torch_source import (
+    TORCH_SUFFIXES,
+    TorchCallable,
+    parse_callable,
+    refuse_non_torchscript,
+    torch_zip_kind,
+)
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.manifest import sha256_file
 
-SourceKind = Literal["huggingface", "sklearn", "onnx", "xgboost", "lightgbm"]
+SourceKind = Literal["huggingface", "sklearn", "onnx", "xgboost", "lightgbm", "torch"]
 SklearnFormat = Literal["skops", "pickle"]
 
 _SKOPS_SUFFIXES = {".skops"}
@@ -42,6 +50,7 @@ class ResolvedSource:
     default_name: str
     reference: str  # what the user typed, e.g. "bundled:all-MiniLM-L6-v2" or a path
     sklearn_format: SklearnFormat | None = None
+    torch_callable: TorchCallable | None = None  # kind "torch" from module:function; None for TorchScript
 
 
 def resolve_source(source: str | Path) -> ResolvedSource:
@@ -53,6 +62,9 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("huggingface", bundled_model_dir(), BUNDLED_MODEL_NAME, text)
     path = Path(source).expanduser()
     if not path.exists():
+        entry = parse_callable(text)
+        if entry is not None:
+            return ResolvedSource("torch", entry.file, safe_name(entry.stem), text, torch_callable=entry)
         raise NotFound(f"model source {path} does not exist")
     path = path.resolve()
     if path.is_dir():
@@ -70,13 +82,18 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "skops")
     if suffix in _PICKLE_SUFFIXES:
         return ResolvedSource("sklearn", path, safe_name(path.stem), text, "pickle")
+    if torch_zip_kind(path) == "torchscript":  # by content, whatever the suffix
+        return ResolvedSource("torch", path, safe_name(path.stem), text)
+    if suffix in TORCH_SUFFIXES:
+        raise refuse_non_torchscript(path)
     tree_kind = sniff_tree_model(path)
     if tree_kind is not None:
         return ResolvedSource(tree_kind, path, safe_name(path.stem), text)
     raise InvalidInput(
         f"cannot tell what kind of model {path.name} is: expected a Hugging Face folder, "
         "a .skops (or trusted .pkl/.joblib) scikit-learn file, an .onnx file, an XGBoost model "
-        "(Booster.save_model .json/.ubj) or a LightGBM text model (Booster.save_model)"
+        "(Booster.save_model .json/.ubj), a LightGBM text model (Booster.save_model), a TorchScript "
+        "file, or module:function returning a torch.nn.Module"
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modelfleet.build import BUNDLED_SOURCE, BuildOptions, build_artifact
@@ -18,7 +19,7 @@ from modelfleet.manifest import Manifest
 
 _HELP = f"""Build a model source into a verified artifact folder (model.onnx, tokenizer, manifest.json).
 
-SOURCE is a Hugging Face model folder, a scikit-learn .skops file (.pkl/.joblib with --trust-pickle), an XGBoost model (.json/.ubj from save_model), a LightGBM text model, an .onnx file, or {BUNDLED_SOURCE} (same as --bundled).
+SOURCE is a Hugging Face model folder, a scikit-learn .skops file (.pkl/.joblib with --trust-pickle), an XGBoost model (.json/.ubj from save_model), a LightGBM text model, an .onnx file, a TorchScript file (torch.jit.save), module:function or path/to/file.py:function returning a torch.nn.Module (with --trust-code), or {BUNDLED_SOURCE} (same as --bundled). PyTorch sources need --samples (example inputs, .npz by forward()'s parameter names).
 
 Exit codes: 0 built; 2 bad, corrupt or untrusted source or option; 3 source not found; 4 verification failed; 5 target execution provider unavailable; 6 output exists (use --force).
 """
@@ -71,6 +72,13 @@ def build_command(
             help="Allow pickle/joblib sources and any skops type (runs code from the file).",
         ),
     ] = False,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Allow a module:function source: imports the module and calls the function (runs its code).",
+        ),
+    ] = False,
     trust: Annotated[
         list[str] | None,
         typer.Option("--trust", help="A skops type to trust, e.g. mypackage.features.clip; repeatable."),
@@ -78,7 +86,8 @@ def build_command(
     samples: Annotated[
         Path | None,
         typer.Option(
-            help="Verification inputs: .txt/.json sentences, .npy/.csv rows, or .npz arrays by input name."
+            help="Verification inputs: .txt/.json sentences, .npy/.csv rows, or .npz arrays by input name "
+            "(required for PyTorch sources: their example inputs)."
         ),
     ] = None,
     min_cosine: Annotated[
@@ -103,6 +112,14 @@ def build_command(
             envvar="MODELFLEET_BUILD_MAX_PROBABILITY_DIFF",
         ),
     ] = MAX_PROBABILITY_DIFF,
+    max_relative_diff: Annotated[
+        float | None,
+        typer.Option(
+            help="PyTorch sources: largest max |artifact - torch| per float output, as a fraction of "
+            "max(1, max |torch|) (default 1e-4 fp32, 0.05 int8).",
+            envvar="MODELFLEET_BUILD_MAX_RELATIVE_DIFF",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     if bundled and source is not None and source != BUNDLED_SOURCE:
@@ -120,11 +137,13 @@ def build_command(
             "task": task,
             "force": force,
             "trust_pickle": trust_pickle,
+            "trust_code": trust_code,
             "trusted_types": trust or [],
             "samples": samples,
             "min_cosine": min_cosine,
             "min_label_agreement": min_label_agreement,
             "max_probability_diff": max_probability_diff,
+            "max_relative_diff": max_relative_diff,
         },
         BuildOptions,
         "build options",
@@ -168,7 +187,7 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
         checks.add_column(column, justify="right" if column != "metric" else "left")
     for entry in manifest.verification:
         checks.add_row(
-            entry.metric,
+            escape(entry.metric),  # per-output metrics end in "[name]", which rich would read as markup
             _figure(entry.value),
             _figure(entry.threshold),
             str(entry.samples),
