@@ -50,9 +50,12 @@ class TensorField(_Strict):
     onnx_name: str | None = Field(
         default=None, description="Name inside model.onnx, if not the same as `name`."
     )
+    optional: bool = Field(
+        default=False, description="A request may leave this input out (e.g. a classifier's text_pair)."
+    )
 
     def spec(self) -> TensorSpec:
-        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+        return TensorSpec(self.name, self.datatype, tuple(self.shape), self.optional)
 
 
 class Tokenization(_Strict):
@@ -69,6 +72,13 @@ class Tokenization(_Strict):
         default_factory=lambda: ["input_ids", "attention_mask"],
         description="Which of input_ids, attention_mask, token_type_ids the ONNX graph takes, in order.",
     )
+    text_inputs: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description=(
+            "V2 inputs tokenized together as one sequence: a second one (e.g. text_pair) is the "
+            "pair's second segment (token type 1), truncated longest-first with the first."
+        ),
+    )
 
 
 class Postprocessing(_Strict):
@@ -76,6 +86,24 @@ class Postprocessing(_Strict):
 
     pooling: Literal["mean", "cls", "none"] = "none"
     normalize: bool = False
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Class names by logit index (config.json id2label, or '0', '1', .. without one).",
+    )
+    score_function: Literal["softmax", "sigmoid", "none"] = Field(
+        default="none",
+        description="What the server applies to the graph's logits: softmax (one label), sigmoid (multi-label).",
+    )
+    aggregation: Literal["simple", "none"] = Field(
+        default="none",
+        description=(
+            "Token classification: how token labels become entities; simple groups adjacent tokens "
+            "as transformers' pipeline(aggregation_strategy='simple') does."
+        ),
+    )
+    ignored_labels: list[str] = Field(
+        default_factory=list, description="Token classification: entity groups left out of the output (O)."
+    )
 
 
 class Source(_Strict):

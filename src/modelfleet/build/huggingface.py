@@ -97,6 +97,14 @@ def export_huggingface(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     detection = detect_hf_task(folder, options.task)
     # Head exporters plug in here, one branch per task in HEAD_SUFFIXES.
+    if detection.task == "text-classification":
+        from modelfleet.build.hf_classification import export_sequence_classification
+
+        return export_sequence_classification(folder, work_dir, options, report, detection)
+    if detection.task == "token-classification":
+        from modelfleet.build.hf_token_classification import export_token_classification
+
+        return export_token_classification(folder, work_dir, options, report, detection)
     return _export_embedder(folder, work_dir, options, report, detection)
 
 

@@ -138,6 +138,8 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
     detected = manifest.extra.get("detected")
     if detected:
         console.print(f"found {detected}", highlight=False)
+    for warning in manifest.extra.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     tensors = Table(title="Tensors (V2)", title_justify="left")
     for column in ("", "name", "datatype", "shape"):
         tensors.add_column(column)

@@ -18,6 +18,7 @@ from modelfleet.errors import IntegrityError, InvalidInput
 # grouping below can trade "one more run" against "more padding". Measured on MiniLM/ORT CPU, a run's
 # fixed overhead is roughly the cost of 16-64 tokens; 32 keeps groups few and padding low.
 RUN_OVERHEAD_TOKENS = 32
+_GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def plan_length_groups(
@@ -200,6 +201,55 @@ class TextEncoder:
             }
             feeds.append((indices, {name: available[name] for name in self.graph_inputs}))
         return feeds
+
+    def tokenize(self, texts: np.ndarray[Any, Any], pairs: np.ndarray[Any, Any] | None = None) -> list[Any]:
+        """`tokenizers` Encodings (ids, type ids, character offsets, special-token mask) of texts
+        prepared by `prepare`, or of (text, pair) pairs truncated longest-first as transformers does.
+
+        `prepare`'s cut is exact for pairs too: it keeps max_length - 2 tokens of each side, more
+        than the max_length - 3 a pair can keep in all, so truncation drops the same tokens.
+        """
+        strings = [str(item) for item in texts.ravel()]
+        if pairs is None:
+            return list(self._tokenizer.encode_batch(strings, add_special_tokens=True))
+        seconds = [str(item) for item in pairs.ravel()]
+        return list(
+            self._tokenizer.encode_batch(list(zip(strings, seconds, strict=True)), add_special_tokens=True)
+        )
+
+    def group_feeds(
+        self, encodings: Sequence[Any]
+    ) -> list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]]:
+        """Encodings from `tokenize` as (indices, padded graph feed) per length group; token types
+        come from the encodings (1 on a pair's second segment)."""
+        feeds: list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]] = []
+        for indices in plan_length_groups([len(encoding.ids) for encoding in encodings]):
+            width = max(len(encodings[i].ids) for i in indices)
+            available = {name: np.zeros((len(indices), width), dtype=np.int64) for name in _GRAPH_INPUTS}
+            for row, index in enumerate(indices):
+                encoding = encodings[index]
+                size = len(encoding.ids)
+                available["input_ids"][row, :size] = encoding.ids
+                available["attention_mask"][row, :size] = 1
+                available["token_type_ids"][row, :size] = encoding.type_ids
+            feeds.append((indices, {name: available[name] for name in self.graph_inputs}))
+        return feeds
+
+    def id_to_token(self, token_id: int) -> str:
+        """The vocabulary entry of a token id (what transformers' convert_ids_to_tokens returns)."""
+        return str(self._tokenizer.id_to_token(token_id))
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        """Tokens joined back to text by the tokenizer's decoder, as transformers' fast tokenizers'
+        convert_tokens_to_string does (WordPiece: '##' pieces glued, spaces before punctuation cleaned)."""
+        decoder = self._tokenizer.decoder
+        return str(decoder.decode(tokens)) if decoder is not None else " ".join(tokens)
+
+    @property
+    def unk_id(self) -> int | None:
+        """The id of the tokenizer's unknown token, if it has one."""
+        unk = getattr(self._tokenizer.model, "unk_token", None)
+        return None if unk is None else self._tokenizer.token_to_id(unk)
 
 
 def _text_cut(tokenizer: Any, max_length_tokens: int) -> TextCut | None:

@@ -184,7 +184,7 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
     model = entry.model
     specs = {spec.name: spec for spec in model.inputs}
     given = {tensor.name: tensor for tensor in request.inputs}
-    missing = [name for name in specs if name not in given]
+    missing = [name for name, spec in specs.items() if name not in given and not spec.optional]
     if missing:
         raise InvalidInput(
             f"model '{entry.name}' needs input {missing[0]!r}; it takes {_describe(specs.values())}"
@@ -195,9 +195,12 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
             f"model '{entry.name}' has no input {extra[0]!r}; it takes {_describe(specs.values())}"
         )
     items = -1
+    first = ""
     limit = entry.config.batching.items_per_request_limit()
     arrays: Arrays = {}
     for name, spec in specs.items():
+        if name not in given:  # an optional input left out
+            continue
         tensor = given[name]
         if tensor.datatype is not spec.datatype:
             raise InvalidInput(f"input '{name}' must be {spec.datatype.value}, got {tensor.datatype.value}")
@@ -208,8 +211,11 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
         if not tensor.shape or tensor.shape[0] < 1:
             raise InvalidInput(f"input '{name}' must hold at least one item along the first dimension")
         if items not in (-1, tensor.shape[0]):
-            raise InvalidInput("all inputs must have the same first (batch) dimension")
-        items = tensor.shape[0]
+            raise InvalidInput(
+                f"input '{name}' holds {tensor.shape[0]} items but '{first}' holds {items}: "
+                "all inputs must have the same first (batch) dimension"
+            )
+        items, first = tensor.shape[0], first or name
         if items > limit:
             raise InvalidInput(
                 f"input '{name}' holds {items} items, over the limit of {limit} items per request "
