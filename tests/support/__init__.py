@@ -1,6 +1,7 @@
 """What tests share besides conftest.py's fixtures, one module per thing provided:
 
 - linear_model, logreg_model: small real model artifacts (ONNX written in memory; scikit-learn → ONNX)
+- hf_heads: tiny random Hugging Face classification heads (sequence, token) on the bundled vocabulary
 - sum_model: SumModel, a test double of the runtime Model protocol with outputs a test can compute
 - asgi: the serve core (ModelRepository, DataPlane, V2App) built directly and driven over ASGI
 - servers: real `modelfleet serve` and `fleet router` processes on loopback
