@@ -133,3 +133,11 @@ def test_int8_is_refused_for_heads(tmp_path: Path, sentiment_head_artifact: Path
     with pytest.raises(InvalidInput, match="fp32 only"):
         build_artifact(source, tmp_path / "int8", BuildOptions(precision="int8"))
     assert not (tmp_path / "int8").exists()
+
+
+@pytest.mark.parametrize("task", ["token-classification", "question-answering"])
+def test_a_task_the_head_lacks_is_refused(tmp_path: Path, sentiment_head_artifact: Path, task: str) -> None:
+    source = sentiment_head_artifact.parent / "sentiment-source"
+    with pytest.raises(InvalidInput, match=f"has no {task} head"):
+        build_artifact(source, tmp_path / "x", BuildOptions(task=task))  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()

@@ -45,6 +45,7 @@ def tiny_head_folder(
         settings["num_labels"] = num_labels
     if problem_type is not None:
         settings["problem_type"] = problem_type
+    transformers.logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = getattr(transformers, architecture)(transformers.BertConfig(**settings))
     if architecture == "BertForTokenClassification":
