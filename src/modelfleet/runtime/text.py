@@ -223,21 +223,18 @@ class TextEncoder:
         """Encodings from `tokenize` as (indices, padded graph feed) per length group; token types
         come from the encodings (1 on a pair's second segment)."""
         feeds: list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]] = []
-        for indices in plan_length_groups([len(encoding.ids) for encoding in encodings]):
-            width = max(len(encodings[i].ids) for i in indices)
+        lengths = [len(encoding) for encoding in encodings]
+        for indices in plan_length_groups(lengths):
+            width = max(lengths[i] for i in indices)
             available = {name: np.zeros((len(indices), width), dtype=np.int64) for name in _GRAPH_INPUTS}
             for row, index in enumerate(indices):
                 encoding = encodings[index]
-                size = len(encoding.ids)
+                size = lengths[index]
                 available["input_ids"][row, :size] = encoding.ids
                 available["attention_mask"][row, :size] = 1
                 available["token_type_ids"][row, :size] = encoding.type_ids
             feeds.append((indices, {name: available[name] for name in self.graph_inputs}))
         return feeds
-
-    def id_to_token(self, token_id: int) -> str:
-        """The vocabulary entry of a token id (what transformers' convert_ids_to_tokens returns)."""
-        return str(self._tokenizer.id_to_token(token_id))
 
     def tokens_to_string(self, tokens: list[str]) -> str:
         """Tokens joined back to text by the tokenizer's decoder, as transformers' fast tokenizers'
