@@ -59,6 +59,15 @@ def test_metadata_lists_the_optional_pair_input(client: triton.InferenceServerCl
     ]
 
 
+def test_openapi_lets_a_request_leave_the_pair_out(server: RunningServer) -> None:
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    body = document["paths"]["/v2/models/sentiment/infer"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
+    inputs = body["schema"]["properties"]["inputs"]
+    assert (inputs["minItems"], inputs["maxItems"]) == (1, 2)
+
+
 def test_labels_and_probabilities_match_the_artifact_run_in_process(
     client: triton.InferenceServerClient, sentiment_head_artifact: Path
 ) -> None:

@@ -66,12 +66,7 @@ class TextClassification:
     def validate(self, inputs: Arrays) -> Arrays:
         prepared = {self._text: self._encoder.prepare(inputs[self._text], self._text)}
         pairs = inputs.get(PAIR_INPUT)
-        if pairs is not None:
-            if pairs.shape[0] != prepared[self._text].shape[0]:  # the dataplane checks it too
-                raise InvalidInput(
-                    f"input '{PAIR_INPUT}' holds {pairs.shape[0]} items but '{self._text}' holds "
-                    f"{prepared[self._text].shape[0]}: give one text_pair per text, or none"
-                )
+        if pairs is not None:  # the dataplane has checked that it holds one pair per text
             prepared[PAIR_INPUT] = self._encoder.prepare(pairs, PAIR_INPUT)
         return prepared
 
