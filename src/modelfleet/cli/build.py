@@ -145,7 +145,8 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
         tensors.add_column(column)
     for kind, fields in (("input", manifest.inputs), ("output", manifest.outputs)):
         for field in fields:
-            tensors.add_row(kind, field.name, field.datatype.value, str(field.shape))
+            name = f"{field.name} (optional)" if field.optional else field.name
+            tensors.add_row(kind, name, field.datatype.value, str(field.shape))
     console.print(tensors)
     checks = Table(title="Verification against the source framework", title_justify="left")
     for column in ("metric", "value", "threshold", "samples", "passed"):
