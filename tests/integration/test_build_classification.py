@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,13 @@ def test_a_task_the_head_lacks_is_refused(tmp_path: Path, sentiment_head_artifac
     with pytest.raises(InvalidInput, match=f"has no {task} head"):
         build_artifact(source, tmp_path / "x", BuildOptions(task=task))  # type: ignore[arg-type]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_head_with_corrupt_weights_is_refused_naming_the_folder(
+    tmp_path: Path, sentiment_head_artifact: Path
+) -> None:
+    source = shutil.copytree(sentiment_head_artifact.parent / "sentiment-source", tmp_path / "broken")
+    (source / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InvalidInput, match=r"cannot load the model in .*broken"):
+        build_artifact(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,6 @@ classification exporter too.
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from modelfleet.runtime.text import TextEncoder
 from modelfleet.types import Datatype, Progress
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx")
+EXPORTER = "torchscript"  # torch.onnx.export(dynamo=False); see huggingface.py for why not dynamo
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,8 @@ class HeadLabels:
 
 
 def load_head(folder: Path, task: str) -> Any:
-    """The folder's head model in torch (eval mode), never reaching the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """The folder's head model in torch (eval mode); local files only (export_huggingface has set
+    HF_HUB_OFFLINE before transformers is imported)."""
     import transformers
 
     hf_logging: Any = transformers.logging  # untyped module functions
@@ -108,8 +108,8 @@ def head_graph_inputs(model: Any, pairs: bool) -> list[str]:
 
 
 def export_logits(
-    model: Any, destination: Path, names: list[str], sample: dict[str, Array], name: str
-) -> str:
+    model: Any, destination: Path, names: list[str], sample: dict[str, Array], task: str
+) -> None:
     """Write the head's logits as ONNX (TorchScript exporter, opset 17, dynamic batch and sequence)."""
     import onnx
     import torch
@@ -125,8 +125,8 @@ def export_logits(
     dynamic_axes: dict[str, dict[int, str]] = {
         input_name: {0: "batch", 1: "sequence"} for input_name in names
     }
-    rank = 3 if name == "token-classification" else 2
-    dynamic_axes["logits"] = {0: "batch", 1: "sequence"} if rank == 3 else {0: "batch"}
+    per_token = task == "token-classification"  # logits [batch, sequence, labels], else [batch, labels]
+    dynamic_axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings are about code paths we do not take
@@ -142,8 +142,7 @@ def export_logits(
             )
         onnx.checker.check_model(onnx.load(str(destination)))
     except Exception as exc:
-        raise InvalidInput(f"cannot export the {name} head to ONNX: {first_line(exc)}") from None
-    return "torchscript"
+        raise InvalidInput(f"cannot export the {task} head to ONNX: {first_line(exc)}") from None
 
 
 def sample_feed(tokenizer_path: Path, max_length_tokens: int, names: list[str]) -> dict[str, Array]:
@@ -177,9 +176,7 @@ def export_sequence_classification(
     names = head_graph_inputs(model, pairs=True)
     report("exporting")
     onnx_path = work_dir / "model.onnx"
-    exporter = export_logits(
-        model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task
-    )
+    export_logits(model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task)
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
     # Neighbouring sentences as pairs: the second segment (token type 1) is verified too.
     firsts, seconds = sentences[0:-1:2], sentences[1::2]
@@ -236,7 +233,7 @@ def export_sequence_classification(
         side_files={TOKENIZER_FILE: tokenizer_path},
         libraries=LIBRARIES,
         extra={
-            "exporter": exporter,
+            "exporter": EXPORTER,
             "onnx_opset": ONNX_OPSET,
             "reference": "transformers",
             "verification_samples": "custom" if options.samples else "built-in sentences",

@@ -19,6 +19,7 @@ import numpy as np
 
 from modelfleet.build.exported import Array, ExportedModel
 from modelfleet.build.hf_classification import (
+    EXPORTER,
     LIBRARIES,
     export_logits,
     head_graph_inputs,
@@ -59,9 +60,7 @@ def export_token_classification(
     names = head_graph_inputs(model, pairs=False)
     report("exporting")
     onnx_path = work_dir / "model.onnx"
-    exporter = export_logits(
-        model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task
-    )
+    export_logits(model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task)
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
 
     def verify(session: Any, artifact_dir: Path) -> list[Verification]:
@@ -93,7 +92,7 @@ def export_token_classification(
         side_files={TOKENIZER_FILE: tokenizer_path},
         libraries=LIBRARIES,
         extra={
-            "exporter": exporter,
+            "exporter": EXPORTER,
             "onnx_opset": ONNX_OPSET,
             "reference": 'transformers pipeline("token-classification", aggregation_strategy="simple")',
             "verification_samples": "custom" if options.samples else "built-in sentences",
