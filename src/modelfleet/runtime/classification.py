@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import IntegrityError
 from modelfleet.manifest import Manifest
 from modelfleet.runtime.processing import GraphRun
 from modelfleet.runtime.text import TextEncoder
@@ -38,7 +38,7 @@ def text_encoder(manifest: Manifest, artifact_dir: Path) -> TextEncoder:
     """The artifact's tokenizer with the manifest's length limit and graph inputs."""
     tokenization = manifest.preprocessing
     if tokenization is None:
-        raise InvalidInput(f"model {manifest.name}: a {manifest.task} manifest needs preprocessing")
+        raise IntegrityError(f"model {manifest.name}: a {manifest.task} manifest needs preprocessing")
     return TextEncoder(
         artifact_dir / tokenization.tokenizer_file, tokenization.max_length_tokens, tokenization.graph_inputs
     )
@@ -59,7 +59,7 @@ class TextClassification:
     def from_manifest(cls, manifest: Manifest, artifact_dir: Path) -> TextClassification:
         post = manifest.postprocessing
         if not post.labels:
-            raise InvalidInput(f"model {manifest.name}: a text-classification manifest needs labels")
+            raise IntegrityError(f"model {manifest.name}: a text-classification manifest needs labels")
         encoder = text_encoder(manifest, artifact_dir)
         return cls(encoder, post.labels, post.score_function, manifest.inputs[0].name)
 

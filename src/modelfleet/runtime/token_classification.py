@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import IntegrityError
 from modelfleet.manifest import Manifest
 from modelfleet.runtime.classification import LOGITS, softmax, text_encoder
 from modelfleet.runtime.processing import GraphRun
@@ -53,7 +53,7 @@ class TokenClassification:
     def from_manifest(cls, manifest: Manifest, artifact_dir: Path) -> TokenClassification:
         post = manifest.postprocessing
         if not post.labels:
-            raise InvalidInput(f"model {manifest.name}: a token-classification manifest needs labels")
+            raise IntegrityError(f"model {manifest.name}: a token-classification manifest needs labels")
         encoder = text_encoder(manifest, artifact_dir)
         return cls(encoder, post.labels, post.ignored_labels, manifest.inputs[0].name)
 
