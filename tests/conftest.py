@@ -74,3 +74,27 @@ def torch_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch_mlp.write_torch_save(folder / "pickled.pt")
     torch_mlp.write_examples(folder / "examples.npz")
     return folder
+
+
+@pytest.fixture(scope="session")
+def sentiment_head_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BertForSequenceClassification (negative/positive) built as artifact `sentiment`."""
+    from tests.support.hf_heads import SENTIMENT_LABELS, tiny_head_folder
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    source = tiny_head_folder(folder / "sentiment-source", "BertForSequenceClassification", SENTIMENT_LABELS)
+    output = folder / "sentiment"
+    build_artifact(source, output, BuildOptions(name="sentiment"))
+    return output
+
+
+@pytest.fixture(scope="session")
+def ner_head_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BertForTokenClassification (O, B-PER, I-PER, B-LOC, I-LOC) built as artifact `ner`."""
+    from tests.support.hf_heads import NER_LABELS, tiny_head_folder
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    source = tiny_head_folder(folder / "ner-source", "BertForTokenClassification", NER_LABELS)
+    output = folder / "ner"
+    build_artifact(source, output, BuildOptions(name="ner"))
+    return output

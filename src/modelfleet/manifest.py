@@ -50,9 +50,12 @@ class TensorField(_Strict):
     onnx_name: str | None = Field(
         default=None, description="Name inside model.onnx, if not the same as `name`."
     )
+    optional: bool = Field(
+        default=False, description="A request may leave this input out (e.g. a classifier's text_pair)."
+    )
 
     def spec(self) -> TensorSpec:
-        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+        return TensorSpec(self.name, self.datatype, tuple(self.shape), self.optional)
 
 
 class Tokenization(_Strict):
@@ -72,8 +75,9 @@ class Tokenization(_Strict):
     text_inputs: list[str] = Field(
         default_factory=lambda: ["text"],
         description=(
-            "The V2 BYTES inputs tokenized together, in order: one text, or a pair such as question and "
-            "context (the first and second sequence of the tokenizer's pair template)."
+            "The V2 BYTES inputs tokenized together, in order: one text, or a pair (the first and second "
+            "sequence of the tokenizer's pair template, token types 0 and 1): question and context, "
+            "truncated only in the context; text and text_pair, truncated longest-first."
         ),
     )
     stride_tokens: int = Field(
@@ -99,6 +103,24 @@ class Postprocessing(_Strict):
     handle_impossible_answer: bool = Field(
         default=False,
         description="Question answering: whether an empty answer may win (false: always a span of the context).",
+    )
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Class names by logit index (config.json id2label, or '0', '1', .. without one).",
+    )
+    score_function: Literal["softmax", "sigmoid", "none"] = Field(
+        default="none",
+        description="What the server applies to the graph's logits: softmax (one label), sigmoid (multi-label).",
+    )
+    aggregation: Literal["simple", "none"] = Field(
+        default="none",
+        description=(
+            "Token classification: how token labels become entities; simple groups adjacent tokens "
+            "as transformers' pipeline(aggregation_strategy='simple') does."
+        ),
+    )
+    ignored_labels: list[str] = Field(
+        default_factory=list, description="Token classification: entity groups left out of the output (O)."
     )
 
 

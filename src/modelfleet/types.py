@@ -75,6 +75,8 @@ class TensorSpec:
     name: str
     datatype: Datatype
     shape: tuple[int, ...]
+    # A request may leave an optional input out (e.g. a classifier's `text_pair`).
+    optional: bool = False
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         if len(shape) != len(self.shape):

@@ -41,10 +41,10 @@ def test_manifest_describes_a_text_embedding_model(fixture: str, request: pytest
     assert (manifest.version, manifest.task, manifest.precision) == ("1", "text-embedding", precision)
     assert (manifest.target, manifest.graph_optimization_level) == ("cpu", "all")
     assert [f.model_dump() for f in manifest.inputs] == [
-        {"name": "text", "datatype": "BYTES", "shape": [-1], "onnx_name": None}
+        {"name": "text", "datatype": "BYTES", "shape": [-1], "onnx_name": None, "optional": False}
     ]
     assert [f.model_dump() for f in manifest.outputs] == [
-        {"name": "embedding", "datatype": "FP32", "shape": [-1, 384], "onnx_name": None}
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, 384], "onnx_name": None, "optional": False}
     ]
     assert manifest.preprocessing is not None
     assert manifest.preprocessing.max_length_tokens == 256

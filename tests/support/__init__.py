@@ -2,6 +2,7 @@
 
 - linear_model, logreg_model: small real model artifacts (ONNX written in memory; scikit-learn → ONNX)
 - torch_mlp: small PyTorch modules (module:function sources, TorchScript and torch.save files of them)
+- hf_heads: tiny random Hugging Face classification heads (sequence, token) on the bundled vocabulary
 - sum_model: SumModel, a test double of the runtime Model protocol with outputs a test can compute
 - asgi: the serve core (ModelRepository, DataPlane, V2App) built directly and driven over ASGI
 - servers: real `modelfleet serve` and `fleet router` processes on loopback

@@ -164,3 +164,42 @@ def test_a_text_that_cannot_be_cut_exactly_is_refused_and_bad_utf8_is_named(enco
         "a",
         "é" * 3000,
     ]
+
+
+def _pair_encoder(max_length_tokens: int = 32) -> TextEncoder:
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return TextEncoder(bundled_model_dir() / "tokenizer.json", max_length_tokens, names)
+
+
+def test_pairs_tokenize_as_two_segments_with_offsets_and_group_with_their_token_types() -> None:
+    encoder = _pair_encoder()
+    texts = np.array(["a cat", "a much longer first text here"], dtype=object)
+    pairs = np.array(["sat down", "ok"], dtype=object)
+    encodings = encoder.tokenize(texts, pairs)
+    first = encodings[0]
+    assert first.tokens == ["[CLS]", "a", "cat", "[SEP]", "sat", "down", "[SEP]"]
+    assert first.type_ids == [0, 0, 0, 0, 1, 1, 1]
+    assert first.special_tokens_mask == [1, 0, 0, 1, 0, 0, 1]
+    assert first.offsets[2] == (2, 5)  # characters of "cat" in its own text
+    feeds = encoder.group_encodings(encodings)
+    assert sorted(i for indices, _ in feeds for i in indices) == [0, 1]
+    for indices, feed in feeds:
+        assert list(feed) == ["input_ids", "attention_mask", "token_type_ids"]
+        for row, index in enumerate(indices):
+            size = len(encodings[index].ids)
+            assert feed["token_type_ids"][row, :size].tolist() == encodings[index].type_ids
+            assert feed["attention_mask"][row].tolist() == [1] * size + [0] * (
+                feed["input_ids"].shape[1] - size
+            )
+
+
+def test_the_exact_cut_keeps_a_pair_s_tokens_as_the_full_texts_give() -> None:
+    encoder = _pair_encoder(max_length_tokens=16)
+    words = " ".join(f"word{i}" for i in range(400))  # over min_chars (4 x 16): prepare cuts it
+    for text, pair in ((words, "short pair"), ("short text", words), (words, words[::-1])):
+        prepared = encoder.prepare(np.array([text.encode()], dtype=object), "text")
+        prepared_pair = encoder.prepare(np.array([pair.encode()], dtype=object), "text_pair")
+        assert len(prepared[0]) < len(text) or len(prepared_pair[0]) < len(pair)
+        [cut] = encoder.tokenize(prepared, prepared_pair)
+        [full] = encoder.tokenize(np.array([text], dtype=object), np.array([pair], dtype=object))
+        assert cut.ids == full.ids and len(cut.ids) == 16

@@ -34,6 +34,9 @@ class ExportedModel:
     extra: dict[str, Any] = field(default_factory=dict)
     # What the build recognised, for people: e.g. "Hugging Face BertForQuestionAnswering folder".
     detected: str = ""
+    # What a user must know about the artifact though it built (e.g. numeric labels): recorded in
+    # manifest.extra["warnings"] and printed by `modelfleet build`.
+    warnings: list[str] = field(default_factory=list)
 
 
 def no_progress(stage: str) -> None:

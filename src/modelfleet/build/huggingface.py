@@ -101,6 +101,14 @@ def export_huggingface(
         from modelfleet.build.hf_question_answering import export_question_answering
 
         return export_question_answering(folder, work_dir, options, report, detection)
+    if detection.task == "text-classification":
+        from modelfleet.build.hf_classification import export_sequence_classification
+
+        return export_sequence_classification(folder, work_dir, options, report, detection)
+    if detection.task == "token-classification":
+        from modelfleet.build.hf_token_classification import export_token_classification
+
+        return export_token_classification(folder, work_dir, options, report, detection)
     return _export_embedder(folder, work_dir, options, report, detection)
 
 

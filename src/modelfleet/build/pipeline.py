@@ -76,6 +76,8 @@ def build_artifact(
         extra.update(exported.extra)
         if exported.detected:
             extra["detected"] = exported.detected
+        if exported.warnings:
+            extra["warnings"] = list(exported.warnings)
         if quantization is not None:
             extra["quantization"] = quantization.as_dict()
         manifest = Manifest(

@@ -175,12 +175,15 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
     detected = manifest.extra.get("detected")
     if detected:
         console.print(f"found {detected}", highlight=False)
+    for warning in manifest.extra.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     tensors = Table(title="Tensors (V2)", title_justify="left")
     for column in ("", "name", "datatype", "shape"):
         tensors.add_column(column)
     for kind, fields in (("input", manifest.inputs), ("output", manifest.outputs)):
         for field in fields:
-            tensors.add_row(kind, field.name, field.datatype.value, str(field.shape))
+            name = f"{field.name} (optional)" if field.optional else field.name
+            tensors.add_row(kind, name, field.datatype.value, str(field.shape))
     console.print(tensors)
     checks = Table(title="Verification against the source framework", title_justify="left")
     for column in ("metric", "value", "threshold", "samples", "passed"):

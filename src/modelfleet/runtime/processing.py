@@ -85,4 +85,12 @@ def make_processing(manifest: Manifest, artifact_dir: Path) -> Processing:
         return make_question_answering(manifest, artifact_dir)
     if manifest.task == "text-embedding" or (manifest.task == "generic" and manifest.preprocessing):
         return TextEmbedding(manifest, artifact_dir)
+    if manifest.task == "text-classification":
+        from modelfleet.runtime.classification import TextClassification
+
+        return TextClassification.from_manifest(manifest, artifact_dir)
+    if manifest.task == "token-classification":
+        from modelfleet.runtime.token_classification import TokenClassification
+
+        return TokenClassification.from_manifest(manifest, artifact_dir)
     return TensorProcessing(manifest)

@@ -244,6 +244,40 @@ class TextEncoder:
             feeds.append((indices, {name: available[name] for name in self.graph_inputs}))
         return feeds
 
+    def tokenize(self, texts: np.ndarray[Any, Any], pairs: np.ndarray[Any, Any] | None = None) -> list[Any]:
+        """`tokenizers` Encodings (ids, type ids, character offsets, special-token mask) of texts
+        prepared by `prepare`, or of (text, pair) pairs truncated longest-first as transformers does.
+
+        `prepare`'s cut is exact for pairs too: it keeps max_length - 2 tokens of each side, more
+        than the max_length - 3 a pair can keep in all, so truncation drops the same tokens.
+        """
+        strings = [str(item) for item in texts.ravel()]
+        if pairs is None:
+            return list(self._tokenizer.encode_batch(strings, add_special_tokens=True))
+        seconds = [str(item) for item in pairs.ravel()]
+        return list(
+            self._tokenizer.encode_batch(list(zip(strings, seconds, strict=True)), add_special_tokens=True)
+        )
+
+    def group_encodings(
+        self, encodings: Sequence[Any]
+    ) -> list[tuple[list[int], dict[str, np.ndarray[Any, Any]]]]:
+        """Encodings from `tokenize` as (indices, padded graph feed) per length group; token types
+        come from the encodings (1 on a pair's second segment)."""
+        return self.group_feeds([e.ids for e in encodings], [e.type_ids for e in encodings])
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        """Tokens joined back to text by the tokenizer's decoder, as transformers' fast tokenizers'
+        convert_tokens_to_string does (WordPiece: '##' pieces glued, spaces before punctuation cleaned)."""
+        decoder = self._tokenizer.decoder
+        return str(decoder.decode(tokens)) if decoder is not None else " ".join(tokens)
+
+    @property
+    def unk_id(self) -> int | None:
+        """The id of the tokenizer's unknown token, if it has one."""
+        unk = getattr(self._tokenizer.model, "unk_token", None)
+        return None if unk is None else self._tokenizer.token_to_id(unk)
+
 
 def _text_cut(tokenizer: Any, max_length_tokens: int) -> TextCut | None:
     """The exact cut for BERT-style tokenizers (what TextCut reasons about); None for any other kind."""

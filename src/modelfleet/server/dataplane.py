@@ -184,7 +184,7 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
     model = entry.model
     specs = {spec.name: spec for spec in model.inputs}
     given = {tensor.name: tensor for tensor in request.inputs}
-    missing = [name for name in specs if name not in given]
+    missing = [name for name, spec in specs.items() if name not in given and not spec.optional]
     if missing:
         raise InvalidInput(
             f"model '{entry.name}' needs input {missing[0]!r}; it takes {_describe(specs.values())}"
@@ -199,6 +199,8 @@ def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays,
     limit = entry.config.batching.items_per_request_limit()
     arrays: Arrays = {}
     for name, spec in specs.items():
+        if name not in given:  # an optional input left out
+            continue
         tensor = given[name]
         if tensor.datatype is not spec.datatype:
             raise InvalidInput(f"input '{name}' must be {spec.datatype.value}, got {tensor.datatype.value}")

@@ -90,7 +90,8 @@ def _request_schema(inputs: list[TensorSpec] | None) -> dict[str, Any]:
     """$inference_request; with specs, a request for one served model."""
     if inputs:
         items: dict[str, Any] = {"anyOf": [_input_schema(spec) for spec in inputs]}
-        bounds = {"minItems": len(inputs), "maxItems": len(inputs)}
+        required = sum(1 for spec in inputs if not spec.optional)
+        bounds = {"minItems": required, "maxItems": len(inputs)}
     else:
         items, bounds = _input_schema(None), {"minItems": 1}
     return {
