@@ -25,7 +25,7 @@ class FileEntry(_Record):
 class SourceLineage(_Record):
     """Where the model came from, as the build manifest recorded it."""
 
-    kind: str = Field(description="Source framework: huggingface, sklearn or onnx.")
+    kind: str = Field(description="Source framework: huggingface, sklearn, onnx, xgboost, lightgbm or torch.")
     path: str = Field(description="Path or URI of the source the build read.")
     sha256: str = Field(description="sha256 over the source's files, as the build computed it.")
 
