@@ -152,3 +152,25 @@ def test_a_head_with_corrupt_weights_is_refused_naming_the_folder(
     with pytest.raises(InvalidInput, match=r"cannot load the model in .*broken"):
         build_artifact(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_task_text_embedding_builds_the_encoder_under_a_head(
+    tmp_path: Path, sentiment_head_artifact: Path
+) -> None:
+    source = sentiment_head_artifact.parent / "sentiment-source"
+    manifest = build_artifact(source, tmp_path / "encoder", BuildOptions(task="text-embedding"))
+    assert manifest.task == "text-embedding" and manifest.outputs[0].name == "embedding"
+    assert manifest.extra["detected"] == "Hugging Face BertForSequenceClassification folder"
+    assert all(v.passed for v in manifest.verification)
+
+
+def test_an_unsupported_architecture_lists_the_supported_ones(
+    tmp_path: Path, sentiment_head_artifact: Path
+) -> None:
+    source = shutil.copytree(sentiment_head_artifact.parent / "sentiment-source", tmp_path / "causal")
+    config = json.loads((source / "config.json").read_text())
+    config["architectures"] = ["BertLMHeadModel"]
+    (source / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidInput, match=r"BertLMHeadModel is not supported.*ForQuestionAnswering"):
+        build_artifact(source, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

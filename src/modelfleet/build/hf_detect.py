@@ -74,6 +74,7 @@ def _task_of(architecture: str, folder: Path) -> str | None:
     for suffix, task in HEAD_SUFFIXES.items():
         if architecture.endswith(suffix):
             return task
-    if architecture.endswith(_ENCODER_SUFFIXES):
+    # A bare model (BertModel) or a pre-training head over an encoder; not a causal LM (GPT2LMHeadModel).
+    if architecture.endswith(_ENCODER_SUFFIXES) and "LMHead" not in architecture:
         return "text-embedding"
     return None
