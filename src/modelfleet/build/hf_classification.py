@@ -127,6 +127,17 @@ def export_logits(
     )
 
 
+def head_extra(exporter: str, reference: str, options: BuildOptions, numeric_labels: bool) -> dict[str, Any]:
+    """The manifest's `extra` record of a classification head's build."""
+    return {
+        "exporter": exporter,
+        "onnx_opset": ONNX_OPSET,
+        "reference": reference,
+        "verification_samples": "custom" if options.samples else "built-in sentences",
+        "labels_source": "class numbers (no id2label)" if numeric_labels else "config.json id2label",
+    }
+
+
 def sample_feed(tokenizer_path: Path, max_length_tokens: int, names: list[str]) -> dict[str, Array]:
     """A small padded pair batch to trace the export with (pairs so token types vary)."""
     encoder = TextEncoder(tokenizer_path, max_length_tokens, names)
@@ -216,13 +227,7 @@ def export_sequence_classification(
         postprocessing=Postprocessing(labels=labels.names, score_function=function),
         side_files={TOKENIZER_FILE: tokenizer_path},
         libraries=LIBRARIES,
-        extra={
-            "exporter": exporter,
-            "onnx_opset": ONNX_OPSET,
-            "reference": "transformers",
-            "verification_samples": "custom" if options.samples else "built-in sentences",
-            "labels_source": "class numbers (no id2label)" if labels.numeric else "config.json id2label",
-        },
+        extra=head_extra(exporter, "transformers", options, labels.numeric),
         detected=detection.describe(),
         warnings=[labels.warning()] if labels.numeric else [],
     )

@@ -21,6 +21,7 @@ from modelfleet.build.exported import Array, ExportedModel
 from modelfleet.build.hf_classification import (
     LIBRARIES,
     export_logits,
+    head_extra,
     head_graph_inputs,
     head_labels,
     load_head,
@@ -36,7 +37,6 @@ from modelfleet.build.huggingface import (
 )
 from modelfleet.build.options import MAX_PROBABILITY_DIFF, BuildOptions
 from modelfleet.build.samples import VERIFICATION_SENTENCES
-from modelfleet.build.torch_export import ONNX_OPSET
 from modelfleet.build.verify import run_session
 from modelfleet.manifest import Postprocessing, TensorField, Tokenization, Verification
 from modelfleet.runtime.text import TextEncoder
@@ -92,13 +92,12 @@ def export_token_classification(
         ),
         side_files={TOKENIZER_FILE: tokenizer_path},
         libraries=LIBRARIES,
-        extra={
-            "exporter": exporter,
-            "onnx_opset": ONNX_OPSET,
-            "reference": 'transformers pipeline("token-classification", aggregation_strategy="simple")',
-            "verification_samples": "custom" if options.samples else "built-in sentences",
-            "labels_source": "class numbers (no id2label)" if labels.numeric else "config.json id2label",
-        },
+        extra=head_extra(
+            exporter,
+            'transformers pipeline("token-classification", aggregation_strategy="simple")',
+            options,
+            labels.numeric,
+        ),
         detected=detection.describe(),
         warnings=[labels.warning()] if labels.numeric else [],
     )
