@@ -95,6 +95,11 @@ class FleetPaths:
         return self.root / "restarts.jsonl"
 
     @property
+    def events_file(self) -> Path:
+        """Availability events (see modelfleet.operate.events), one JSON line each."""
+        return self.root / "events.jsonl"
+
+    @property
     def plan_file(self) -> Path:
         return self.root / "plan.json"
 

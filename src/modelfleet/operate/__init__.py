@@ -1,0 +1,1 @@
+"""Operating a fleet: availability events, their notification, SLO alerts and rollouts."""
