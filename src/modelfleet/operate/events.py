@@ -1,7 +1,8 @@
 """Availability events: what happened to a fleet, recorded once, read by notifiers, `fleet events` and reviews.
 
 Every part that sees an event (the supervisor, the router, the alert evaluator, a rollout) appends it to
-the fleet's event log, a JSON-lines file in its state folder; notification is a reader of that log, so a
+the fleet's event log, a JSON-lines file in its state folder (`FleetPaths.events_file`; this module
+imports nothing of the fleet, so the supervisor and the router can use it); notification is a reader of that log, so a
 sink that is down never blocks the part that saw the event, and nothing is lost when a notifier restarts.
 One line per event, written with a single O_APPEND write: concurrent writers on one machine never
 interleave lines (POSIX appends of one write are atomic on local file systems).
@@ -31,7 +32,6 @@ EventKind = Literal[
 ]
 Severity = Literal["info", "warning", "critical"]
 Status = Literal["firing", "resolved"]
-EVENTS_FILE = "events.jsonl"
 # A line longer than this is cut in its details: the log stays readable line by line whatever a caller puts in.
 MAX_EVENT_LINE_BYTES = 16 * 1024
 
@@ -66,11 +66,6 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
-
-
-def events_file(state_dir: Path) -> Path:
-    """The event log of the fleet whose state folder is `state_dir`."""
-    return state_dir / EVENTS_FILE
 
 
 def append_event(path: Path, event: Event) -> None:
