@@ -7,6 +7,8 @@ into windows) for `examples/fleet-eks-guidance.yaml` and `benchmarks/serve_qa.py
 fine-tuned folder to serve real answers: `modelfleet build path/to/bert-qa -o artifacts/qa`.
 
     python examples/make_qa_model.py            # writes demo-output/sources/qa and demo-output/artifacts/qa
+    python examples/make_qa_model.py --minilm   # the bundled MiniLM encoder (6 layers, hidden 384, real
+                                                # weights) under a random QA head: a realistic serving cost
 """
 
 from __future__ import annotations
@@ -48,12 +50,36 @@ def write_qa_model(folder: Path, seed: int = 0, max_position_embeddings: int = 1
     return folder
 
 
-def main(out: Path) -> None:
-    source = write_qa_model(out / "sources" / "qa")
+def write_minilm_qa_model(folder: Path, seed: int = 0) -> Path:
+    """The bundled MiniLM's encoder weights under a random-initialised (seeded) span head.
+
+    The answers are still nonsense, but every window costs what a 6-layer, 384-wide BERT costs, with
+    the pipeline's 384-token windows and stride 128: what a load test of QA serving should pay.
+    """
+    import torch
+    import transformers
+    from transformers import BertForQuestionAnswering
+
+    transformers.logging.set_verbosity_error()  # "newly initialized: qa_outputs" is the point here
+    transformers.logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    source = bundled_model_dir()
+    model = BertForQuestionAnswering.from_pretrained(str(source), local_files_only=True).eval()
+    model.config.architectures = ["BertForQuestionAnswering"]
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def main(out: Path, minilm: bool = False) -> None:
+    source = (write_minilm_qa_model if minilm else write_qa_model)(out / "sources" / "qa")
     manifest = build_artifact(source, out / "artifacts" / "qa", BuildOptions(name="qa", force=True))
     checks = ", ".join(f"{v.metric} {v.value:.3g}" for v in manifest.verification)
     print(f"built {out / 'artifacts' / 'qa'} (random weights, load tests only): {checks}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-output").resolve())
+    arguments = [a for a in sys.argv[1:] if a != "--minilm"]
+    main(Path(arguments[0] if arguments else "demo-output").resolve(), minilm="--minilm" in sys.argv[1:])

@@ -22,3 +22,9 @@ def write_qa_model(folder: Path) -> Path:
     """Random weights (seed 0), 2 layers, hidden 32, 128 positions: long contexts split into windows."""
     result: Path = _example().write_qa_model(folder)
     return result
+
+
+def write_minilm_qa_model(folder: Path) -> Path:
+    """The bundled MiniLM encoder under a random span head (seed 0): a realistic cost per window."""
+    result: Path = _example().write_minilm_qa_model(folder)
+    return result
