@@ -118,7 +118,8 @@ class CapacitySpec(SpecModel):
     )
     require_stable: bool = Field(
         default=True,
-        description="A probe passes only when its stability windows agree (throughput and p99 within 10 %).",
+        description="A probe passes only when its stability windows agree (throughput and p99 within 10 %); "
+        "judged only when a window holds at least 1,000 responses.",
     )
     window_s: float = Field(default=1.0, gt=0, description="Stability window length in seconds.")
 

@@ -53,7 +53,9 @@ class CapacityResult:
 Measure = Callable[[float], Probe]
 
 
-def search_capacity(measure: Measure, policy: CapacityPolicy, start_rate_per_s: float | None = None) -> CapacityResult:
+def search_capacity(
+    measure: Measure, policy: CapacityPolicy, start_rate_per_s: float | None = None
+) -> CapacityResult:
     """The highest rate at which ``measure`` passes, within ``policy.resolution``."""
     probes: list[Probe] = []
     best: Probe | None = None
