@@ -6,7 +6,9 @@ import pytest
 
 from modelfleet.tune.capacity import CapacityPolicy, Probe, closest_probe, repeat_capacity, search_capacity
 
-POLICY = CapacityPolicy(start_rate_per_s=50, min_rate_per_s=5, max_rate_per_s=20_000, resolution=0.1, max_probes=20)
+POLICY = CapacityPolicy(
+    start_rate_per_s=50, min_rate_per_s=5, max_rate_per_s=20_000, resolution=0.1, max_probes=20
+)
 
 
 def _server(capacity: float, generator_limit: float = 1e9):
@@ -41,7 +43,9 @@ def test_doubles_then_bisects_to_the_resolution() -> None:
     assert asked[:5] == [50, 100, 200, 400, 800]  # doubling stops at the first failure
     assert asked[5] == 600  # then the midpoint of 400 and 800
     assert 0.9 * 700 <= result.capacity_per_s <= 700
-    failing = min(p.rate_per_s for p in result.probes if not p.passed and p.rate_per_s > result.capacity_per_s)
+    failing = min(
+        p.rate_per_s for p in result.probes if not p.passed and p.rate_per_s > result.capacity_per_s
+    )
     assert (failing - result.capacity_per_s) / failing <= POLICY.resolution
     assert not result.at_max and not result.generator_bound and result.best is not None
 

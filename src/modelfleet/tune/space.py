@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from modelfleet.config.tune import TuneSpec
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import NotFound
 from modelfleet.manifest import read_manifest
 
 NOT_SEARCHED = (
@@ -70,7 +70,7 @@ def artifact_variants(spec: TuneSpec) -> tuple[list[Variant], list[str]]:
     seen: dict[str, Path] = {}
     for index, path in enumerate(spec.artifacts):
         if not path.is_dir():
-            raise InvalidInput(
+            raise NotFound(
                 f"artifacts.{index}: {path} is not an artifact folder (build it with `modelfleet build`)"
             )
         manifest = read_manifest(path)
