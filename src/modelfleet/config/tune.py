@@ -109,6 +109,11 @@ class CapacitySpec(SpecModel):
     arrival: Literal["constant", "poisson"] = Field(
         default="poisson", description="Open loop arrival process of the probes."
     )
+    late_send_threshold_s: float = Field(
+        default=0.002,
+        gt=0,
+        description="A send this much later than its intended time is late (bench's late_send_threshold_s).",
+    )
     max_late_fraction: float = Field(
         default=0.01,
         ge=0,

@@ -232,6 +232,7 @@ def probe_spec(
         stability=StabilitySpec(windows=2)
         if capacity.probe_duration_s < 3 * capacity.window_s
         else StabilitySpec(),
+        late_send_threshold_s=capacity.late_send_threshold_s,
         max_late_fraction=capacity.max_late_fraction,
         slo=slo,
         seed=seed,
@@ -248,7 +249,7 @@ def judge(result: BenchResult, gates: list[Gate], require_stable: bool, cpu_perc
     reasons = []
     if not summary.valid:
         reasons.append(f"invalid: {summary.late_fraction:.1%} late sends (the generator fell behind)")
-    if result.slo is not None:
+    if result.slo is not None and summary.valid:  # an invalid point fails every gate: say why once
         reasons += [
             f"{v.gate} (measured {v.value:.4g})"
             for v in result.slo.verdicts
