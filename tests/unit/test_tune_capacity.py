@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from modelfleet.tune.capacity import CapacityPolicy, Probe, closest_probe, repeat_capacity, search_capacity
+from modelfleet.tune.capacity import (
+    CapacityPolicy,
+    CapacityResult,
+    Probe,
+    RepeatedCapacity,
+    closest_probe,
+    repeat_capacity,
+    search_capacity,
+)
 
 POLICY = CapacityPolicy(
     start_rate_per_s=50, min_rate_per_s=5, max_rate_per_s=20_000, resolution=0.1, max_probes=20
@@ -82,25 +90,25 @@ def test_the_probe_budget_is_a_hard_limit() -> None:
 
 
 def test_repeats_give_a_spread_and_size_by_the_lowest() -> None:
-    capacities = iter([700.0, 520.0, 610.0])
-    current = {"cap": next(capacities)}
-    calls = {"n": 0}
-
-    def measure(rate: float) -> Probe:
-        calls["n"] += 1
-        ok = rate <= current["cap"]
-        return Probe(rate, ok, True, rate if ok else 0.0, rate, 1.0, 2.0 if ok else 900.0, 0.0, 0.0, "", 2.0)
-
-    first = search_capacity(measure, POLICY)
-    current["cap"] = next(capacities)
-    repeated = repeat_capacity(measure, POLICY, repeats=1)
-    assert repeated.capacities_per_s == (repeated.capacity_per_s,)
-    current["cap"] = 700.0
+    measure, _ = _server(capacity=700)
     many = repeat_capacity(measure, POLICY, repeats=3)
-    assert len(many.runs) == 3 and many.spread_per_s[0] <= many.median_per_s <= many.spread_per_s[1]
-    assert many.capacity_per_s == min(many.capacities_per_s) and first.capacity_per_s > 0
+    assert len(many.runs) == 3 and len(set(many.capacities_per_s)) == 1
     # Later repeats start at half the first capacity: fewer probes than a fresh search from 50/s.
     assert len(many.runs[1].probes) < len(many.runs[0].probes)
+
+    def run_at(capacity: float) -> CapacityResult:
+        probe = Probe(capacity, True, True, capacity, capacity, 1.0, 2.0, 0.0, 0.0)
+        return CapacityResult(capacity, probe, (probe,), False, False)
+
+    spread = RepeatedCapacity((run_at(700.0), run_at(520.0), run_at(610.0)))
+    assert spread.capacity_per_s == 520.0 and spread.median_per_s == 610.0
+    assert spread.spread_per_s == (520.0, 700.0)
+    assert spread.best is not None and spread.best.rate_per_s == 520.0
+
+
+def test_repeats_stop_when_nothing_passed() -> None:
+    measure, _ = _server(capacity=1)
+    assert len(repeat_capacity(measure, POLICY, repeats=3).runs) == 1
 
 
 def test_closest_probe_ignores_invalid_ones() -> None:

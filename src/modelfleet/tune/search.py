@@ -21,7 +21,7 @@ from modelfleet.bench.runner import machine_info
 from modelfleet.bench.slo import Gate, goodput_limit_ms, parse_slo
 from modelfleet.config.tune import TuneSpec
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError
-from modelfleet.tune.capacity import CapacityPolicy, Probe, repeat_capacity
+from modelfleet.tune.capacity import CapacityPolicy, Probe, closest_probe, repeat_capacity
 from modelfleet.tune.prices import load_prices, map_hardware
 from modelfleet.tune.ranking import price_trial, recommend
 from modelfleet.tune.results import (
@@ -139,8 +139,6 @@ def run_trial(
         probes = [p for run in repeated.runs for p in run.probes]
         best = repeated.best
         if best is None:
-            from modelfleet.tune.capacity import closest_probe
-
             near = closest_probe(probes)
             note = f"closest: {near.rate_per_s:,.0f}/s, {near.reason}" if near else "no valid probe"
             return TrialRecord(
