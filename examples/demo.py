@@ -4,7 +4,9 @@
 2. bring a local fleet up: several supervised model-server replicas behind one router;
 3. query every model through the router with tritonclient;
 4. load-test the fleet through the router (open loop, rate sweep, SLO gates) and write the HTML report;
-5. bring the fleet down and say where the report is.
+5. bring the fleet down;
+6. tune the iris model briefly (two batch sizes on one CPU, short probes): capacity under the SLO, priced
+   in $ per 1M conforming inferences, and the recommendation as a fleet spec; then say where the reports are.
 
 Every step calls the library functions the CLI wraps, or the CLI itself. Output lands in ./demo-output/.
 """
@@ -155,6 +157,45 @@ def bench(spec_path: Path) -> tuple[Path, int]:
     return report, gate
 
 
+def tune(artifacts: dict[str, Path]) -> tuple[Path, int]:
+    """A short tune (about 30 s): iris on one CPU, batch 1 vs 8, one repeat of 1 s probes."""
+    spec = {
+        "artifacts": [str(artifacts["iris"])],
+        "slo": "p99<50ms,error_rate<1%",
+        "target_rate_per_s": 2000,
+        "hardware": [{"cpus": 1}],
+        "space": {"max_batch_size": [1, 8]},
+        "capacity": {
+            "start_rate_per_s": 100,
+            "max_rate_per_s": 800,
+            "probe_duration_s": 1.0,
+            "warmup_s": 0.3,
+            "window_s": 0.5,
+            "repeats": 1,
+            "max_probes": 6,
+        },
+    }
+    spec_path = OUT / "tune-iris.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results, fleet = OUT / "tune-results.json", OUT / "fleet-tuned.yaml"
+    command = [
+        *MODELFLEET,
+        "tune",
+        str(spec_path),
+        "-o",
+        str(results),
+        "--force",
+        "--write-fleet",
+        str(fleet),
+    ]
+    console.print("$ " + " ".join(command[2:]))
+    gate = subprocess.run(command).returncode
+    page = OUT / "tune.html"
+    if results.is_file():
+        subprocess.run([*MODELFLEET, "report", str(results), "-o", str(page)], check=True)
+    return page, gate
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(exist_ok=True)
@@ -172,8 +213,12 @@ def main() -> None:
         step("5. fleet down")
         stop_fleet("demo", state_root=STATE)
         console.print("fleet stopped")
+    step("6. tune: the cheapest iris configuration that meets p99 < 50 ms at 2,000/s")
+    tune_page, tune_gate = tune(artifacts)
     verdict = "[green]SLOs met[/]" if gate == 0 else f"[yellow]an SLO gate failed (exit {gate})[/]"
     console.print(f"\n{verdict} — report: [bold]{report}[/] (open it in a browser; it works offline)")
+    tuned = "recommendation re-verified" if tune_gate == 0 else f"tune gate failed (exit {tune_gate})"
+    console.print(f"tune: {tuned} — page: [bold]{tune_page}[/]")
 
 
 if __name__ == "__main__":

@@ -21,5 +21,6 @@ def test_every_command_module_registers_its_commands() -> None:
         "registry",
         "keys",
         "bench",
+        "tune",
         "report",
     }
