@@ -44,3 +44,10 @@ def test_auto_threads_share_the_cores_among_the_workers() -> None:
     cores = default_intra_op_threads(1)
     assert default_intra_op_threads(2) == max(1, cores // 2)
     assert default_intra_op_threads(10_000) == 1
+
+
+def test_a_cpu_budget_sets_the_automatic_thread_count_whatever_the_machine_has() -> None:
+    assert default_intra_op_threads(1, cpu_cores=1.0) == 1
+    assert default_intra_op_threads(2, cpu_cores=1.0) == 1  # never 0
+    assert default_intra_op_threads(1, cpu_cores=3.5) == 3
+    assert default_intra_op_threads(2, cpu_cores=8.0) == 4

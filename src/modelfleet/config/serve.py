@@ -125,6 +125,14 @@ class ServerConfig(SpecModel):
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT) for CPU scaling."
     )
+    cpu_cores: float | None = Field(
+        default=None,
+        gt=0,
+        le=512,
+        description="CPU cores this server may use: automatic ONNX Runtime thread counts (a model's "
+        "intra_op_threads 0) divide these by workers. A fleet sets it from its pool's CPU limit. "
+        "Default: the CPUs the process may run on, capped by its cgroup's CPU limit.",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )

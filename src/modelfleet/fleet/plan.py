@@ -54,7 +54,13 @@ class ServerGroup:
             path = model.path if artifact_path is None or model.path is None else artifact_path(model)
             models.append(ModelConfig(path=path, ref=model.ref, name=model.name, **model.runtime_fields()))
         shutdown = {} if graceful_shutdown_s is None else {"graceful_shutdown_s": graceful_shutdown_s}
-        server = ServerConfig(host=host, port=port, workers=self.pool.workers, **shutdown)
+        server = ServerConfig(
+            host=host,
+            port=port,
+            workers=self.pool.workers,
+            cpu_cores=self.pool.resources.effective_cpu_limit_cores,
+            **shutdown,
+        )
         auth = (
             ServeAuthConfig()
             if keys_file is None

@@ -41,9 +41,39 @@ def providers_for(target: str) -> list[str]:
     return [p for p in wanted if p in available]
 
 
-def default_intra_op_threads(workers: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+def default_intra_op_threads(workers: int, cpu_cores: float | None = None) -> int:
+    """ONNX Runtime threads per model: the server's cores (given, or `available_cores()`) ÷ workers.
+
+    Without a budget two replicas of 1 core each on a 2-core machine ran 2 threads each; in a pod with a
+    CPU limit ONNX Runtime would start one thread per node core (it does not read cgroup limits).
+    """
+    cores = cpu_cores if cpu_cores is not None else available_cores()
+    return max(1, int(cores // max(1, workers)))
+
+
+def available_cores() -> float:
+    """The CPUs this process may run on (affinity), capped by a cgroup v2 or v1 CPU quota."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    quota = _cgroup_cpu_quota()
+    return min(cores, max(1.0, quota)) if quota is not None else cores
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        fields = (
+            Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        )  # cgroup v2: "max 100000" or "200000 100000"
+        if len(fields) == 2 and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        return None
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 class OnnxModel:

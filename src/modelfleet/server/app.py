@@ -97,7 +97,8 @@ def create_app(
     address; by default the spec's ``auth.audit_log`` (a path, or ``-`` for stdout), if any.
     One worker of a pool (``server.workers`` > 1) passes ``peers_ready``, whether every other worker has
     loaded its models, and ``metrics_dir``, the folder where all of them write their metrics.
-    Each model runs with its own ``intra_op_threads``; 0 means cores ÷ ``server.workers``.
+    Each model runs with its own ``intra_op_threads``; 0 means ``server.cpu_cores`` (default: the cores
+    the process may use) ÷ ``server.workers``.
     """
     if audit is None and spec.auth.audit_log is not None:
         audit = AuditLog(spec.auth.audit_log)
@@ -110,7 +111,7 @@ def create_app(
         source = RegistrySource(spec.registry)
     repository = ModelRepository(
         metrics,
-        auto_intra_op_threads=default_intra_op_threads(spec.server.workers),
+        auto_intra_op_threads=default_intra_op_threads(spec.server.workers, spec.server.cpu_cores),
         resolver=source.resolve if source is not None else resolve_path,
     )
     dataplane = DataPlane(
