@@ -7,7 +7,7 @@ import math
 import pytest
 
 from modelfleet.fleet.router_config import Upstream
-from modelfleet.fleet.routing import MIN_IN_FLIGHT, RetryBudget, RoutingTable, quantile_from_buckets
+from modelfleet.fleet.routing import RetryBudget, RoutingTable, quantile_from_buckets
 
 
 def _table() -> RoutingTable:
@@ -144,20 +144,3 @@ def test_a_held_replica_that_is_not_ready_does_not_count_as_held() -> None:
     assert table.hold_left_s("a", now=5.0) is None  # the answer is "no ready replica", not "held"
     table.hold(first, "a", until=6.0)
     assert table.choose("a", now=5.0) is None and table.hold_left_s("a", now=5.0) == pytest.approx(1.0)
-
-
-def test_the_in_flight_limit_backs_off_on_overload_and_grows_back_one_per_window() -> None:
-    table = RoutingTable([Upstream(name="a", group="g", url="http://a:1", models=["m"], max_in_flight=64)])
-    (replica,) = table.replicas
-    for _ in range(10):
-        replica.answered(overloaded=True)
-    assert replica.limit == int(64 * 0.9**10)  # 22: multiplicative decrease per refusal
-    for _ in range(100):
-        replica.answered(overloaded=True)
-    assert replica.limit == MIN_IN_FLIGHT  # never below: one request queued while one runs
-    for _ in range(9):  # additive increase: 1/limit per answer, about one per limit's worth of answers
-        replica.answered(overloaded=False)
-    assert replica.limit == 4  # 2 → 4.79 after 9 answers
-    for _ in range(10_000):
-        replica.answered(overloaded=False)
-    assert replica.limit == 64  # never above the configured max_in_flight

@@ -368,7 +368,7 @@ class Router:
             self.metrics.shed(model, SHED_SATURATED)
             message = (
                 f"model {model!r}: every ready replica has its limit of requests in flight "
-                f"(router max_in_flight_per_replica, lowered while replicas answer 503){after}; retry shortly"
+                f"(router max_in_flight_per_replica){after}; retry shortly"
             )
         else:
             message = f"model {model!r}: no ready replica{after}; retry shortly"
@@ -397,8 +397,6 @@ class Router:
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
         replica.outstanding -= 1
-        if response is not None:
-            replica.answered(overloaded=status == 503)
         try:
             outcome = self._after_upstream(
                 request, model, answer, started, deadline, timeout_s, replica, failed, status, response

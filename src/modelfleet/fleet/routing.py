@@ -13,53 +13,24 @@ from collections.abc import Iterable, Sequence
 
 from modelfleet.fleet.router_config import Upstream
 
-# The in-flight limit adapts (AIMD, as TCP's window and Netflix's AIMDLimit): each 503 for overload
-# multiplies it by this, each answered request adds 1/limit (about one per round trip), between
-# MIN_IN_FLIGHT and the configured `max_in_flight`. At 3x capacity half of the excess reached the
-# replicas with the fixed limit (256 here): each cost a replica a parse and a refusal on cores its own
-# model runs needed, where the router's own 503 costs the router alone.
-LIMIT_BACKOFF = 0.9
-MIN_IN_FLIGHT = 2
-
 
 class Replica:
     """One upstream as the router sees it: readiness from health polls, requests in flight and their limit."""
 
-    __slots__ = (
-        "_window",
-        "group",
-        "held_until",
-        "limit",
-        "max_limit",
-        "models",
-        "name",
-        "outstanding",
-        "ready",
-        "url",
-    )
+    __slots__ = ("group", "held_until", "limit", "models", "name", "outstanding", "ready", "url")
 
     def __init__(self, upstream: Upstream) -> None:
         self.name = upstream.name
         self.group = upstream.group
         self.url = upstream.url.rstrip("/")
         self.models = tuple(upstream.models)
-        self.max_limit = upstream.max_in_flight
         self.limit = upstream.max_in_flight
-        self._window = float(upstream.max_in_flight)
         self.outstanding = 0
         # Unknown until the first poll; starting "not ready" means a client never hits a cold server.
         self.ready = False
         # Model → monotonic time until which this replica is not sent that model (it answered 503 with a
         # retry_after_s); empty while nothing is held, so the hot path pays one falsy check.
         self.held_until: dict[str, float] = {}
-
-    def answered(self, overloaded: bool) -> None:
-        """Adapt the in-flight limit to an answer: back off on a 503 for overload, else grow slowly."""
-        if overloaded:
-            self._window = max(float(min(MIN_IN_FLIGHT, self.max_limit)), self._window * LIMIT_BACKOFF)
-        else:
-            self._window = min(float(self.max_limit), self._window + 1.0 / self._window)
-        self.limit = int(self._window)
 
     def held(self, model: str, now: float) -> bool:
         until = self.held_until.get(model)

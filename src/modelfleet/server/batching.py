@@ -44,12 +44,6 @@ _RUN_WEIGHT = 0.25
 # items (an unloaded model runs single requests) the slope keeps what earlier, varied runs measured
 # instead of collapsing to a guess; runs that vary by a few items outweigh it at once.
 _SLOPE_PRIOR_ITEMS2 = 1.0
-# How far one slower unshared run moves `solo_s` up (a faster one moves it down by _RUN_WEIGHT). Under
-# overload the few runs that hold one request run on cores the rest of the machine saturates: 3-8x
-# slower in the 3x-capacity chaos fault, and with the symmetric weight they raised the queue-wait target
-# (4 unshared runs) to match, so the model admitted batches of 15 items whose runs took ~90-200 ms. At
-# 2 % a run, a model that really became slower moves its target halfway in ~35 unshared runs.
-SOLO_RISE_WEIGHT = 0.02
 _MIN_RETRY_AFTER_S = 0.001
 # The automatic queue-wait target never goes below this: under a few milliseconds, event-loop and
 # thread hand-off jitter alone would make a lightly loaded tiny model refuse.
@@ -155,11 +149,9 @@ class ServiceEstimate:
     proportional (fixed 0: the pessimistic reading for larger batches); the warm-up's runs of 1 and
     ``max_batch_size`` items give the slope before the first client request.
 
-    `solo_s` follows the compute time of runs that held a single request: what a request costs when it
+    `solo_s` averages the compute time of runs that held a single request: what a request costs when it
     shares nothing, the unloaded service time that the automatic queue-wait target is a multiple of. It
-    is not fed by the larger batches of an overload, so the target cannot grow with the batches it admits,
-    and it falls at once but rises slowly (SOLO_RISE_WEIGHT), so cores saturated by the overload itself
-    do not raise it either.
+    is not fed by the larger batches of an overload, so the target cannot grow with the batches it admits.
     """
 
     __slots__ = (
@@ -203,11 +195,9 @@ class ServiceEstimate:
         self.per_item_s = min(max(self.per_item_s, 0.0), self.seconds / self.items)
         self.fixed_s = self.seconds - self.per_item_s * self.items
         if unshared:
-            if self.solo_s == 0:
-                self.solo_s = compute_s
-            else:  # quick to fall, slow to rise: see SOLO_RISE_WEIGHT
-                weight = _RUN_WEIGHT if compute_s < self.solo_s else SOLO_RISE_WEIGHT
-                self.solo_s += weight * (compute_s - self.solo_s)
+            self.solo_s = (
+                compute_s if self.solo_s == 0 else self.solo_s + _RUN_WEIGHT * (compute_s - self.solo_s)
+            )
         self.runs += 1
 
     @property
