@@ -95,10 +95,8 @@ class RouterConfig(RouterLimits):
     max_in_flight_per_replica: int | None = Field(
         default=None,
         ge=1,
-        description="Requests in flight to one replica at most; when every ready replica is at its limit the "
-        "router answers 503 at once. The limit in force adapts below this (x0.9 per 503 from the replica, "
-        "+1/limit per other answer, at least 2). Default: 4 × Σ(max_batch_size × instances) × workers of the "
-        "replica, at least 8.",
+        description="Requests in flight to one replica at most; when every ready replica is at it the router "
+        "answers 503 at once. Default: 4 × Σ(max_batch_size × instances) × workers of the replica, at least 8.",
     )
     tls_cert_file: Path | None = Field(
         default=None,
