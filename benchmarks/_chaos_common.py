@@ -166,7 +166,9 @@ def router_setting(*words: str) -> str | None:
 class Fleet:
     """examples/fleet-local.yaml with this run's artifacts, started with modelfleet.fleet.local."""
 
-    def __init__(self, work: Path, artifact: Path, artifact_int8: Path) -> None:
+    def __init__(
+        self, work: Path, artifact: Path, artifact_int8: Path, queue_wait_runs: float | None = None
+    ) -> None:
         from modelfleet.fleet.local import start_fleet
         from modelfleet.fleet.state import FleetPaths
 
@@ -175,6 +177,8 @@ class Fleet:
         paths = {"minilm": artifact, "minilm-int8": artifact_int8}
         for model in document["models"]:
             model["path"] = str(paths[model["name"]])
+            if queue_wait_runs is not None:
+                model.setdefault("batching", {})["queue_wait_runs"] = queue_wait_runs
         document["router"]["port"] = 0
         self.header_timeout_field = router_setting("header", "timeout")
         if self.header_timeout_field is not None:
@@ -272,7 +276,9 @@ class Context:
         work queued from an earlier scenario."""
         if self._fleet is None:
             say("starting the fleet (examples/fleet-local.yaml: 2 replicas × MiniLM fp32 + int8, 1 router)")
-            self._fleet = Fleet(self.work, self.args.artifact, self.args.artifact_int8)
+            self._fleet = Fleet(
+                self.work, self.args.artifact, self.args.artifact_int8, self.args.queue_wait_runs
+            )
             say(f"  fleet ready in {self._fleet.start_s:.1f} s at {self._fleet.router_url}")
         else:
             self._fleet.wait_ready(180.0)

@@ -366,6 +366,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="Short durations and fewer generated cases.")
     parser.add_argument(
+        "--queue-wait-runs",
+        type=float,
+        help="The fleet models' batching.queue_wait_runs (default: the server's, 4): the latency/goodput trade.",
+    )
+    parser.add_argument(
         "--artifact", type=Path, help="MiniLM fp32 artifact (default: build the bundled one)."
     )
     parser.add_argument(

@@ -158,3 +158,14 @@ def test_onnx_file_of_an_artifact_builds_as_a_generic_model(
     assert (tmp_path / "generic" / "model.onnx").stat().st_size == (
         minilm_fp32_artifact / "model.onnx"
     ).stat().st_size
+
+
+def test_length_grouping_off_pads_one_run_and_embeds_the_same(minilm_fp32_artifact: Path) -> None:
+    from modelfleet.runtime.loader import load_model
+
+    texts = np.array([b"short", b"word " * 60, b"a sentence of middling length here"], dtype=object)
+    grouped = load_model(minilm_fp32_artifact, intra_op_threads=1)
+    whole = load_model(minilm_fp32_artifact, intra_op_threads=1, length_grouping=False)
+    a = grouped.predict(grouped.validate_inputs({"text": texts}))["embedding"]
+    b = whole.predict(whole.validate_inputs({"text": texts}))["embedding"]
+    assert np.allclose(a, b, atol=1e-5)  # padding is masked: the same embeddings either way

@@ -203,3 +203,15 @@ def test_the_exact_cut_keeps_a_pair_s_tokens_as_the_full_texts_give() -> None:
         [cut] = encoder.tokenize(prepared, prepared_pair)
         [full] = encoder.tokenize(np.array([text], dtype=object), np.array([pair], dtype=object))
         assert cut.ids == full.ids and len(cut.ids) == 16
+
+
+def test_without_length_grouping_a_batch_is_one_padded_run() -> None:
+    tokenizer = bundled_model_dir() / "tokenizer.json"
+    texts = np.array(["short"] * 6 + ["word " * 100], dtype=object)
+    grouped = TextEncoder(tokenizer, 128, ["input_ids", "attention_mask"]).encode_groups(texts)
+    whole = TextEncoder(tokenizer, 128, ["input_ids", "attention_mask"], length_grouping=False).encode_groups(
+        texts
+    )
+    assert len(grouped) > 1
+    assert len(whole) == 1 and sorted(whole[0][0]) == list(range(7))
+    assert whole[0][1]["input_ids"].shape[1] == max(feed["input_ids"].shape[1] for _, feed in grouped)

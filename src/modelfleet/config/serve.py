@@ -86,6 +86,12 @@ class ModelRuntimeConfig(SpecModel):
     timeout_s: float = Field(
         default=10.0, gt=0, description="Deadline per request, queue and compute together (504 after)."
     )
+    length_grouping: bool = Field(
+        default=True,
+        description="Text models: split each batch into runs of similar token length so padding stays "
+        "small. False pads the whole batch to its longest text in one run (accelerators whose run costs "
+        "about the same at any length); `modelfleet tune` can search both.",
+    )
     warmup_runs: int = Field(
         default=2,
         ge=0,

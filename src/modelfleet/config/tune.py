@@ -71,6 +71,12 @@ class SearchSpace(SpecModel):
         min_length=1,
         description="Model runs that may execute at once per process.",
     )
+    length_grouping: list[bool] = Field(
+        default_factory=lambda: [True],
+        min_length=1,
+        description="Text models: split batches into runs of similar length (true) or pad each batch "
+        "whole into one run (false); [true, false] compares both.",
+    )
 
     def size(self) -> int:
         return (
@@ -79,6 +85,7 @@ class SearchSpace(SpecModel):
             * len(self.workers)
             * len(self.intra_op_threads)
             * len(self.instances)
+            * len(self.length_grouping)
         )
 
 

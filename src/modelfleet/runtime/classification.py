@@ -34,13 +34,16 @@ def sigmoid(logits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return result
 
 
-def text_encoder(manifest: Manifest, artifact_dir: Path) -> TextEncoder:
+def text_encoder(manifest: Manifest, artifact_dir: Path, length_grouping: bool = True) -> TextEncoder:
     """The artifact's tokenizer with the manifest's length limit and graph inputs."""
     tokenization = manifest.preprocessing
     if tokenization is None:
         raise IntegrityError(f"model {manifest.name}: a {manifest.task} manifest needs preprocessing")
     return TextEncoder(
-        artifact_dir / tokenization.tokenizer_file, tokenization.max_length_tokens, tokenization.graph_inputs
+        artifact_dir / tokenization.tokenizer_file,
+        tokenization.max_length_tokens,
+        tokenization.graph_inputs,
+        length_grouping=length_grouping,
     )
 
 
@@ -56,11 +59,13 @@ class TextClassification:
         self._scores = sigmoid if score_function == "sigmoid" else softmax
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, artifact_dir: Path) -> TextClassification:
+    def from_manifest(
+        cls, manifest: Manifest, artifact_dir: Path, length_grouping: bool = True
+    ) -> TextClassification:
         post = manifest.postprocessing
         if not post.labels:
             raise IntegrityError(f"model {manifest.name}: a text-classification manifest needs labels")
-        encoder = text_encoder(manifest, artifact_dir)
+        encoder = text_encoder(manifest, artifact_dir, length_grouping)
         return cls(encoder, post.labels, post.score_function, manifest.inputs[0].name)
 
     def validate(self, inputs: Arrays) -> Arrays:

@@ -14,14 +14,23 @@ def load_model(
     name: str | None = None,
     version: str | None = None,
     verify: bool = True,
+    length_grouping: bool = True,
 ) -> Model:
     """Read the manifest, check the sha256 of every file, and open the model for the artifact's target.
 
-    `name` and `version` override the manifest's (a registry numbers versions itself).
+    `name` and `version` override the manifest's (a registry numbers versions itself); `length_grouping`
+    (text models) splits a batch into runs of similar length, or pads it whole into one run.
     """
     manifest = read_manifest(artifact_dir)
     if verify:
         verify_files(artifact_dir, manifest)
     from modelfleet.runtime.onnx import OnnxModel
 
-    return OnnxModel(artifact_dir, manifest, intra_op_threads=intra_op_threads, name=name, version=version)
+    return OnnxModel(
+        artifact_dir,
+        manifest,
+        intra_op_threads=intra_op_threads,
+        name=name,
+        version=version,
+        length_grouping=length_grouping,
+    )

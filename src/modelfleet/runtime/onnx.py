@@ -88,6 +88,7 @@ class OnnxModel:
         intra_op_threads: int,
         name: str | None = None,
         version: str | None = None,
+        length_grouping: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -129,7 +130,7 @@ class OnnxModel:
             ) from None
 
         self._graph_outputs = [output.name for output in self._session.get_outputs()]
-        self._processing = make_processing(manifest, artifact_dir)
+        self._processing = make_processing(manifest, artifact_dir, length_grouping)
         self._client_feeds = isinstance(self._processing, TensorProcessing)
 
     def predict(self, inputs: Arrays) -> Arrays:

@@ -49,13 +49,14 @@ class TensorProcessing:
 class TextEmbedding:
     """Texts → tokenized length groups → one run per group → embeddings back in request order."""
 
-    def __init__(self, manifest: Manifest, artifact_dir: Path) -> None:
+    def __init__(self, manifest: Manifest, artifact_dir: Path, length_grouping: bool = True) -> None:
         tokenization = manifest.preprocessing
         assert tokenization is not None, "a text-embedding manifest has preprocessing"
         self._encoder = TextEncoder(
             artifact_dir / tokenization.tokenizer_file,
             tokenization.max_length_tokens,
             tokenization.graph_inputs,
+            length_grouping=length_grouping,
         )
         self._input = manifest.inputs[0].name
         self._output_map = {field.name: field.onnx_name or field.name for field in manifest.outputs}
@@ -77,20 +78,23 @@ class TextEmbedding:
         return merged
 
 
-def make_processing(manifest: Manifest, artifact_dir: Path) -> Processing:
-    """The processing for an artifact's task (one line per task here; each lives in its own module)."""
+def make_processing(manifest: Manifest, artifact_dir: Path, length_grouping: bool = True) -> Processing:
+    """The processing for an artifact's task (one line per task here; each lives in its own module).
+
+    `length_grouping` (text tasks): split a batch into runs of similar length, or pad it as one run.
+    """
     if manifest.task == "question-answering":
         from modelfleet.runtime.question_answering import make_question_answering
 
-        return make_question_answering(manifest, artifact_dir)
+        return make_question_answering(manifest, artifact_dir, length_grouping)
     if manifest.task == "text-embedding" or (manifest.task == "generic" and manifest.preprocessing):
-        return TextEmbedding(manifest, artifact_dir)
+        return TextEmbedding(manifest, artifact_dir, length_grouping)
     if manifest.task == "text-classification":
         from modelfleet.runtime.classification import TextClassification
 
-        return TextClassification.from_manifest(manifest, artifact_dir)
+        return TextClassification.from_manifest(manifest, artifact_dir, length_grouping)
     if manifest.task == "token-classification":
         from modelfleet.runtime.token_classification import TokenClassification
 
-        return TokenClassification.from_manifest(manifest, artifact_dir)
+        return TokenClassification.from_manifest(manifest, artifact_dir, length_grouping)
     return TensorProcessing(manifest)

@@ -75,13 +75,14 @@ class QaSettings:
 class QuestionAnswering:
     """V2 `question`, `context` (BYTES) → `answer` (BYTES), `score` (FP32), `start`, `end` (INT64)."""
 
-    def __init__(self, settings: QaSettings) -> None:
+    def __init__(self, settings: QaSettings, length_grouping: bool = True) -> None:
         self.settings = settings
         self._encoder = TextEncoder(
             settings.tokenizer_file,
             settings.max_length_tokens,
             settings.graph_inputs,
             stride_tokens=settings.stride_tokens,
+            length_grouping=length_grouping,
         )
         self._cls_id = _cls_token_id(settings.tokenizer_file)
         self._max_question_chars = settings.max_length_tokens * _QUESTION_CHARS_PER_TOKEN
@@ -280,5 +281,7 @@ def _cls_token_id(tokenizer_file: Path) -> int | None:
     return None
 
 
-def make_question_answering(manifest: Manifest, artifact_dir: Path) -> QuestionAnswering:
-    return QuestionAnswering(QaSettings.from_manifest(manifest, artifact_dir))
+def make_question_answering(
+    manifest: Manifest, artifact_dir: Path, length_grouping: bool = True
+) -> QuestionAnswering:
+    return QuestionAnswering(QaSettings.from_manifest(manifest, artifact_dir), length_grouping)

@@ -50,11 +50,13 @@ class TokenClassification:
         self._unk_id = encoder.unk_id
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, artifact_dir: Path) -> TokenClassification:
+    def from_manifest(
+        cls, manifest: Manifest, artifact_dir: Path, length_grouping: bool = True
+    ) -> TokenClassification:
         post = manifest.postprocessing
         if not post.labels:
             raise IntegrityError(f"model {manifest.name}: a token-classification manifest needs labels")
-        encoder = text_encoder(manifest, artifact_dir)
+        encoder = text_encoder(manifest, artifact_dir, length_grouping)
         return cls(encoder, post.labels, post.ignored_labels, manifest.inputs[0].name)
 
     def validate(self, inputs: Arrays) -> Arrays:

@@ -229,6 +229,7 @@ class ModelRepository:
             intra_op_threads=config.intra_op_threads or self._auto_intra_op_threads,
             name=served_name(config),
             version=version,
+            length_grouping=config.length_grouping,
         )
 
 

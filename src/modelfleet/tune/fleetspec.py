@@ -74,6 +74,7 @@ def fleet_spec_from(result: TuneResult, name: str, model_name: str | None = None
         ),
         instances=int(settings["instances"]),
         intra_op_threads=int(settings["intra_op_threads"]),
+        length_grouping=bool(settings.get("length_grouping", True)),
         memory_mib=max(1, math.ceil(trial.memory_mib)),
         slo=SloConfig(latency_ms=goodput_limit_ms(gates) or 100.0, percentile=_percentile(result.slo)),
     )

@@ -72,6 +72,7 @@ def trial_fleet(
         batching=BatchingConfig(max_batch_size=settings.max_batch_size, max_delay_s=settings.max_delay_s),
         instances=settings.instances,
         intra_op_threads=settings.intra_op_threads,
+        length_grouping=settings.length_grouping,
     )
     # A trial measures the server alone: no router, and no API keys between the generator and it.
     return FleetSpec(

@@ -32,7 +32,7 @@ from modelfleet.tune.results import (
     read_result,
     write_result,
 )
-from modelfleet.tune.space import NOT_SEARCHED, Candidate, all_candidates, artifact_variants
+from modelfleet.tune.space import Candidate, all_candidates, artifact_variants
 from modelfleet.tune.strategy import choose
 from modelfleet.tune.trial import cpu_set, generator_beside, measure, memory_limit_support, run_server
 from modelfleet.tune.verify import verify_winner
@@ -246,7 +246,6 @@ def run_tune(
     variants, notes = artifact_variants(spec)
     notes = [
         *notes,
-        *NOT_SEARCHED,
         *(f"{h.label} → {h.instance_type} ({h.mapping}); memory limit {h.memory_limit}" for h in hardware),
     ]
     candidates = all_candidates(spec, variants)

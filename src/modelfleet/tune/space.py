@@ -1,8 +1,4 @@
-"""The search space: artifact variants (deduplicated by content hash) × hardware × server settings.
-
-Length grouping is not a dimension: the server always groups text by length (runtime/text.py) and has
-no switch to turn it off, so there is nothing to compare it against.
-"""
+"""The search space: artifact variants (deduplicated by content hash) × hardware × server settings."""
 
 from __future__ import annotations
 
@@ -15,10 +11,6 @@ from pathlib import Path
 from modelfleet.config.tune import TuneSpec
 from modelfleet.errors import NotFound
 from modelfleet.manifest import read_manifest
-
-NOT_SEARCHED = (
-    "length grouping is not searched: the server always groups texts by length and has no switch for it",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +32,14 @@ class Settings:
     workers: int
     intra_op_threads: int
     instances: int
+    length_grouping: bool = True
 
     def label(self) -> str:
         threads = self.intra_op_threads or "auto"
         return (
             f"batch {self.max_batch_size}, delay {self.max_delay_s * 1000:g} ms, {self.workers}w×{threads}t"
             + (f", {self.instances} inst" if self.instances != 1 else "")
+            + ("" if self.length_grouping else ", no length grouping")
         )
 
 
@@ -88,9 +82,14 @@ def artifact_variants(spec: TuneSpec) -> tuple[list[Variant], list[str]]:
 def settings_space(spec: TuneSpec) -> list[Settings]:
     space = spec.space
     return [
-        Settings(b, d, w, t, i)
-        for b, d, w, t, i in itertools.product(
-            space.max_batch_size, space.max_delay_s, space.workers, space.intra_op_threads, space.instances
+        Settings(b, d, w, t, i, g)
+        for b, d, w, t, i, g in itertools.product(
+            space.max_batch_size,
+            space.max_delay_s,
+            space.workers,
+            space.intra_op_threads,
+            space.instances,
+            space.length_grouping,
         )
     ]
 

@@ -121,6 +121,7 @@ def _serve_spec(candidate: Candidate, port_host: str = "127.0.0.1") -> ServeSpec
         batching=BatchingConfig(max_batch_size=settings.max_batch_size, max_delay_s=settings.max_delay_s),
         instances=settings.instances,
         intra_op_threads=settings.intra_op_threads,
+        length_grouping=settings.length_grouping,
     )
     return ServeSpec(server=ServerConfig(host=port_host, port=0, workers=settings.workers), models=[model])
 
