@@ -71,6 +71,18 @@ def tune_command(
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    pack: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--pack",
+            help="Tune results of several models (repeat): pack their recommendations onto shared nodes "
+            "and price them once, instead of searching.",
+        ),
+    ] = None,
+    instance_type: Annotated[
+        str | None,
+        typer.Option("--instance-type", help="With --pack: the node type (default: the largest mapped)."),
+    ] = None,
 ) -> None:
     """Measure configurations × hardware under the SLO on real local servers, price them, recommend the cheapest.
 
@@ -78,6 +90,9 @@ def tune_command(
     differed by more than verify_tolerance; 2 bad input (spec, unknown instance type); 3 artifact not
     found; 4 a model failed its integrity check; 6 --output exists (use --resume or --force).
     """
+    if pack:
+        _print_pack(pack, instance_type, json_output)
+        return
     from modelfleet.tune.options import tune_spec_from_sources
 
     spec = tune_spec_from_sources(
@@ -115,6 +130,36 @@ def tune_command(
     problem = failure_message(result)
     if problem is not None:
         raise GateFailed(problem)
+
+
+def _print_pack(paths: list[Path], instance_type: str | None, json_output: bool) -> None:
+    from rich.table import Table
+
+    from modelfleet.tune.pack import pack_results, pack_summary
+
+    summary = pack_summary(pack_results(paths, instance_type))
+    if json_output:
+        print_json(summary)
+        return
+    table = Table(title=f"Shared nodes: {summary['instance_type']}", title_justify="left")
+    for column in ("model", "configuration", "replicas", "$/h (max(request, usage))", "share", "$/h alone"):
+        table.add_column(column)
+    for model in summary["models"]:  # type: ignore[attr-defined]
+        table.add_row(
+            model["name"],
+            model["configuration"],
+            str(model["replicas"]),
+            f"{model['cost_per_h']:.4f}",
+            f"{model['share']:.0%}",
+            f"{model['separate_price_per_h']:.4f}",
+        )
+    console.print(table)
+    console.print(
+        f"{len(summary['nodes'])} node(s) × ${summary['node']['price_per_h']:.4f}/h = "  # type: ignore[arg-type, index]
+        f"${summary['price_per_h']:.4f}/h, idle ${summary['idle_per_h']:.4f}/h ({summary['idle_share']:.0%}); "
+        f"each model on its own nodes: ${summary['separate_price_per_h']:.4f}/h",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
