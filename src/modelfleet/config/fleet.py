@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
+from modelfleet.config.operate import AlertsConfig, NotificationsConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
@@ -478,6 +479,14 @@ class FleetSpec(SpecModel):
         default_factory=KubernetesConfig, description="Kubernetes rendering settings."
     )
     local: LocalConfig = Field(default_factory=LocalConfig, description="Local supervisor settings.")
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig,
+        description="Where availability events are sent (sinks, filters, grouping, retries).",
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="SLO burn-rate and symptom alerts (PrometheusRule, and the local evaluator).",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Kubernetes object."
     )
@@ -521,3 +530,4 @@ class FleetSpec(SpecModel):
             model.resolve_paths(base)
         self.auth.resolve_paths(base)
         self.router.resolve_paths(base)
+        self.notifications.resolve_paths(base)
