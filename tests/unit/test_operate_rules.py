@@ -15,18 +15,21 @@ import yaml
 from modelfleet.config.operate import AlertsConfig
 from modelfleet.operate.evaluator import RuleEvaluator, SeriesStore, extrapolated_delta
 from modelfleet.operate.promql import rule_expr, rule_groups, selector_text
-from modelfleet.operate.rules import AlertRule, ModelObjective, build_rules, duration_text
+from modelfleet.operate.rules import AlertRule, ModelObjective, build_rules, duration_text, slow_edge_s
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
+)
 STEP_S = 60.0  # series interval and evaluation interval of the recorded scenario
 MINUTES = 300
+EDGES_S = (0.05, 0.1, 0.2)
 MODEL = ModelObjective("m", latency_ms=100.0, percentile=99.0, error_rate_percent=1.0, timeout_s=2.0)
 
 
 def _rules() -> list[AlertRule]:
     alerts = AlertsConfig(evaluation_interval_s=STEP_S, symptom_for_s=120, restarts_per_hour_max=3)
-    return build_rules("f", [MODEL], alerts, "local")
+    return build_rules("f", [MODEL], alerts, "local", "", EDGES_S)
 
 
 def _scenario() -> dict[str, list[float]]:
@@ -48,8 +51,8 @@ def _scenario() -> dict[str, list[float]]:
         series[f'modelfleet_router_requests_total{{{where},code="200"}}'].append(ok)
         series[f'modelfleet_router_requests_total{{{where},code="500"}}'].append(err)
         series[f'modelfleet_router_request_duration_seconds_bucket{{{where},le="0.1"}}'].append(fast)
-        series[f'modelfleet_router_request_duration_seconds_count{{{where}}}'].append(count)
-        series[f'modelfleet_router_ready_replicas{{{where}}}'].append(0.0 if 30 <= minute < 36 else 2.0)
+        series[f"modelfleet_router_request_duration_seconds_count{{{where}}}"].append(count)
+        series[f"modelfleet_router_ready_replicas{{{where}}}"].append(0.0 if 30 <= minute < 36 else 2.0)
         series['modelfleet_process_restarts_total{fleet="f",process="cpu-0-0"}'].append(restarts)
         series['modelfleet_model_load_failures_total{model="m"}'].append(failures)
         series['modelfleet_queue_duration_seconds_sum{model="m"}'].append(q_sum)
@@ -78,6 +81,12 @@ def _embedded_firing(rules: list[AlertRule], series: dict[str, list[float]]) -> 
     return firing
 
 
+def test_latency_counts_slow_requests_at_the_threshold_edge_or_the_one_below() -> None:
+    assert slow_edge_s(100.0, EDGES_S) == 0.1
+    assert slow_edge_s(150.0, EDGES_S) == 0.1  # not an edge: the one below counts more as slow
+    assert slow_edge_s(10.0, EDGES_S) == 0.05
+
+
 def test_prometheus_extrapolation_of_a_counter() -> None:
     # 4 samples 60 s apart in a 300 s window: Prometheus extrapolates to the window's ends within 1.1
     # sample intervals, else by half an interval, and never below the counter's zero.
@@ -88,7 +97,7 @@ def test_prometheus_extrapolation_of_a_counter() -> None:
 
 
 def test_rules_render_the_workbook_table_per_model() -> None:
-    rules = build_rules("f", [MODEL], AlertsConfig(), "kubernetes", namespace="ns")
+    rules = build_rules("f", [MODEL], AlertsConfig(), "kubernetes", "ns", EDGES_S)
     burn = [r for r in rules if r.name == "ModelfleetSLOErrorsBurnRate"]
     assert [(r.labels["burn_rate"], r.severity, [duration_text(w) for w in r.windows_s]) for r in burn] == [
         ("14.4x", "critical", ["1h", "5m"]),
@@ -112,7 +121,7 @@ def test_rules_render_the_workbook_table_per_model() -> None:
 
 @needs_promtool
 def test_promtool_checks_the_rendered_rules(tmp_path: Path) -> None:
-    rules = build_rules("f", [MODEL], AlertsConfig(), "kubernetes", namespace="ns")
+    rules = build_rules("f", [MODEL], AlertsConfig(), "kubernetes", "ns", EDGES_S)
     rule_file = tmp_path / "rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": rule_groups("f", rules, 15)}), encoding="utf-8")
     done = subprocess.run([str(PROMTOOL), "check", "rules", str(rule_file)], capture_output=True, text=True)
@@ -132,7 +141,9 @@ def test_embedded_evaluator_agrees_with_promtool_test_rules(tmp_path: Path) -> N
     assert not any(firing[minute] for minute in range(30))
     # Check every 5 minutes and around every change of the embedded evaluator's firing set.
     changes = {m for m in range(1, MINUTES + 1) if firing[m] != firing[m - 1]}
-    minutes = sorted({*range(0, MINUTES + 1, 5), *changes, *(m - 1 for m in changes), *(m + 1 for m in changes)})
+    minutes = sorted(
+        {*range(0, MINUTES + 1, 5), *changes, *(m - 1 for m in changes), *(m + 1 for m in changes)}
+    )
     minutes = [m for m in minutes if 0 <= m <= MINUTES]
     cases: list[dict[str, Any]] = []
     for minute in minutes:
@@ -146,7 +157,9 @@ def test_embedded_evaluator_agrees_with_promtool_test_rules(tmp_path: Path) -> N
     rule_file = tmp_path / "rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": rule_groups("f", rules, STEP_S)}), encoding="utf-8")
     test_file = tmp_path / "test.yaml"
-    inputs = [{"series": text, "values": " ".join(f"{v:g}" for v in values)} for text, values in series.items()]
+    inputs = [
+        {"series": text, "values": " ".join(f"{v:g}" for v in values)} for text, values in series.items()
+    ]
     test_file.write_text(
         yaml.safe_dump(
             {

@@ -10,7 +10,7 @@ The burn-rate alerts follow the SRE workbook (chapter 5, "Alerting on SLOs", mul
 an alert fires when the error budget burns ``factor`` times faster than allowed over both its long and
 its short window. The budget is the SLO's allowed fraction of bad requests: ``error_rate_percent`` for
 errors, ``1 - percentile/100`` for latency, where a request is bad when it is slower than ``latency_ms``
-(the router's request-duration histogram has a bucket edge at every model's threshold).
+(counted at the router's request-duration bucket edge equal to the threshold, or the largest one below it).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from modelfleet.config.fleet import FleetSpec
 from modelfleet.config.operate import AlertsConfig
 
 Target = Literal["kubernetes", "local"]
@@ -81,6 +82,7 @@ class AlertRule:
     """One alert: fires when every condition holds for ``for_s`` seconds."""
 
     name: str
+    fleet: str
     conditions: tuple[Condition, ...]
     for_s: float
     severity: str
@@ -90,7 +92,8 @@ class AlertRule:
 
     @property
     def all_labels(self) -> dict[str, str]:
-        labels = {"severity": self.severity, **self.labels}
+        """The alert's labels: `fleet` and `severity` route it in Alertmanager, `model` when it has one."""
+        labels = {"fleet": self.fleet, "severity": self.severity, **self.labels}
         if self.model is not None:
             labels["model"] = self.model
         return labels
@@ -111,27 +114,53 @@ class ModelObjective:
     timeout_s: float
 
 
+def objectives(spec: FleetSpec) -> list[ModelObjective]:
+    return [
+        ModelObjective(m.name, m.slo.latency_ms, m.slo.percentile, m.slo.error_rate_percent, m.timeout_s)
+        for m in spec.models
+    ]
+
+
+def fleet_rules(spec: FleetSpec, target: Target, latency_edges_s: Sequence[float]) -> list[AlertRule]:
+    """The rules of a fleet spec, for Kubernetes (kube-state-metrics restarts) or a local fleet;
+    ``latency_edges_s``: the bucket edges of the router's request-duration histogram."""
+    return build_rules(
+        spec.name, objectives(spec), spec.alerts, target, spec.kubernetes.namespace, latency_edges_s
+    )
+
+
+def slow_edge_s(latency_ms: float, edges_s: Sequence[float]) -> float:
+    """The histogram edge that splits fast from slow requests: the threshold itself when it is an edge,
+    else the largest edge below it (more requests count as slow, so an alert comes early, never late)."""
+    threshold_s = latency_ms / 1000
+    below = [edge for edge in edges_s if edge <= threshold_s * (1 + 1e-9)]
+    return max(below) if below else min(edges_s)
+
+
 def build_rules(
     fleet: str,
     models: Sequence[ModelObjective],
     alerts: AlertsConfig,
     target: Target,
-    namespace: str = "",
+    namespace: str,
+    latency_edges_s: Sequence[float],
 ) -> list[AlertRule]:
     """Every alert of the fleet: per model the burn-rate pairs and symptoms, then the fleet's restarts."""
     rules: list[AlertRule] = []
     for model in models:
-        rules.extend(_burn_rate_rules(fleet, model, alerts))
+        rules.extend(_burn_rate_rules(fleet, model, alerts, slow_edge_s(model.latency_ms, latency_edges_s)))
         rules.extend(_symptom_rules(fleet, model, alerts))
     rules.append(_restart_rule(fleet, alerts, target, namespace))
     return rules
 
 
-def _burn_rate_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) -> list[AlertRule]:
+def _burn_rate_rules(
+    fleet: str, model: ModelObjective, alerts: AlertsConfig, edge_s: float
+) -> list[AlertRule]:
     where = (("fleet", "=", fleet), ("model", "=", model.name))
     requests = Selector(ROUTER_REQUESTS, where)
     errors = Selector(ROUTER_REQUESTS, (*where, ("code", "=~", "5..")))
-    fast = Selector(f"{ROUTER_DURATION}_bucket", (*where, ("le", "=", le_label(model.latency_ms / 1000))))
+    fast = Selector(f"{ROUTER_DURATION}_bucket", (*where, ("le", "=", le_label(edge_s))))
     count = Selector(f"{ROUTER_DURATION}_count", where)
     budgets = (
         ("Errors", model.error_rate_percent / 100, errors, requests, False, "of requests fail (5xx)"),
@@ -141,7 +170,7 @@ def _burn_rate_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) ->
             fast,
             count,
             True,
-            f"of requests are slower than {model.latency_ms:g} ms",
+            f"of requests are slower than {edge_s * 1000:g} ms",
         ),
     )
     rules = []
@@ -157,6 +186,7 @@ def _burn_rate_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) ->
             rules.append(
                 AlertRule(
                     name=f"ModelfleetSLO{sli}BurnRate",
+                    fleet=fleet,
                     conditions=conditions,
                     for_s=row.for_s,
                     severity=row.severity,
@@ -189,7 +219,13 @@ def _symptom_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) -> l
     )  # fmt: skip
     return [
         AlertRule(
-            name, (Condition(expr, op, threshold),), alerts.symptom_for_s, severity, model.name, summary
+            name,
+            fleet,
+            (Condition(expr, op, threshold),),
+            alerts.symptom_for_s,
+            severity,
+            model.name,
+            summary,
         )
         for name, severity, expr, op, threshold, summary in symptoms
     ]
@@ -203,6 +239,7 @@ def _restart_rule(fleet: str, alerts: AlertsConfig, target: Target, namespace: s
     limit = alerts.restarts_per_hour_max
     return AlertRule(
         "ModelfleetRestartsHigh",
+        fleet,
         (Condition(Increase(series, RESTART_WINDOW_S), ">", float(limit)),),
         0.0,
         "warning",
