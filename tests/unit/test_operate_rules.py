@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelfleet.config.operate import AlertsConfig
+from modelfleet.config.operate import AlertsConfig, ModelObjective
 from modelfleet.operate.evaluator import RuleEvaluator, SeriesStore, extrapolated_delta
 from modelfleet.operate.promql import rule_expr, rule_groups, selector_text
-from modelfleet.operate.rules import AlertRule, ModelObjective, build_rules, duration_text, slow_edge_s
+from modelfleet.operate.rules import AlertRule, build_rules, duration_text, slow_edge_s
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -24,7 +24,7 @@ needs_promtool = pytest.mark.skipif(
 STEP_S = 60.0  # series interval and evaluation interval of the recorded scenario
 MINUTES = 300
 EDGES_S = (0.05, 0.1, 0.2)
-MODEL = ModelObjective("m", latency_ms=100.0, percentile=99.0, error_rate_percent=1.0, timeout_s=2.0)
+MODEL = ModelObjective(name="m", latency_ms=100.0, percentile=99.0, error_rate_percent=1.0, timeout_s=2.0)
 
 
 def _rules() -> list[AlertRule]:

@@ -217,3 +217,22 @@ class AlertsConfig(SpecModel):
                     f"alerts.evaluation_interval_s ({self.evaluation_interval_s:g}); the rule would never evaluate"
                 )
         return self
+
+
+class ModelObjective(SpecModel):
+    """What the alert rules need of one model of the fleet (its `slo` and `timeout_s`)."""
+
+    name: str = Field(description="Model name.")
+    latency_ms: float = Field(gt=0, description="slo.latency_ms of the model.")
+    percentile: float = Field(gt=0, lt=100, description="slo.percentile of the model.")
+    error_rate_percent: float = Field(ge=0, le=100, description="slo.error_rate_percent of the model.")
+    timeout_s: float = Field(gt=0, description="timeout_s of the model.")
+
+
+class OperateSettings(SpecModel):
+    """What a local fleet's supervisor runs its notifier and evaluator from (operate.json in the state folder)."""
+
+    fleet: str = Field(description="Fleet name.")
+    notifications: NotificationsConfig = Field(description="The fleet spec's notifications section.")
+    alerts: AlertsConfig = Field(description="The fleet spec's alerts section.")
+    models: list[ModelObjective] = Field(description="Each model's objectives.")

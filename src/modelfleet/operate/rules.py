@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelfleet.config.fleet import FleetSpec
-from modelfleet.config.operate import AlertsConfig
+from modelfleet.config.operate import AlertsConfig, ModelObjective
 
 Target = Literal["kubernetes", "local"]
 SYMPTOM_WINDOW_S = 300.0
@@ -103,20 +103,15 @@ class AlertRule:
         return [c.expr.window_s for c in self.conditions if not isinstance(c.expr, GaugeMax)]
 
 
-@dataclass(frozen=True, slots=True)
-class ModelObjective:
-    """What the rules need of one model: its name, SLO and timeout."""
-
-    name: str
-    latency_ms: float
-    percentile: float
-    error_rate_percent: float
-    timeout_s: float
-
-
 def objectives(spec: FleetSpec) -> list[ModelObjective]:
     return [
-        ModelObjective(m.name, m.slo.latency_ms, m.slo.percentile, m.slo.error_rate_percent, m.timeout_s)
+        ModelObjective(
+            name=m.name,
+            latency_ms=m.slo.latency_ms,
+            percentile=m.slo.percentile,
+            error_rate_percent=m.slo.error_rate_percent,
+            timeout_s=m.timeout_s,
+        )
         for m in spec.models
     ]
 

@@ -161,6 +161,13 @@ class ServerMetrics:
             ["route", "status"],
             registry=registry,
         )
+        # Labelled by the configured name (the spec's, never a client's): one series per model of the spec.
+        self.load_failures = Counter(
+            "modelfleet_model_load_failures",
+            "Loads of a model version that failed (repository load at start, or an alias switch).",
+            ["model"],
+            registry=registry,
+        )
         self.shed = Counter(
             "modelfleet_shed_requests",
             "Inference requests refused (503) or failed at their deadline (504) by admission, by reason.",
