@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from tests.support.linear_model import infer_body, make_artifact
 from modelfleet.config.operate import NotificationsConfig, SinkConfig
 from modelfleet.fleet.local import start_fleet, stop_fleet
 from modelfleet.fleet.state import FleetPaths, read_restarts, read_state
+from modelfleet.fleet.status import fleet_status
 from modelfleet.operate.events import Event, append_event
 from modelfleet.operate.notify import Notifier
 
@@ -145,6 +148,18 @@ def test_sigkill_is_notified_as_healed_and_unavailable_then_resolved(
         ]
         assert no_ready == ["firing", "resolved"], events
         assert read_state(paths).process("cpu-0-0").restarts == 1
+        # `fleet status` shows the last events; `fleet events --json` prints them, one object a line.
+        recent = fleet_status(spec_file, state_root)["events"]
+        assert ("model_unavailable", "resolved") in [(e["kind"], e["status"]) for e in recent]
+        shown = subprocess.run(
+            [sys.executable, "-m", "modelfleet.cli.main", "fleet", "events", "testfleet", "--state-dir",
+             str(state_root), "--json", "-n", "3"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        printed = [json.loads(line) for line in shown.stdout.splitlines()]
+        logged = [json.loads(line) for line in paths.events_file.read_text().splitlines()]
+        assert len(printed) == 3 and any(logged[i : i + 3] == printed for i in range(len(logged) - 2))
     finally:
         stop_fleet(spec_file, state_root, grace_s=10)
     # Everything was delivered: the saved offset is the end of the log.
