@@ -120,16 +120,6 @@ def test_rules_render_the_workbook_table_per_model() -> None:
 
 
 @needs_promtool
-def test_promtool_checks_the_rendered_rules(tmp_path: Path) -> None:
-    rules = build_rules("f", [MODEL], AlertsConfig(), "kubernetes", "ns", EDGES_S)
-    rule_file = tmp_path / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump({"groups": rule_groups("f", rules, 15)}), encoding="utf-8")
-    done = subprocess.run([str(PROMTOOL), "check", "rules", str(rule_file)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
-
-
-@needs_promtool
 def test_embedded_evaluator_agrees_with_promtool_test_rules(tmp_path: Path) -> None:
     rules = _rules()
     series = _scenario()

@@ -307,6 +307,11 @@ class MonitoringConfig(SpecModel):
     prometheus_rule: bool = Field(
         default=False, description="Render a PrometheusRule with SLO and availability alerts."
     )
+    grafana_dashboard: bool = Field(
+        default=False,
+        description='Render the fleet\'s Grafana dashboard as a ConfigMap labelled grafana_dashboard: "1" '
+        "for Grafana's dashboard sidecar (a local fleet writes it to dashboard.json in its state folder).",
+    )
     scrape_interval_s: int = Field(
         default=15, ge=1, le=600, description="Prometheus scrape interval in seconds."
     )

@@ -3,11 +3,13 @@
 The ServiceMonitor scrapes /metrics with a bearer key from a Secret while /metrics is protected, and
 a second one scrapes a TLS router over HTTPS. The PrometheusRule holds the fleet's alert rules from
 `modelfleet.operate.rules`: multi-window, multi-burn-rate alerts on each model's error and latency SLOs,
-and symptom alerts (no ready replica, queue wait near the deadline, load failures, restarts).
+and symptom alerts (no ready replica, queue wait near the deadline, load failures, restarts). The
+Grafana dashboard is a ConfigMap Grafana's sidecar picks up by its `grafana_dashboard` label.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelfleet.config.fleet import FleetSpec
@@ -16,6 +18,7 @@ from modelfleet.fleet.kube_meta import fleet_metadata
 from modelfleet.fleet.plan import FleetPlan
 from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S
 from modelfleet.kubeobjects import KubeObject
+from modelfleet.operate.dashboard import grafana_dashboard
 from modelfleet.operate.promql import rule_groups
 from modelfleet.operate.rules import fleet_rules
 
@@ -116,6 +119,17 @@ def monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[KubeObject]:
                 "kind": "PrometheusRule",
                 "metadata": metadata,
                 "spec": {"groups": rule_groups(spec.name, rules, spec.alerts.evaluation_interval_s)},
+            }
+        )
+    if monitoring.grafana_dashboard:
+        metadata = fleet_metadata(spec, f"{spec.name}-dashboard", "monitoring")
+        metadata["labels"] = {**metadata["labels"], "grafana_dashboard": "1"}  # the sidecar's default label
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata,
+                "data": {f"{spec.name}.json": json.dumps(grafana_dashboard(spec), indent=1, sort_keys=True)},
             }
         )
     return objects

@@ -42,6 +42,7 @@ from modelfleet.fleet.state import (
     write_state,
 )
 from modelfleet.fleet.supervisor import Supervisor, kill_group
+from modelfleet.operate.dashboard import grafana_dashboard
 from modelfleet.operate.rules import objectives
 from modelfleet.types import Progress
 
@@ -164,6 +165,7 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
     )
     write_atomic(paths.plan_file, _plan_json(plan))
     write_atomic(paths.operate_file, operate_settings(spec).model_dump_json(indent=2) + "\n")
+    write_atomic(paths.dashboard_file, json.dumps(grafana_dashboard(spec), indent=1, sort_keys=True) + "\n")
     now = time.time()
     state = FleetState(
         fleet=spec.name,
