@@ -22,12 +22,14 @@ import pytest
 from tests.support.fleet_specs import write_fleet_spec
 from tests.support.linear_model import infer_body, make_artifact
 
-from modelfleet.config.operate import NotificationsConfig, SinkConfig
+from modelfleet.config.operate import AlertsConfig, NotificationsConfig, SinkConfig
 from modelfleet.fleet.local import start_fleet, stop_fleet
 from modelfleet.fleet.state import FleetPaths, read_restarts, read_state
 from modelfleet.fleet.status import fleet_status
+from modelfleet.operate.alerting import AlertLoop
 from modelfleet.operate.events import Event, append_event
 from modelfleet.operate.notify import Notifier
+from modelfleet.operate.rules import build_rules
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -221,3 +223,47 @@ def test_a_crash_loop_is_one_grouped_notification_and_a_down_sink_dead_letters(
     assert dead["notification"]["key"] == "cpu-0-2"
     assert int((tmp_path / "offset").read_text()) == log.stat().st_size
     assert len(receiver.received) == 3
+
+
+def test_alert_loop_scrapes_real_metrics_and_tells_a_load_failure(tmp_path: Path) -> None:
+    exposition = {
+        "text": "# TYPE modelfleet_model_load_failures counter\nmodelfleet_model_load_failures_total 0\n"
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition["text"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    alerts = AlertsConfig(evaluation_interval_s=60, symptom_for_s=0)
+    rules = build_rules("f", [], alerts, "local", "", (0.1,))
+    events_file = tmp_path / "events.jsonl"
+    loop = AlertLoop("f", rules, alerts, events_file, lambda: [("cpu-0-0", url)], lambda: [])
+
+    async def steps() -> None:
+        async with httpx.AsyncClient() as client:
+            for minute in range(4):
+                if minute == 2:
+                    exposition["text"] = exposition["text"].replace("_total 0", "_total 1")
+                await loop.step(client, 1000.0 + 60 * minute)
+
+    try:
+        asyncio.run(steps())
+    finally:
+        server.shutdown()
+        server.server_close()
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["kind"], e["status"], e.get("process")) for e in events] == [
+        ("model_load_failed", "firing", "cpu-0-0"),
+        ("alert", "firing", None),
+    ]
+    assert events[1]["details"]["alertname"] == "ModelfleetLoadFailures" and events[1]["at"] == 1120.0

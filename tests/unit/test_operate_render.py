@@ -63,8 +63,8 @@ def test_promtool_checks_the_rendered_prometheus_rule(tmp_path: Path) -> None:
     [rule] = [o for o in _objects(prometheus_rule=True) if o["kind"] == "PrometheusRule"]
     groups = rule["spec"]["groups"]
     rules = groups[0]["rules"]
-    # a: 2 SLIs x 3 burn rates + 3 symptoms; b: errors have no budget (0%), latency 3 + 3; restarts.
-    assert len(rules) == 9 + 6 + 1
+    # a: 2 SLIs x 3 burn rates + 2 symptoms; b: errors have no budget (0%), latency 3 + 2; restarts, loads.
+    assert len(rules) == 8 + 5 + 2
     assert f"SUCCESS: {len(rules)} rules found" in _promtool_check(tmp_path, groups)
 
 

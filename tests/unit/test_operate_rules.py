@@ -54,7 +54,7 @@ def _scenario() -> dict[str, list[float]]:
         series[f"modelfleet_router_request_duration_seconds_count{{{where}}}"].append(count)
         series[f"modelfleet_router_ready_replicas{{{where}}}"].append(0.0 if 30 <= minute < 36 else 2.0)
         series['modelfleet_process_restarts_total{fleet="f",process="cpu-0-0"}'].append(restarts)
-        series['modelfleet_model_load_failures_total{model="m"}'].append(failures)
+        series['modelfleet_model_load_failures_total{instance="cpu-0-0"}'].append(failures)
         series['modelfleet_queue_duration_seconds_sum{model="m"}'].append(q_sum)
         series['modelfleet_queue_duration_seconds_count{model="m"}'].append(q_count)
     return series

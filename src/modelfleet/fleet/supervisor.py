@@ -133,9 +133,9 @@ class Supervisor:
         )
         return [asyncio.create_task(loop.run(client))]
 
-    def _metrics_urls(self) -> list[str]:
+    def _metrics_urls(self) -> list[tuple[str, str]]:
         return [
-            f"{r.url}/metrics"
+            (r.id, f"{r.url}/metrics")
             for r in self.state.processes
             if r.pid is not None and r.state in ("ready", "unready")
         ]

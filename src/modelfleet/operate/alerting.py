@@ -3,7 +3,7 @@
 Every evaluation interval (scaled by `alerts.time_scale`, at least `MIN_INTERVAL_S`) it scrapes the
 router and every server in parallel, keeps what the rules select (`SeriesStore`), adds the samples
 only the supervisor knows (process restarts), and appends one `alert` event per firing or resolved
-transition. A rise of a model's load-failure counter becomes a `model_load_failed` event as well.
+transition. A rise of a server's load-failure counter becomes a `model_load_failed` event as well.
 Scrapes that fail are skipped (a server that is down is what the other alerts are for).
 """
 
@@ -55,7 +55,7 @@ def alert_event(fleet: str, transition: Transition) -> Event:
 
 
 class AlertLoop:
-    """Scrapes `targets()` (metrics URLs), evaluates `rules`, appends events to `events_file`."""
+    """Scrapes `targets()` ((process id, metrics URL) pairs), evaluates `rules`, appends events to `events_file`."""
 
     def __init__(
         self,
@@ -63,7 +63,7 @@ class AlertLoop:
         rules: list[AlertRule],
         alerts: AlertsConfig,
         events_file: Path,
-        targets: Callable[[], list[str]],
+        targets: Callable[[], list[tuple[str, str]]],
         local_samples: Callable[[], list[Sample]],
     ) -> None:
         self.fleet = fleet
@@ -85,18 +85,20 @@ class AlertLoop:
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def step(self, client: httpx.AsyncClient, now: float) -> None:
-        texts = await asyncio.gather(*(self._scrape(client, url) for url in self.targets()))
-        samples = [s for text in texts if text for s in await asyncio.to_thread(parse_exposition, text)]
-        samples.extend(self.local_samples())
-        failures: dict[str, float] = {}
-        for metric, labels, value in samples:
+        targets = self.targets()
+        texts = await asyncio.gather(*(self._scrape(client, url) for _, url in targets))
+        for (process, _), text in zip(targets, texts, strict=True):
+            if not text:
+                continue
+            for metric, labels, value in await asyncio.to_thread(parse_exposition, text):
+                # `instance` keeps each server's counter its own series, as Prometheus's target labels do.
+                self.store.add(now, metric, {**labels, "instance": process}, value)
+                if metric == SERVER_LOAD_FAILURES:
+                    if value > self._load_failures.get(process, 0.0):
+                        append_event(self.events_file, _load_failed(self.fleet, process, value, now))
+                    self._load_failures[process] = value  # a restarted server counts from 0 again
+        for metric, labels, value in self.local_samples():
             self.store.add(now, metric, labels, value)
-            if metric == SERVER_LOAD_FAILURES and "model" in labels:
-                failures[labels["model"]] = failures.get(labels["model"], 0.0) + value
-        for model, total in failures.items():
-            if total > self._load_failures.get(model, 0.0):
-                append_event(self.events_file, _load_failed(self.fleet, model, total, now))
-        self._load_failures.update(failures)
         for transition in self.evaluator.evaluate(self.store, now):
             append_event(self.events_file, alert_event(self.fleet, transition))
 
@@ -108,14 +110,14 @@ class AlertLoop:
         return response.text if response.status_code == 200 else None
 
 
-def _load_failed(fleet: str, model: str, total: float, now: float) -> Event:
+def _load_failed(fleet: str, process: str, total: float, now: float) -> Event:
     return Event(
         kind="model_load_failed",
         severity="critical",
         fleet=fleet,
-        summary=f"{model}: a version failed to load ({total:g} failed loads so far on the fleet's servers)",
-        key=f"model_load_failed:{model}",
-        model=model,
+        summary=f"{process}: a model version failed to load ({total:g} so far; its log names the model)",
+        key=f"model_load_failed:{process}",
+        process=process,
         details={"failed_loads": total},
         at=now,
     )

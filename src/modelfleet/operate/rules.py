@@ -146,6 +146,7 @@ def build_rules(
         rules.extend(_burn_rate_rules(fleet, model, alerts, slow_edge_s(model.latency_ms, latency_edges_s)))
         rules.extend(_symptom_rules(fleet, model, alerts))
     rules.append(_restart_rule(fleet, alerts, target, namespace))
+    rules.append(_load_failure_rule(fleet, alerts, target, namespace))
     return rules
 
 
@@ -208,9 +209,6 @@ def _symptom_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) -> l
          f"{model.name}: no ready replica"),
         ("ModelfleetQueueWaitHigh", "warning", queue, ">", wait_s,
          f"{model.name}: mean queue wait over 5m above {wait_s:g} s ({alerts.queue_wait_fraction:g} of timeout_s)"),
-        ("ModelfleetLoadFailures", "warning",
-         Increase(Selector(SERVER_LOAD_FAILURES, server), SYMPTOM_WINDOW_S), ">", 0.0,
-         f"{model.name}: a version failed to load in the last 5m"),
     )  # fmt: skip
     return [
         AlertRule(
@@ -240,6 +238,21 @@ def _restart_rule(fleet: str, alerts: AlertsConfig, target: Target, namespace: s
         "warning",
         None,
         f"{fleet}: more than {limit} process restarts in the last hour",
+    )
+
+
+def _load_failure_rule(fleet: str, alerts: AlertsConfig, target: Target, namespace: str) -> AlertRule:
+    # Servers count failed loads without a model label (a model that never loaded keeps no series);
+    # which model it was is in the server's log and in the local model_load_failed event.
+    matchers = (("namespace", "=", namespace),) if target == "kubernetes" else ()
+    return AlertRule(
+        "ModelfleetLoadFailures",
+        fleet,
+        (Condition(Increase(Selector(SERVER_LOAD_FAILURES, matchers), SYMPTOM_WINDOW_S), ">", 0.0),),
+        alerts.symptom_for_s,
+        "warning",
+        None,
+        f"{fleet}: a model version failed to load on a server in the last 5m",
     )
 
 

@@ -162,11 +162,10 @@ class ServerMetrics:
             ["route", "status"],
             registry=registry,
         )
-        # Labelled by the configured name (the spec's, never a client's): one series per model of the spec.
+        # No model label: a model that never loaded keeps no series (its name is in the server's log).
         self.load_failures = Counter(
             "modelfleet_model_load_failures",
             "Loads of a model version that failed (repository load at start, or an alias switch).",
-            ["model"],
             registry=registry,
         )
         self.shed = Counter(
