@@ -162,6 +162,9 @@ def test_sigkill_is_notified_as_healed_and_unavailable_then_resolved(
         printed = [json.loads(line) for line in shown.stdout.splitlines()]
         logged = [json.loads(line) for line in paths.events_file.read_text().splitlines()]
         assert len(printed) == 3 and any(logged[i : i + 3] == printed for i in range(len(logged) - 2))
+        # The local fleet's Grafana dashboard sits in its state folder.
+        dashboard = json.loads(paths.dashboard_file.read_text())
+        assert "alpha: p99 latency vs SLO 100 ms" in [panel["title"] for panel in dashboard["panels"]]
     finally:
         stop_fleet(spec_file, state_root, grace_s=10)
     # Everything was delivered: the saved offset is the end of the log.
