@@ -3,6 +3,7 @@ evaluation times as `promtool test rules` on the same recorded series."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from collections import defaultdict
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from modelfleet.config.operate import AlertsConfig, ModelObjective
-from modelfleet.operate.evaluator import RuleEvaluator, SeriesStore, extrapolated_delta
+from modelfleet.operate.evaluator import RuleEvaluator, Samples, SeriesStore, extrapolated_delta
 from modelfleet.operate.promql import rule_expr, rule_groups, selector_text
 from modelfleet.operate.rules import AlertRule, build_rules, duration_text, slow_edge_s
 
@@ -21,22 +22,26 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
 )
-STEP_S = 60.0  # series interval and evaluation interval of the recorded scenario
+SERIES_STEP_S = 60.0  # one recorded sample a minute
+EVAL_STEP_S = 40.0  # evaluations fall between samples, so Prometheus's extrapolation matters
 MINUTES = 300
+EVALS = int(MINUTES * SERIES_STEP_S / EVAL_STEP_S)
 EDGES_S = (0.05, 0.1, 0.2)
 MODEL = ModelObjective(name="m", latency_ms=100.0, percentile=99.0, error_rate_percent=1.0, timeout_s=2.0)
 
 
 def _rules() -> list[AlertRule]:
-    alerts = AlertsConfig(evaluation_interval_s=STEP_S, symptom_for_s=120, restarts_per_hour_max=3)
+    alerts = AlertsConfig(evaluation_interval_s=EVAL_STEP_S, symptom_for_s=120, restarts_per_hour_max=3)
     return build_rules("f", [MODEL], alerts, "local", "", EDGES_S)
 
 
-def _scenario() -> dict[str, list[float]]:
+def _scenario() -> dict[str, list[float | None]]:
     """Cumulative counters per minute: healthy, then 20% errors for 40 min, then slow requests for 30 min;
-    no ready replica for 6 min; 5 restarts in 5 min; one load failure; queue wait near the deadline."""
+    no ready replica for 6 min; a restart every 7 min for 42 min; one load failure; queue wait near the
+    deadline. The 5xx series appears with the first error, as a scraped one does (None: no sample), so
+    its rate extrapolates differently from the total's; the restarts cross their threshold gradually."""
     ok = err = fast = count = restarts = failures = q_sum = q_count = 0.0
-    series: dict[str, list[float]] = defaultdict(list)
+    series: dict[str, list[float | None]] = defaultdict(list)
     where = 'fleet="f",model="m"'
     for minute in range(MINUTES + 1):
         requests = 600.0
@@ -44,12 +49,14 @@ def _scenario() -> dict[str, list[float]]:
         slow = 300.0 if 150 <= minute < 180 else 0.0
         ok, err = ok + requests - errors, err + errors
         count, fast = count + requests, fast + requests - slow
-        restarts += 1.0 if 200 <= minute < 205 else 0.0
+        restarts += 1.0 if 200 <= minute < 242 and minute % 7 == 3 else 0.0
         failures += 1.0 if minute == 230 else 0.0
         q_count += 100.0
         q_sum += 100.0 * (1.5 if 250 <= minute < 270 else 0.01)
         series[f'modelfleet_router_requests_total{{{where},code="200"}}'].append(ok)
-        series[f'modelfleet_router_requests_total{{{where},code="500"}}'].append(err)
+        series[f'modelfleet_router_requests_total{{{where},code="500"}}'].append(
+            err if minute >= 60 else None
+        )
         series[f'modelfleet_router_request_duration_seconds_bucket{{{where},le="0.1"}}'].append(fast)
         series[f"modelfleet_router_request_duration_seconds_count{{{where}}}"].append(count)
         series[f"modelfleet_router_ready_replicas{{{where}}}"].append(0.0 if 30 <= minute < 36 else 2.0)
@@ -66,16 +73,23 @@ def _labels(text: str) -> tuple[str, dict[str, str]]:
     return name, {key: value.strip('"') for key, value in labels.items()}
 
 
-def _embedded_firing(rules: list[AlertRule], series: dict[str, list[float]]) -> list[set[tuple[int, str]]]:
-    """For each minute, the (rule index, alertname) pairs the embedded evaluator has firing."""
+def _embedded_firing(
+    rules: list[AlertRule], series: dict[str, list[float | None]]
+) -> list[set[tuple[int, str]]]:
+    """For each evaluation, the (rule index, alertname) pairs the embedded evaluator has firing."""
     store = SeriesStore(rules, retention_s=4 * 86400)
     evaluator = RuleEvaluator(rules)
+    parsed = [(*_labels(text), values) for text, values in series.items()]
     firing = []
-    for minute in range(MINUTES + 1):
-        now = minute * STEP_S
-        for text, values in series.items():
-            name, labels = _labels(text)
-            store.add(now, name, labels, values[minute])
+    fed = 0
+    for step in range(EVALS + 1):
+        now = step * EVAL_STEP_S
+        while fed <= MINUTES and fed * SERIES_STEP_S <= now:  # every sample recorded by now
+            for name, labels, values in parsed:
+                value = values[fed]
+                if value is not None:
+                    store.add(fed * SERIES_STEP_S, name, labels, value)
+            fed += 1
         evaluator.evaluate(store, now)
         firing.append({(index, rules[index].name) for index in evaluator.firing})
     return firing
@@ -94,6 +108,26 @@ def test_prometheus_extrapolation_of_a_counter() -> None:
     assert extrapolated_delta(samples, 0.0, 300.0) == pytest.approx(30.0 * (180 + 60 + 60) / 180)
     assert extrapolated_delta([(0.0, 5.0), (60.0, 2.0)], 0.0, 60.0) == pytest.approx(2.0)  # a reset
     assert extrapolated_delta(samples[:1], 0.0, 300.0) is None
+
+
+def test_series_increase_by_bisection_equals_the_sample_by_sample_sum_and_stays_bounded() -> None:
+    rng = random.Random(7)
+    series = Samples()
+    points: list[tuple[float, float]] = []
+    value = 0.0
+    for step in range(2000):
+        value = 0.0 if rng.random() < 0.01 else value + rng.randint(0, 9)  # counter resets now and then
+        series.append(step * 15.0, value)
+        points.append((step * 15.0, value))
+    for _ in range(200):
+        end = rng.uniform(0, 2000 * 15.0)
+        start = end - rng.choice([300.0, 3600.0, 6 * 3600.0])
+        inside = [(t, v) for t, v in points if start <= t <= end]
+        expected = extrapolated_delta(inside, start, end)
+        got = series.increase(start, end)
+        assert (got is None and expected is None) or got == pytest.approx(expected, rel=1e-9)
+    series.trim(2000 * 15.0 - 3600)
+    assert 240 <= len(series.times) <= 1000 and series.increase(2000 * 15.0 - 600, 2000 * 15.0) is not None
 
 
 def test_rules_render_the_workbook_table_per_model() -> None:
@@ -128,33 +162,33 @@ def test_embedded_evaluator_agrees_with_promtool_test_rules(tmp_path: Path) -> N
     fired = {name for minute in firing for _, name in minute}
     # Every kind of alert fires at some point, and none fires in the first healthy half hour.
     assert fired == set(names), f"never fired: {set(names) - fired}"
-    assert not any(firing[minute] for minute in range(30))
-    # Check every 5 minutes and around every change of the embedded evaluator's firing set.
-    changes = {m for m in range(1, MINUTES + 1) if firing[m] != firing[m - 1]}
-    minutes = sorted(
-        {*range(0, MINUTES + 1, 5), *changes, *(m - 1 for m in changes), *(m + 1 for m in changes)}
-    )
-    minutes = [m for m in minutes if 0 <= m <= MINUTES]
+    assert not any(firing[step] for step in range(40))  # the first 26 healthy minutes
+    # Check every 5th evaluation and around every change of the embedded evaluator's firing set.
+    changes = {n for n in range(1, EVALS + 1) if firing[n] != firing[n - 1]}
+    steps = sorted({*range(0, EVALS + 1, 5), *changes, *(n - 1 for n in changes), *(n + 1 for n in changes)})
     cases: list[dict[str, Any]] = []
-    for minute in minutes:
+    for step in (n for n in steps if 0 <= n <= EVALS):
         for name in names:
             expected = [
                 {"exp_labels": rules[index].all_labels, "exp_annotations": {"summary": rules[index].summary}}
-                for index, alertname in sorted(firing[minute])
+                for index, alertname in sorted(firing[step])
                 if alertname == name
             ]
-            cases.append({"eval_time": f"{minute}m", "alertname": name, "exp_alerts": expected})
+            cases.append(
+                {"eval_time": f"{int(step * EVAL_STEP_S)}s", "alertname": name, "exp_alerts": expected}
+            )
     rule_file = tmp_path / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump({"groups": rule_groups("f", rules, STEP_S)}), encoding="utf-8")
+    rule_file.write_text(yaml.safe_dump({"groups": rule_groups("f", rules, EVAL_STEP_S)}), encoding="utf-8")
     test_file = tmp_path / "test.yaml"
     inputs = [
-        {"series": text, "values": " ".join(f"{v:g}" for v in values)} for text, values in series.items()
+        {"series": text, "values": " ".join("_" if v is None else repr(v) for v in values)}
+        for text, values in series.items()
     ]
     test_file.write_text(
         yaml.safe_dump(
             {
                 "rule_files": [str(rule_file)],
-                "evaluation_interval": "1m",
+                "evaluation_interval": f"{int(EVAL_STEP_S)}s",
                 "tests": [{"interval": "1m", "input_series": inputs, "alert_rule_test": cases}],
             }
         ),

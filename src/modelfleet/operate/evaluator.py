@@ -13,9 +13,9 @@ so a 1-hour window runs in 3.6 s at 0.001. The agreement test holds it to `promt
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,6 +50,48 @@ def _selectors(rules: Iterable[AlertRule]) -> list[Selector]:
     return found
 
 
+class Samples:
+    """One series, in time order: times, values, and values adjusted for counter resets (each reset adds
+    the value before it, as Prometheus's `rate` loop does), so a window's increase is two bisects and a
+    subtraction instead of a pass over every sample in it (a 3-day window at 15 s holds 17,280)."""
+
+    __slots__ = ("adjusted", "times", "values")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.values: list[float] = []
+        self.adjusted: list[float] = []
+
+    def append(self, at: float, value: float) -> None:
+        if self.times and at <= self.times[-1]:
+            return  # a repeated or late scrape: Prometheus keeps one sample per timestamp, in order
+        carry = self.adjusted[-1] - self.values[-1] if self.values else 0.0
+        if self.values and value < self.values[-1]:
+            carry += self.values[-1]
+        self.times.append(at)
+        self.values.append(value)
+        self.adjusted.append(value + carry)
+
+    def trim(self, horizon: float) -> None:
+        stale = bisect.bisect_left(self.times, horizon)
+        if stale > 64 and 2 * stale > len(self.times):  # amortised: cut the stale half at once
+            del self.times[:stale], self.values[:stale], self.adjusted[:stale]
+
+    def increase(self, start: float, end: float) -> float | None:
+        """Prometheus's `increase` over [start, end]; None with fewer than two samples in it."""
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_right(self.times, end) - 1
+        if hi - lo < 1:
+            return None
+        delta = self.adjusted[hi] - self.adjusted[lo]
+        return _extrapolate(delta, self.times[lo], self.values[lo], self.times[hi], hi - lo + 1, start, end)
+
+    def latest(self, start: float, end: float) -> float | None:
+        """The last sample's value at or before `end`, if it is not older than `start`."""
+        index = bisect.bisect_right(self.times, end) - 1
+        return self.values[index] if index >= 0 and self.times[index] >= start else None
+
+
 class SeriesStore:
     """Samples of the series some rule selects, each kept `retention_s` seconds, at most `max_series`."""
 
@@ -58,8 +100,8 @@ class SeriesStore:
         self.retention_s = retention_s
         self.max_series = max_series
         self.dropped_series = 0  # series past max_series, not kept (a figure for the log)
-        self._series: dict[tuple[str, LabelSet], deque[tuple[float, float]]] = {}
-        self._by_selector: dict[Selector, list[deque[tuple[float, float]]]] = {s: [] for s in self.selectors}
+        self._series: dict[tuple[str, LabelSet], Samples] = {}
+        self._by_selector: dict[Selector, list[Samples]] = {s: [] for s in self.selectors}
 
     def add(self, at: float, metric: str, labels: dict[str, str], value: float) -> None:
         key = (metric, tuple(sorted(labels.items())))
@@ -71,15 +113,13 @@ class SeriesStore:
             if len(self._series) >= self.max_series:
                 self.dropped_series += 1
                 return
-            samples = self._series[key] = deque()
+            samples = self._series[key] = Samples()
             for selector in wanted:
                 self._by_selector[selector].append(samples)
-        samples.append((at, value))
-        horizon = at - self.retention_s
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
+        samples.append(at, value)
+        samples.trim(at - self.retention_s)
 
-    def select(self, selector: Selector) -> list[deque[tuple[float, float]]]:
+    def select(self, selector: Selector) -> list[Samples]:
         return self._by_selector.get(selector, [])
 
 
@@ -87,16 +127,21 @@ def extrapolated_delta(samples: list[tuple[float, float]], start: float, end: fl
     """Prometheus's `increase` of a counter over [start, end] from the samples in it (None below 2)."""
     if len(samples) < 2:
         return None
-    first_t, first_v = samples[0]
-    last_t, last_v = samples[-1]
-    delta = last_v - first_v
+    delta = samples[-1][1] - samples[0][1]
     previous = 0.0
     for _, value in samples:  # a counter reset: the value before it was counted, then counting restarts
         if value < previous:
             delta += previous
         previous = value
+    return _extrapolate(delta, samples[0][0], samples[0][1], samples[-1][0], len(samples), start, end)
+
+
+def _extrapolate(
+    delta: float, first_t: float, first_v: float, last_t: float, count: int, start: float, end: float
+) -> float:
+    """Prometheus's extrapolation of a counter's delta between its first and last sample to the window."""
     sampled_s = last_t - first_t
-    average_s = sampled_s / (len(samples) - 1)
+    average_s = sampled_s / (count - 1)
     to_start, to_end = first_t - start, end - last_t
     if delta > 0 and first_v >= 0:  # a counter does not extrapolate below zero
         to_start = min(to_start, sampled_s * (first_v / delta))
@@ -160,7 +205,7 @@ class RuleEvaluator:
     def expr_value(self, store: SeriesStore, expr: Expr, now: float) -> float | None:
         """An expression's value at `now`, None where PromQL gives an empty result."""
         if isinstance(expr, GaugeMax):
-            latest = [_latest(s, now - self.lookback_s, now) for s in store.select(expr.series)]
+            latest = [s.latest(now - self.lookback_s, now) for s in store.select(expr.series)]
             present = [v for v in latest if v is not None]
             return max(present) if present else None
         window_s = expr.window_s * self.time_scale
@@ -178,15 +223,7 @@ class RuleEvaluator:
 def _summed_delta(store: SeriesStore, selector: Selector, now: float, window_s: float) -> float | None:
     deltas = []
     for samples in store.select(selector):
-        inside = [(t, v) for t, v in samples if now - window_s <= t <= now]
-        delta = extrapolated_delta(inside, now - window_s, now)
+        delta = samples.increase(now - window_s, now)
         if delta is not None:
             deltas.append(delta)
     return sum(deltas) if deltas else None
-
-
-def _latest(samples: deque[tuple[float, float]], start: float, end: float) -> float | None:
-    for t, value in reversed(samples):
-        if t <= end:
-            return value if t >= start else None
-    return None
