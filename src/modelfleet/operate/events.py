@@ -83,13 +83,8 @@ def read_events(path: Path, offset_bytes: int = 0) -> tuple[list[Event], int]:
 
     A line being written (no newline yet) is left for the next read; an unreadable line is skipped.
     """
-    if not path.is_file():
-        return [], offset_bytes
-    with path.open("rb") as handle:
-        handle.seek(offset_bytes)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    return list(_parse(data[:end])), offset_bytes + end
+    found, end = read_events_at(path, offset_bytes)
+    return [event for _, event in found], end
 
 
 def _parse(data: bytes) -> Iterator[Event]:
