@@ -144,7 +144,7 @@ def build_rules(
     rules: list[AlertRule] = []
     for model in models:
         rules.extend(_burn_rate_rules(fleet, model, alerts, slow_edge_s(model.latency_ms, latency_edges_s)))
-        rules.extend(_symptom_rules(fleet, model, alerts))
+        rules.extend(_symptom_rules(fleet, model, alerts, target, namespace))
     rules.append(_restart_rule(fleet, alerts, target, namespace))
     rules.append(_load_failure_rule(fleet, alerts, target, namespace))
     return rules
@@ -197,9 +197,12 @@ def _burn_rate_rules(
     return rules
 
 
-def _symptom_rules(fleet: str, model: ModelObjective, alerts: AlertsConfig) -> list[AlertRule]:
+def _symptom_rules(
+    fleet: str, model: ModelObjective, alerts: AlertsConfig, target: Target, namespace: str
+) -> list[AlertRule]:
     router = (("fleet", "=", fleet), ("model", "=", model.name))
-    server = (("model", "=", model.name),)
+    # Servers' series carry no fleet label; on Kubernetes the fleet's namespace tells them apart.
+    server = (*_in_namespace(target, namespace), ("model", "=", model.name))
     wait_s = alerts.queue_wait_fraction * model.timeout_s
     queue = RateRatio(
         Selector(f"{SERVER_QUEUE}_sum", server), Selector(f"{SERVER_QUEUE}_count", server), SYMPTOM_WINDOW_S
@@ -244,16 +247,20 @@ def _restart_rule(fleet: str, alerts: AlertsConfig, target: Target, namespace: s
 def _load_failure_rule(fleet: str, alerts: AlertsConfig, target: Target, namespace: str) -> AlertRule:
     # Servers count failed loads without a model label (a model that never loaded keeps no series);
     # which model it was is in the server's log and in the local model_load_failed event.
-    matchers = (("namespace", "=", namespace),) if target == "kubernetes" else ()
+    series = Selector(SERVER_LOAD_FAILURES, _in_namespace(target, namespace))
     return AlertRule(
         "ModelfleetLoadFailures",
         fleet,
-        (Condition(Increase(Selector(SERVER_LOAD_FAILURES, matchers), SYMPTOM_WINDOW_S), ">", 0.0),),
+        (Condition(Increase(series, SYMPTOM_WINDOW_S), ">", 0.0),),
         alerts.symptom_for_s,
         "warning",
         None,
         f"{fleet}: a model version failed to load on a server in the last 5m",
     )
+
+
+def _in_namespace(target: Target, namespace: str) -> tuple[tuple[str, str, str], ...]:
+    return (("namespace", "=", namespace),) if target == "kubernetes" else ()
 
 
 def le_label(bound_s: float) -> str:
