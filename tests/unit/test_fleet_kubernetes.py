@@ -426,15 +426,40 @@ def test_monitoring_objects_are_optional_and_alert_on_each_model_slo() -> None:
     [monitor] = _of_kind(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
     [rule] = _of_kind(objects, "PrometheusRule")
+    # Labelled for kube-prometheus-stack's default ruleSelector, besides the fleet's own labels.
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
     rules = rule["spec"]["groups"][0]["rules"]
-    latency = next(r for r in rules if r["alert"] == "ModelfleetLatencySLO")
-    assert "histogram_quantile(0.95" in latency["expr"] and "> 0.04" in latency["expr"]
-    assert 'model="a"' in latency["expr"]
-    assert {r["alert"] for r in rules} == {
-        "ModelfleetLatencySLO",
-        "ModelfleetErrorRate",
-        "ModelfleetModelUnavailable",
+    latency = [r for r in rules if r["alert"] == "ModelfleetSLOLatencyBurnRate"]
+    # p95 < 40 ms: 5% of requests may be slower; 0.04 s is not a router bucket edge, so requests are
+    # counted slow from the 0.03 s edge below it; 14.4x the budget pages.
+    assert 'le="0.03"' in latency[0]["expr"] and "> 0.72" in latency[0]["expr"]
+    assert 'model="a"' in latency[0]["expr"]
+    assert latency[0]["labels"] == {
+        "fleet": "demo",
+        "severity": "critical",
+        "burn_rate": "14.4x",
+        "window": "1h",
+        "model": "a",
     }
+    assert {r["alert"] for r in rules} == {
+        "ModelfleetSLOErrorsBurnRate",
+        "ModelfleetSLOLatencyBurnRate",
+        "ModelfleetNoReadyReplica",
+        "ModelfleetQueueWaitHigh",
+        "ModelfleetLoadFailures",
+        "ModelfleetRestartsHigh",
+    }
+    assert len(latency) == 3  # the workbook's three burn-rate rows
+    relabelled = _render(
+        _base(
+            auth={"enabled": False},
+            alerts={"rule_labels": {"prometheus": "main"}},
+            kubernetes={"monitoring": {"prometheus_rule": True}},
+        )
+    )
+    labels = _of_kind(relabelled, "PrometheusRule")[0]["metadata"]["labels"]
+    assert labels["prometheus"] == "main" and "release" not in labels
 
 
 _SCRAPED = {"service_monitor": True, "scrape_interval_s": 30}

@@ -200,6 +200,34 @@ def logs_command(
             typer.echo(chunk, nl=False)
 
 
+@fleet_app.command("events")
+def events_command(
+    fleet: FleetRef,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Events from the end of the log.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    state_dir: StateDir = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Availability events: restarts (healed), unavailable models, load failures, alerts, rollouts."""
+    import json
+    from dataclasses import asdict
+
+    from modelfleet.fleet.status import fleet_events
+
+    for event in fleet_events(fleet, state_root=state_dir, limit=lines, follow=follow):
+        if json_output:
+            typer.echo(json.dumps(asdict(event), sort_keys=True, default=str))
+        else:
+            typer.echo(_event_line(asdict(event)))
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(event["at"], UTC).isoformat(timespec="seconds")
+    return f"{stamp} {event['severity']:<8} {event['status']:<8} {event['kind']}: {event['summary']}"
+
+
 # ----- Kubernetes ---------------------------------------------------------------------------------------
 
 
@@ -213,6 +241,14 @@ def render_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the objects (or the files written) as JSON.")
     ] = False,
+    alertmanager: Annotated[
+        bool,
+        typer.Option(
+            "--alertmanager",
+            help="Print instead the Alertmanager configuration snippet routing the fleet's alerts to its "
+            "webhook sinks (merge it into alertmanager.yml).",
+        ),
+    ] = False,
 ) -> None:
     """Render Kubernetes manifests: Deployments, Services, HPAs, PDBs, NetworkPolicies and more."""
     from modelfleet.fleet.kubernetes import manifests_to_yaml, render_fleet, write_manifests
@@ -220,6 +256,17 @@ def render_command(
     from modelfleet.fleet.warnings import fleet_warnings
 
     plan = load_plan(spec_file)
+    if alertmanager:
+        import yaml
+
+        from modelfleet.operate.alertmanager import alertmanager_config
+
+        snippet = alertmanager_config(plan.fleet)
+        if json_output:
+            print_json(snippet)
+        else:
+            typer.echo(yaml.safe_dump(snippet, sort_keys=False), nl=False)
+        return
     for note in fleet_warnings(plan.fleet, kubernetes=True):
         warn(note)
     objects = render_fleet(plan)
@@ -397,6 +444,8 @@ def _print_status(status: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    for event in status.get("events", [])[-5:]:
+        console.print(f"event {_event_line(event)}", highlight=False, soft_wrap=True)
 
 
 def _print_results(results: list[ObjectResult], json_output: bool, dry_run: bool, show_diff: bool) -> None:

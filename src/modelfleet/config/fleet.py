@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
+from modelfleet.config.operate import AlertsConfig, NotificationsConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
@@ -306,6 +307,11 @@ class MonitoringConfig(SpecModel):
     prometheus_rule: bool = Field(
         default=False, description="Render a PrometheusRule with SLO and availability alerts."
     )
+    grafana_dashboard: bool = Field(
+        default=False,
+        description='Render the fleet\'s Grafana dashboard as a ConfigMap labelled grafana_dashboard: "1" '
+        "for Grafana's dashboard sidecar (a local fleet writes it to dashboard.json in its state folder).",
+    )
     scrape_interval_s: int = Field(
         default=15, ge=1, le=600, description="Prometheus scrape interval in seconds."
     )
@@ -478,6 +484,14 @@ class FleetSpec(SpecModel):
         default_factory=KubernetesConfig, description="Kubernetes rendering settings."
     )
     local: LocalConfig = Field(default_factory=LocalConfig, description="Local supervisor settings.")
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig,
+        description="Where availability events are sent (sinks, filters, grouping, retries).",
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="SLO burn-rate and symptom alerts (PrometheusRule, and the local evaluator).",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Kubernetes object."
     )
@@ -521,3 +535,4 @@ class FleetSpec(SpecModel):
             model.resolve_paths(base)
         self.auth.resolve_paths(base)
         self.router.resolve_paths(base)
+        self.notifications.resolve_paths(base)

@@ -1,19 +1,26 @@
 """Prometheus Operator objects for a fleet: ServiceMonitor and PrometheusRule.
 
 The ServiceMonitor scrapes /metrics with a bearer key from a Secret while /metrics is protected, and
-a second one scrapes a TLS router over HTTPS. The PrometheusRule alerts on each model's SLO from the
-router's own metrics.
+a second one scrapes a TLS router over HTTPS. The PrometheusRule holds the fleet's alert rules from
+`modelfleet.operate.rules`: multi-window, multi-burn-rate alerts on each model's error and latency SLOs,
+and symptom alerts (no ready replica, queue wait near the deadline, load failures, restarts). The
+Grafana dashboard is a ConfigMap Grafana's sidecar picks up by its `grafana_dashboard` label.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import SpecError
 from modelfleet.fleet.kube_meta import fleet_metadata
 from modelfleet.fleet.plan import FleetPlan
+from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S
 from modelfleet.kubeobjects import KubeObject
+from modelfleet.operate.dashboard import grafana_dashboard
+from modelfleet.operate.promql import rule_groups
+from modelfleet.operate.rules import fleet_rules
 
 
 def _scrape_authorization(spec: FleetSpec, for_delete: bool) -> dict[str, Any] | None:
@@ -102,57 +109,27 @@ def monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[KubeObject]:
             objects.append(_service_monitor(spec, spec.name, servers, endpoint))
             objects.append(_service_monitor(spec, f"{spec.name}-router", router, https))
     if monitoring.prometheus_rule:
+        metadata = fleet_metadata(spec, spec.name, "monitoring")
+        # The operator loads only rules its ruleSelector matches (kube-prometheus-stack: `release`).
+        metadata["labels"] = {**metadata["labels"], **spec.alerts.rule_labels}
+        rules = fleet_rules(spec, "kubernetes", LATENCY_BUCKETS_S)
         objects.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",
                 "kind": "PrometheusRule",
-                "metadata": fleet_metadata(spec, spec.name, "monitoring"),
-                "spec": {"groups": [{"name": f"{spec.name}.slo", "rules": _alert_rules(spec)}]},
+                "metadata": metadata,
+                "spec": {"groups": rule_groups(spec.name, rules, spec.alerts.evaluation_interval_s)},
+            }
+        )
+    if monitoring.grafana_dashboard:
+        metadata = fleet_metadata(spec, f"{spec.name}-dashboard", "monitoring")
+        metadata["labels"] = {**metadata["labels"], "grafana_dashboard": "1"}  # the sidecar's default label
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata,
+                "data": {f"{spec.name}.json": json.dumps(grafana_dashboard(spec), indent=1, sort_keys=True)},
             }
         )
     return objects
-
-
-def _alert_rules(spec: FleetSpec) -> list[dict[str, Any]]:
-    """Per model: latency SLO, error budget and availability, from the router's own metrics."""
-    rules: list[dict[str, Any]] = []
-    for model in spec.models:
-        where = f'fleet="{spec.name}",model="{model.name}"'
-        quantile = model.slo.percentile / 100
-        latency_s = model.slo.latency_ms / 1000
-        rules.extend(
-            [
-                {
-                    "alert": "ModelfleetLatencySLO",
-                    "expr": (
-                        f"histogram_quantile({quantile:g}, sum by (le) "
-                        f"(rate(modelfleet_router_request_duration_seconds_bucket{{{where}}}[5m]))) > {latency_s:g}"
-                    ),
-                    "for": "10m",
-                    "labels": {"severity": "warning", "model": model.name},
-                    "annotations": {
-                        "summary": f"{model.name}: p{model.slo.percentile:g} latency above {model.slo.latency_ms:g} ms"
-                    },
-                },
-                {
-                    "alert": "ModelfleetErrorRate",
-                    "expr": (
-                        f'sum(rate(modelfleet_router_requests_total{{{where},code=~"5.."}}[5m])) / '
-                        f"sum(rate(modelfleet_router_requests_total{{{where}}}[5m])) > {model.slo.error_rate_percent / 100:g}"
-                    ),
-                    "for": "5m",
-                    "labels": {"severity": "critical", "model": model.name},
-                    "annotations": {
-                        "summary": f"{model.name}: more than {model.slo.error_rate_percent:g}% of requests fail"
-                    },
-                },
-                {
-                    "alert": "ModelfleetModelUnavailable",
-                    "expr": f"max(modelfleet_router_ready_replicas{{{where}}}) == 0",
-                    "for": "2m",
-                    "labels": {"severity": "critical", "model": model.name},
-                    "annotations": {"summary": f"{model.name}: no ready replica"},
-                },
-            ]
-        )
-    return rules

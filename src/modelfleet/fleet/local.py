@@ -22,6 +22,7 @@ import psutil
 import yaml
 
 from modelfleet.config.fleet import FleetSpec
+from modelfleet.config.operate import OperateSettings
 from modelfleet.errors import Conflict, NotFound, SpecError, Unavailable
 from modelfleet.fleet.plan import FleetPlan
 from modelfleet.fleet.router_config import (
@@ -41,6 +42,8 @@ from modelfleet.fleet.state import (
     write_state,
 )
 from modelfleet.fleet.supervisor import Supervisor, kill_group
+from modelfleet.operate.dashboard import grafana_dashboard
+from modelfleet.operate.rules import objectives
 from modelfleet.types import Progress
 
 _CLI = [sys.executable, "-m", "modelfleet.cli.main"]
@@ -161,6 +164,8 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
         )
     )
     write_atomic(paths.plan_file, _plan_json(plan))
+    write_atomic(paths.operate_file, operate_settings(spec).model_dump_json(indent=2) + "\n")
+    write_atomic(paths.dashboard_file, json.dumps(grafana_dashboard(spec), indent=1, sort_keys=True) + "\n")
     now = time.time()
     state = FleetState(
         fleet=spec.name,
@@ -178,6 +183,13 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
         paths.restarts_file.rename(paths.root / f"restarts-{time.time_ns()}.jsonl")
     write_state(paths, state)
     return state
+
+
+def operate_settings(spec: FleetSpec) -> OperateSettings:
+    """What the supervisor's notifier and alert evaluator need of the spec (saved as operate.json)."""
+    return OperateSettings(
+        fleet=spec.name, notifications=spec.notifications, alerts=spec.alerts, models=objectives(spec)
+    )
 
 
 def _plan_json(plan: FleetPlan) -> str:

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from modelfleet.fleet.routing import RoutingTable, quantile_from_buckets
+from modelfleet.server.host_metrics import HostCollector
 
 # Finer at the low end than a server's buckets: the router's own cost lives below a millisecond.
 LATENCY_BUCKETS_S = (
@@ -65,6 +66,7 @@ class RouterMetrics(Collector):
         self.refusals: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
+        self.registry.register(HostCollector())
 
     def _figures(self, model: str) -> _ModelFigures:
         figures = self._models.get(model)

@@ -4,6 +4,9 @@
 
     state.json        processes (id, pid, port, state, restarts), router URL, supervisor pid, status
     restarts.jsonl    one line per restart: time, process, exit code or signal, uptime, reason, back-off
+    events.jsonl      availability events (modelfleet.operate.events); notify.offset: how far they are notified
+    operate.json      notifications and alert settings; notifications-dead.jsonl: undeliverable notifications
+    dashboard.json    the fleet's Grafana dashboard
                       (a new `fleet up` moves the previous run's log aside as restarts-NS.jsonl)
     plan.json         server groups and their models
     router.json       the router's configuration
@@ -98,6 +101,26 @@ class FleetPaths:
     def events_file(self) -> Path:
         """Availability events (see modelfleet.operate.events), one JSON line each."""
         return self.root / "events.jsonl"
+
+    @property
+    def operate_file(self) -> Path:
+        """What the supervisor's notifier and alert evaluator run from (modelfleet.config.operate.OperateSettings)."""
+        return self.root / "operate.json"
+
+    @property
+    def notify_offset_file(self) -> Path:
+        """The event-log offset up to which every notification is delivered or dead-lettered."""
+        return self.root / "notify.offset"
+
+    @property
+    def dead_letter_file(self) -> Path:
+        """Notifications a sink never took (past its retries, or its queue full), one JSON line each."""
+        return self.root / "notifications-dead.jsonl"
+
+    @property
+    def dashboard_file(self) -> Path:
+        """The fleet's Grafana dashboard (JSON), for importing into a Grafana."""
+        return self.root / "dashboard.json"
 
     @property
     def plan_file(self) -> Path:

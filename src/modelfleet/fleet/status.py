@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ import httpx
 
 from modelfleet.fleet.local import resolve_fleet, supervisor_alive
 from modelfleet.fleet.state import read_restarts, read_state, router_trust
+from modelfleet.operate.events import Event, read_events_at
 
 _ROUTER_TIMEOUT_S = 2.0
 RECENT_RESTARTS = 20
+RECENT_EVENTS = 10
+_EVENTS_TAIL_BYTES = 256 * 1024  # a status reads the end of the event log, never all of a long one
 
 
 def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -121,7 +125,40 @@ def fleet_status(
         ],
         "restarts": restarts[-RECENT_RESTARTS:],
         "restart_count": len(restarts),
+        "events": [asdict(event) for event in recent_events(paths.events_file, RECENT_EVENTS)],
     }
+
+
+def recent_events(events_file: Path, limit: int) -> list[Event]:
+    """The last ``limit`` events of a log, read from its end."""
+    size = events_file.stat().st_size if events_file.is_file() else 0
+    start = max(0, size - _EVENTS_TAIL_BYTES)
+    if start > 0:  # skip to the first whole line of the tail
+        with events_file.open("rb") as handle:
+            handle.seek(start)
+            start += len(handle.readline())
+    found, _ = read_events_at(events_file, start)
+    return [event for _, event in found][-limit:] if limit > 0 else []
+
+
+def fleet_events(
+    fleet: str | Path,
+    state_root: Path | None = None,
+    limit: int = 50,
+    follow: bool = False,
+    poll_s: float = 0.5,
+) -> Iterator[Event]:
+    """The fleet's last ``limit`` events, then (``follow``) every new one as it is appended, until stopped."""
+    paths = resolve_fleet(fleet, state_root)
+    yield from recent_events(paths.events_file, limit)
+    if not follow:
+        return
+    offset = paths.events_file.stat().st_size if paths.events_file.is_file() else 0
+    while True:
+        time.sleep(poll_s)
+        found, offset = read_events_at(paths.events_file, offset)
+        for _, event in found:
+            yield event
 
 
 def log_files(

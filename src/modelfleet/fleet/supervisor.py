@@ -4,6 +4,11 @@ It starts each process (each leads its own process group), polls its health, and
 that exits, hangs or never becomes ready. The wait before a restart is the shared
 `modelfleet.supervision.RestartPolicy` back-off, from the fleet spec's `local` settings; every restart
 is appended to the fleet's restart log. SIGTERM or SIGINT stops the router first, then the servers.
+
+It is also where a local fleet's availability events start: every restart is a `replica_restarted`
+event (resolved once the process has stayed ready for `stable_after_s`), a model with no ready replica
+is `model_unavailable` (resolved when one is back). Beside its own work it runs the notifier and the
+alert evaluator (``modelfleet.operate``) as tasks that never hold it up.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 import httpx
 
 from modelfleet.config.fleet import LocalConfig
+from modelfleet.config.operate import OperateSettings
+from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S
 from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,
@@ -30,6 +38,10 @@ from modelfleet.fleet.state import (
     router_trust,
     write_state,
 )
+from modelfleet.operate.alerting import AlertLoop, Sample
+from modelfleet.operate.events import Event, append_event
+from modelfleet.operate.notify import Notifier
+from modelfleet.operate.rules import LOCAL_RESTARTS, build_rules
 from modelfleet.supervision import RestartPolicy
 
 _HEALTH_TIMEOUT_S = 2.0
@@ -57,6 +69,10 @@ class Supervisor:
         self._live_failures: dict[str, int] = {}
         self._stopping = asyncio.Event()
         self._dirty = True
+        self.operate = read_operate_settings(paths)
+        self._unavailable: set[str] = set()  # models with no ready replica, told as model_unavailable
+        self._healing: set[str] = set()  # restarted processes not yet stable again
+        self._operate: list[asyncio.Task[None]] = []  # the notifier and the alert evaluator
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,6 +85,7 @@ class Supervisor:
         async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=router_trust(self.paths)) as client:
             watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
             health = asyncio.create_task(self._health_loop(client))
+            self._operate = self._notifier_tasks()
             await self._stopping.wait()
             self.state.status = "stopping"
             self._save()
@@ -76,13 +93,62 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await health
             await self._terminate_all()
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            for task in [*watchers, *self._operate]:
+                task.cancel()
+            await asyncio.gather(*watchers, *self._operate, return_exceptions=True)
         for record in self.state.processes:
             record.state, record.pid = "stopped", None
         self.state.status = "stopped"
         self._save()
+
+    def _notifier_tasks(self) -> list[asyncio.Task[None]]:
+        if self.operate is None:  # a state folder prepared before operate.json existed
+            return []
+        tasks = []
+        if self.operate.notifications.enabled and self.operate.notifications.sinks:
+            notifier = Notifier(
+                self.operate.notifications,
+                self.paths.events_file,
+                self.paths.notify_offset_file,
+                self.paths.dead_letter_file,
+                self.paths.supervisor_log,
+            )
+            tasks.append(asyncio.create_task(notifier.run()))
+        return tasks
+
+    def _alert_task(self, client: httpx.AsyncClient) -> list[asyncio.Task[None]]:
+        """The evaluator, started once the fleet is first up: a fleet still starting is not an alert."""
+        if self.operate is None or not self.operate.alerts.enabled:
+            return []
+        rules = build_rules(
+            self.state.fleet, self.operate.models, self.operate.alerts, "local", "", LATENCY_BUCKETS_S
+        )
+        loop = AlertLoop(
+            self.state.fleet,
+            rules,
+            self.operate.alerts,
+            self.paths.events_file,
+            self._metrics_urls,
+            self._restart_samples,
+        )
+        return [asyncio.create_task(loop.run(client))]
+
+    def _metrics_urls(self) -> list[tuple[str, str]]:
+        return [
+            (r.id, f"{r.url}/metrics")
+            for r in self.state.processes
+            if r.pid is not None and r.state in ("ready", "unready")
+        ]
+
+    def _restart_samples(self) -> list[Sample]:
+        return [
+            (LOCAL_RESTARTS, {"fleet": self.state.fleet, "process": r.id}, float(r.restarts))
+            for r in self.state.processes
+        ]
+
+    def _emit(self, event: Event) -> None:
+        with contextlib.suppress(OSError):  # a full disk must not stop the supervisor keeping processes up
+            append_event(self.paths.events_file, event)
 
     def _save(self) -> None:
         write_state(self.paths, self.state)
@@ -123,9 +189,13 @@ class Supervisor:
 
     async def _keep_running(self, record: ProcessRecord) -> None:
         failures = 0
+        restarted: dict[str, object] | None = None  # the last exit, told once the process is back
         while not self._stopping.is_set():
             try:
                 process = await self._spawn(record)
+                if restarted is not None:
+                    self._restarted(record, restarted)
+                    restarted = None
             except OSError as exc:  # e.g. out of file descriptors: wait and try again, never give up
                 self._log(
                     record,
@@ -169,11 +239,85 @@ class Supervisor:
                 f"{record.id} (pid {record.pid}) {reason} after {uptime_s:.1f} s; restarting in {backoff_s:g} s",
             )
             record.restarts += 1
+            restarted = {
+                "exit_code": code,
+                "signal": signal_name,
+                "reason": reason,
+                "uptime_s": round(uptime_s, 3),
+                "backoff_s": backoff_s,
+                "restarts": record.restarts,
+                "previous_pid": record.pid,
+            }
             record.last_exit = reason
             record.state, record.pid, record.ready_since = "backoff", None, None
             self._save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+
+    def _restarted(self, record: ProcessRecord, exit_details: dict[str, object]) -> None:
+        self._healing.add(record.id)
+        self._emit(
+            Event(
+                kind="replica_restarted",
+                severity="warning",
+                fleet=self.state.fleet,
+                summary=f"{record.id} {exit_details['reason']} after {exit_details['uptime_s']} s up; "
+                f"restarted (restart {record.restarts}, pid {record.pid})",
+                key=f"replica_restarted:{record.id}",
+                process=record.id,
+                details={**exit_details, "pid": record.pid, "models": list(record.models)},
+            )
+        )
+
+    def _availability_events(self, now: float) -> None:
+        """model_unavailable on the way down and up; replica_restarted resolved once stable again."""
+        for record in self.state.processes:
+            if (
+                record.id in self._healing
+                and record.ready_since is not None
+                and now - record.ready_since >= self.config.stable_after_s
+            ):
+                self._healing.discard(record.id)
+                self._emit(
+                    Event(
+                        kind="replica_restarted",
+                        severity="warning",
+                        fleet=self.state.fleet,
+                        summary=f"{record.id} healed: ready for {self.config.stable_after_s:g} s since its restart",
+                        key=f"replica_restarted:{record.id}",
+                        status="resolved",
+                        process=record.id,
+                        details={"restarts": record.restarts},
+                    )
+                )
+        if self.state.status != "running":
+            return  # before the fleet first came up, a model not ready yet is not an event
+        for model in self.state.models:
+            ready = [
+                r.id
+                for r in self.state.processes
+                if r.kind == "server" and model in r.models and r.state == "ready"
+            ]
+            if not ready and model not in self._unavailable:
+                self._unavailable.add(model)
+                self._emit(self._unavailable_event(model, "firing", f"{model}: no ready replica"))
+            elif ready and model in self._unavailable:
+                self._unavailable.discard(model)
+                text = f"{model}: available again ({len(ready)} ready replica(s))"
+                self._emit(self._unavailable_event(model, "resolved", text))
+
+    def _unavailable_event(self, model: str, status: Literal["firing", "resolved"], summary: str) -> Event:
+        replicas = [r.id for r in self.state.processes if r.kind == "server" and model in r.models]
+        return Event(
+            kind="model_unavailable",
+            severity="critical",
+            fleet=self.state.fleet,
+            summary=summary,
+            key=f"model_unavailable:{model}",
+            status=status,
+            model=model,
+            details={"replicas": replicas},
+        )
 
     async def _health_loop(self, client: httpx.AsyncClient) -> None:
         last_save = time.monotonic()
@@ -192,8 +336,10 @@ class Supervisor:
             ):
                 self.state.status = "running"
                 self._dirty = True
+                self._operate.extend(self._alert_task(client))
                 if self.on_ready is not None:
                     self.on_ready(self.state)
+            self._availability_events(time.time())
             # Save on change, and every few seconds as a heartbeat `status` can read.
             if self._dirty or time.monotonic() - last_save > 5.0:
                 self._save()
@@ -253,6 +399,12 @@ class Supervisor:
         for process in running:
             kill_group(process.pid)  # stragglers past the grace period, and any leftover workers
         await asyncio.gather(*(p.wait() for p in running), return_exceptions=True)
+
+
+def read_operate_settings(paths: FleetPaths) -> OperateSettings | None:
+    if not paths.operate_file.is_file():
+        return None
+    return OperateSettings.model_validate_json(paths.operate_file.read_bytes())
 
 
 def kill_group(pgid: int) -> None:

@@ -83,13 +83,8 @@ def read_events(path: Path, offset_bytes: int = 0) -> tuple[list[Event], int]:
 
     A line being written (no newline yet) is left for the next read; an unreadable line is skipped.
     """
-    if not path.is_file():
-        return [], offset_bytes
-    with path.open("rb") as handle:
-        handle.seek(offset_bytes)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    return list(_parse(data[:end])), offset_bytes + end
+    found, end = read_events_at(path, offset_bytes)
+    return [event for _, event in found], end
 
 
 def _parse(data: bytes) -> Iterator[Event]:
@@ -100,3 +95,21 @@ def _parse(data: bytes) -> Iterator[Event]:
                 yield Event.from_dict(raw)
         except (ValueError, TypeError):
             continue
+
+
+def read_events_at(path: Path, offset_bytes: int = 0) -> tuple[list[tuple[int, Event]], int]:
+    """As `read_events`, each event with the byte offset its line starts at (where a reader resumes)."""
+    if not path.is_file():
+        return [], offset_bytes
+    with path.open("rb") as handle:
+        handle.seek(offset_bytes)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    found: list[tuple[int, Event]] = []
+    start = 0
+    while start < end:
+        stop = data.index(b"\n", start) + 1
+        for event in _parse(data[start:stop]):
+            found.append((offset_bytes + start, event))
+        start = stop
+    return found, offset_bytes + end

@@ -28,6 +28,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.process_collector import ProcessCollector
 
 from modelfleet.server.batching import SHED_REASONS, ShedReason
+from modelfleet.server.host_metrics import HostCollector
 
 # Latency buckets from 0.5 ms to 10 s: model servers live in the 1-300 ms range.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -161,6 +162,12 @@ class ServerMetrics:
             ["route", "status"],
             registry=registry,
         )
+        # No model label: a model that never loaded keeps no series (its name is in the server's log).
+        self.load_failures = Counter(
+            "modelfleet_model_load_failures",
+            "Loads of a model version that failed (repository load at start, or an alias switch).",
+            registry=registry,
+        )
         self.shed = Counter(
             "modelfleet_shed_requests",
             "Inference requests refused (503) or failed at their deadline (504) by admission, by reason.",
@@ -170,6 +177,7 @@ class ServerMetrics:
         # A pool's exposition is merged from the workers' files, where process figures have no place.
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
+            registry.register(HostCollector())
         self._models: dict[str, ModelMetrics] = {}
         self._unknown = ModelMetrics(self, UNKNOWN_MODEL)
         self._rendered: tuple[float, float, bytes] | None = None  # (finished at, render seconds, text)

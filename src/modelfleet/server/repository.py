@@ -167,8 +167,10 @@ class ModelRepository:
                 load_s=time.perf_counter() - started,
             )
         except ModelfleetError:
+            self._metrics.load_failures.inc()
             raise
         except Exception as exc:
+            self._metrics.load_failures.inc()
             raise ModelfleetError(f"model {pending.name}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._pending.remove(pending)
