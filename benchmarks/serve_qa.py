@@ -21,6 +21,7 @@ Writes benchmarks/results/serve_qa.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=2.0)
     args = parser.parse_args()
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         artifact = args.artifact
@@ -140,8 +142,9 @@ def main() -> None:
         f"Model: `{manifest.name}` ({manifest.extra.get('detected', manifest.source.kind)}), "
         f"{tokenization.max_length_tokens}-token windows, stride {tokenization.stride_tokens}; "
         f"requests cycle through {len(BUILTIN_QA_PAIRS)} built-in pairs (3 long contexts of several windows). "
-        f"Wall time of the run: {time.perf_counter() - started:.0f} s. One run on a shared, noisy machine "
-        "(other sessions were running): read the ratios, not the absolute figures.",
+        f"Wall time of the run: {time.perf_counter() - started:.0f} s; load average (1 min) "
+        f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. One run on a noisy VM: read "
+        "the ratios, not the absolute figures.",
         "",
         "| in-process ceiling: batch | pairs/s |",
         "|---|---|",
