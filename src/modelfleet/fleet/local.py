@@ -144,8 +144,11 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
         router_port = spec.router.port
     cert, key = spec.router.tls_cert_file, spec.router.tls_key_file
     tls_files = None if cert is None or key is None else (cert, key)
+    # A split left by an interrupted rollout names a canary that is no longer running.
+    paths.split_file.unlink(missing_ok=True)
     write_router_settings(
-        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files), paths.router_file
+        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files, paths.split_file),
+        paths.router_file,
     )
     scheme = "http" if tls_files is None else "https"
     router_url = f"{scheme}://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"

@@ -7,6 +7,8 @@
                       (a new `fleet up` moves the previous run's log aside as restarts-NS.jsonl)
     plan.json         server groups and their models
     router.json       the router's configuration
+    traffic.json      the router's traffic split while a rollout runs (canary upstreams, weights)
+    rollout.json      the rollout in progress or last finished (steps, windows, outcome)
     specs/ID.yaml     the serve spec of each server replica
     logs/ID.log       output of each process; logs/supervisor.log for the supervisor itself
 
@@ -98,6 +100,11 @@ class FleetPaths:
     def events_file(self) -> Path:
         """Availability events (see modelfleet.operate.events), one JSON line each."""
         return self.root / "events.jsonl"
+
+    @property
+    def split_file(self) -> Path:
+        """The router's traffic split (canary routes and weights), written by a rollout; see fleet/split.py."""
+        return self.root / "traffic.json"
 
     @property
     def plan_file(self) -> Path:
