@@ -43,6 +43,9 @@ KubeContext = Annotated[str | None, typer.Option("--context", help="Kubeconfig c
 
 
 def register(app: typer.Typer) -> None:
+    from modelfleet.cli.fleet_rollout import rollout_command
+
+    fleet_app.command("rollout")(rollout_command)
     app.add_typer(fleet_app, name="fleet")
 
 

@@ -7,6 +7,7 @@ import itertools
 from pydantic import Field, field_validator
 
 from modelfleet.config.base import SpecModel
+from modelfleet.errors import InvalidInput
 
 
 class RolloutGates(SpecModel):
@@ -99,3 +100,50 @@ class RolloutOptions(SpecModel):
     def schedule_percent(self) -> list[float]:
         """The canary's shares in order: canary_percent, then every step above it."""
         return [self.canary_percent, *(step for step in self.steps_percent if step > self.canary_percent)]
+
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_percent(text: str, flag: str, low_exclusive: bool = True) -> float:
+    """``10%`` or ``10`` → 10.0, refusing anything outside (0, 100] (or [0, 100] when not ``low_exclusive``)."""
+    raw = text.strip().removesuffix("%").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{flag} {text!r} is not a share such as 10%") from None
+    low_ok = value > 0 if low_exclusive else value >= 0
+    if not (low_ok and value <= 100) or value != value:
+        bounds = "(0, 100]" if low_exclusive else "[0, 100]"
+        raise InvalidInput(f"{flag} {text!r}: a share must be in {bounds} percent")
+    return value
+
+
+def parse_steps(text: str) -> list[float]:
+    """``10,50,100`` → [10.0, 50.0, 100.0]: shares in (0, 100], strictly increasing, ending at 100."""
+    steps = [parse_percent(part, "--steps") for part in text.split(",") if part.strip()]
+    if not steps:
+        raise InvalidInput(f"--steps {text!r}: give shares such as 10,50,100")
+    for earlier, later in itertools.pairwise(steps):
+        if later <= earlier:
+            raise InvalidInput(
+                f"--steps {text!r}: steps must be strictly increasing ({later:g} after {earlier:g})"
+            )
+    if steps[-1] != 100:
+        raise InvalidInput(
+            f"--steps {text!r}: the last step must be 100 (the new version takes all traffic before promotion)"
+        )
+    return steps
+
+
+def parse_duration_s(text: str, flag: str) -> float:
+    """``60s``, ``2m``, ``500ms``, ``1h`` or a bare number of seconds → seconds (> 0)."""
+    raw = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h") if raw.endswith(u)), "")
+    try:
+        value = float(raw.removesuffix(unit)) * _DURATION_UNITS_S.get(unit, 1.0)
+    except ValueError:
+        raise InvalidInput(f"{flag} {text!r} is not a duration such as 60s, 2m or 500ms") from None
+    if not value > 0:
+        raise InvalidInput(f"{flag} {text!r}: a duration must be above 0")
+    return value
