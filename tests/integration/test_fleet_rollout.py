@@ -5,6 +5,9 @@ returns fully to the old version; a good canary, shadowed first, is promoted and
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,6 +93,17 @@ def _options(steps: list[float], interval_s: float, shadow_percent: float = 0.0)
     )
 
 
+def _cli(*args: str, registry: Registry, state_root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELFLEET_REGISTRY": str(registry.root), "MODELFLEET_STATE_DIR": str(state_root)}
+    return subprocess.run(
+        [sys.executable, "-m", "modelfleet.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 def test_bad_input_is_refused_before_anything_starts(fleet: tuple[Path, Path, Registry, str]) -> None:
     spec_file, state_root, registry, _ = fleet
     with pytest.raises(NotFound, match="model 'nope' is not in fleet testfleet"):
@@ -100,6 +114,16 @@ def test_bad_input_is_refused_before_anything_starts(fleet: tuple[Path, Path, Re
         prepare_rollout(spec_file, "linear", "linear:two", state_root=state_root, registry_dir=registry.root)
     with pytest.raises(Conflict, match="already points at version 1"):
         prepare_rollout(spec_file, "linear", "linear:1", state_root=state_root, registry_dir=registry.root)
+    # The CLI: one line on stderr, the documented exit code, and nothing started.
+    unknown = _cli(
+        "fleet", "rollout", "testfleet", "nope", "--to", "linear:2", registry=registry, state_root=state_root
+    )
+    assert unknown.returncode == 3 and unknown.stderr.strip().count("\n") == 0
+    assert "model 'nope' is not in fleet testfleet" in unknown.stderr
+    share = _cli("fleet", "rollout", "testfleet", "linear", "--to", "linear:2", "--canary", "150%",
+                 registry=registry, state_root=state_root)  # fmt: skip
+    assert share.returncode == 2 and "--canary '150%': a share must be in (0, 100] percent" in share.stderr
+    assert not (FleetPaths.for_fleet("testfleet", state_root).root / "specs" / "canary-linear.yaml").exists()
 
 
 def test_broken_canary_rolls_back_and_traffic_returns_to_the_old_version(
@@ -167,3 +191,9 @@ def test_good_canary_is_shadowed_then_promoted(fleet: tuple[Path, Path, Registry
     ]  # fmt: skip
     answer = httpx.post(url, json=BODY, timeout=5).json()
     assert answer["model_version"] == "2"
+    listed = _cli("registry", "rollouts", "linear", "--json", registry=registry, state_root=state_root)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["outcome"], r["to_version"]) for r in json.loads(listed.stdout)] == [
+        ("rolled_back", 3),
+        ("promoted", 2),
+    ]
