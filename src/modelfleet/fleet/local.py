@@ -276,6 +276,7 @@ def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float
                 process.kill()
     # Anything left (a supervisor killed earlier leaves orphans): terminate, then kill after the grace period.
     strays = [p for p in (owned_process(r.pid, marker) for r in read_state(paths).processes) if p is not None]
+    strays += _canaries(paths)  # a rollout's canary servers, if the rollout itself was killed
     for process in strays:
         with contextlib.suppress(psutil.Error):
             process.terminate()
@@ -289,6 +290,16 @@ def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float
         state.status = "stopped"
         write_state(paths, state)
     return state
+
+
+def _canaries(paths: FleetPaths) -> list[psutil.Process]:
+    """Canary servers of this fleet (modelfleet.operate.canary_server): their command line names their spec."""
+    prefix = str(paths.specs_dir / "canary-")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(part.startswith(prefix) for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
 
 
 def fleet_endpoints(spec_path: Path | str, state_root: Path | None = None) -> tuple[str, list[str]]:

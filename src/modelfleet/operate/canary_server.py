@@ -1,10 +1,13 @@
-"""The canary's server on a local fleet: one `modelfleet serve` process for the new version, run by the rollout.
+"""The canary's servers on a local fleet: `modelfleet serve` processes for the new version, run by the rollout.
 
-It serves the model under its fleet name (so the router forwards requests unchanged) pinned to the new
-version (`NAME:VERSION`), with the settings of the server group that hosts the model. Its spec and log
-live in the fleet's state folder, and its command line names that folder, like every fleet process. It is
-the rollout's own child: it lives as long as the rollout (until promotion moves the fleet's replicas to
-the new version, or rollback), so the supervisor, which keeps the fleet's desired state, never restarts it.
+Each serves the model under its fleet name (so the router forwards requests unchanged) pinned to the new
+version (`NAME:VERSION`), with the settings of the server group that hosts the model, and there are as
+many as that group has replicas: at 100 % the canary carries the whole load the baseline carried, so its
+latency is judged at the same load per replica. (The price: the model's memory twice over during a rollout,
+as in any blue/green switch.) Specs and logs live in the fleet's state folder, and each command line names
+that folder, like every fleet process. They are the rollout's own children and live as long as it does
+(until promotion moves the fleet's replicas to the new version, or rollback), so the supervisor, which
+keeps the fleet's desired state, never restarts them.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class CanaryServer:
 def canary_group(
     plan: FleetPlan, model: FleetModelConfig, version_ref: str
 ) -> tuple[ServerGroup, ServerGroup]:
-    """(the group that serves ``model`` now, a one-replica group serving it pinned to ``version_ref``)."""
+    """(the group that serves ``model`` now, a group of as many replicas serving it pinned to ``version_ref``)."""
     group = next(group for group in plan.groups if model.name in group.model_names)
     pinned = model.model_copy(update={"ref": version_ref, "path": None})
     index = group.model_names.index(model.name)
@@ -84,18 +87,33 @@ def canary_group(
         pool=group.pool,
         models=(pinned,),
         model_memory_mib=(group.model_memory_mib[index],),
-        replicas=1,
+        replicas=group.replicas,
     )
     return group, canary
 
 
-def start_canary(
+def start_canaries(
     paths: FleetPaths, plan: FleetPlan, model: FleetModelConfig, version_ref: str
-) -> CanaryServer:
-    """Write the canary's serve spec and start it (not yet ready: see ``CanaryServer.wait_ready``)."""
-    spec = plan.fleet
+) -> list[CanaryServer]:
+    """Start one canary per replica of the model's group (not yet ready: see ``CanaryServer.wait_ready``);
+    if one cannot start, those already started are stopped."""
     _, group = canary_group(plan, model, version_ref)
-    process_id = f"canary-{model.name}"
+    started: list[CanaryServer] = []
+    try:
+        for replica in range(group.replicas):
+            started.append(_start_one(paths, plan, group, model, replica))
+    except BaseException:
+        for canary in started:
+            canary.stop()
+        raise
+    return started
+
+
+def _start_one(
+    paths: FleetPaths, plan: FleetPlan, group: ServerGroup, model: FleetModelConfig, replica: int
+) -> CanaryServer:
+    spec = plan.fleet
+    process_id = f"canary-{model.name}-{replica}"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         port = int(sock.getsockname()[1])

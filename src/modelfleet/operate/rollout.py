@@ -3,7 +3,8 @@
 `run_rollout` (what `modelfleet fleet rollout` wraps) moves one fleet model, served from a registry alias
 (`ref: NAME@ALIAS`), to another version of the same registry model:
 
-1. it starts a canary server for the new version (operate/canary_server.py) and waits until it is ready;
+1. it starts canary servers for the new version, as many as the model's group has replicas
+   (operate/canary_server.py), and waits until they are ready;
 2. with `shadow_percent`, a shadow step first: the router mirrors that share of the baseline's requests to
    the canary and compares answers, and clients get only the baseline's;
 3. each canary step writes the router's split file (fleet/router_config.TrafficSplit) with the step's
@@ -41,7 +42,7 @@ from modelfleet.fleet.router_config import CanaryRoute, TrafficSplit, read_traff
 from modelfleet.fleet.sizing import load_fleet_spec, plan_from_spec
 from modelfleet.fleet.split import Window, window
 from modelfleet.fleet.state import FleetPaths, FleetState, read_state, router_trust, write_atomic
-from modelfleet.operate.canary_server import CanaryServer, start_canary
+from modelfleet.operate.canary_server import CanaryServer, start_canaries
 from modelfleet.operate.events import Event, EventKind, Severity, Status, append_event
 from modelfleet.operate.rollout_gate import Verdict, judge
 from modelfleet.registry.models import ModelVersion, RolloutOutcome, RolloutRecord, RolloutStep
@@ -150,8 +151,9 @@ class _Rollout:
         self.actor, self.router, self.report = actor, router, report
         self.id = uuid.uuid4().hex[:12]
         self.steps: list[RolloutStep] = []
-        self.canary: CanaryServer | None = None
+        self.canaries: list[CanaryServer] = []
         self.first: dict[str, Any] | None = None  # the split's figures when the first step began
+        self.last_baseline: Window | None = None  # the baseline's window in the last step that had one
         self.shadow: dict[str, Any] | None = None
         self.name = job.model.name
 
@@ -179,14 +181,13 @@ class _Rollout:
         )
 
     def set_split(self, canary_percent: float, shadow_percent: float) -> None:
-        assert self.canary is not None
         route = CanaryRoute(
             model=self.name,
             baseline_version=str(self.job.baseline.version),
             canary_version=str(self.job.target.version),
             canary_percent=canary_percent,
             shadow_percent=shadow_percent,
-            upstreams=[self.canary.upstream],
+            upstreams=[canary.upstream for canary in self.canaries],
         )
         self._write([*self._other_routes(), route])
         self._wait_applied(
@@ -240,9 +241,10 @@ class _Rollout:
                     "the router dropped the rollout's traffic split (was the split file changed?)"
                 )
             self.shadow = now["shadow"]
-            baseline = window(begin["baseline"], now["baseline"])
-            if baseline.requests < self.gates.min_requests:
-                baseline = window(self.first["baseline"], now["baseline"])  # e.g. at 100 %: the rollout's own
+            own = baseline = window(begin["baseline"], now["baseline"])
+            if own.requests < self.gates.min_requests:
+                # At 100 % the baseline has no traffic: its window in the last step that had one stands in.
+                baseline = self.last_baseline or window(self.first["baseline"], now["baseline"])
             canary = (
                 _shadow_window(begin, now) if phase == "shadow" else window(begin["canary"], now["canary"])
             )
@@ -255,6 +257,8 @@ class _Rollout:
                 verdict = Verdict(False, f"no verdict within twice the interval: {verdict.reason}")
                 finished = True
             if finished:
+                if own.requests >= self.gates.min_requests:
+                    self.last_baseline = own
                 step = RolloutStep(
                     phase=phase,
                     canary_percent=canary_percent,
@@ -370,7 +374,7 @@ def _run(run: _Rollout) -> RolloutRecord:
     phases = [("shadow", 0.0)] if options.shadow_percent > 0 else []
     phases += [("canary", share) for share in options.schedule_percent]
     try:
-        run.canary = start_canary(job.paths, job.plan, job.model, job.target.ref)
+        run.canaries = start_canaries(job.paths, job.plan, job.model, job.target.ref)
         run.event(
             "rollout_started",
             "info",
@@ -378,8 +382,10 @@ def _run(run: _Rollout) -> RolloutRecord:
             schedule_percent=options.schedule_percent,
             shadow_percent=options.shadow_percent,
         )
-        run.report(f"canary {job.target.ref} starting on {run.canary.upstream.url}")
-        run.canary.wait_ready(run.gates.canary_ready_timeout_s)
+        urls = ", ".join(canary.upstream.url for canary in run.canaries)
+        run.report(f"canary {job.target.ref} starting on {urls}")
+        for canary in run.canaries:
+            canary.wait_ready(run.gates.canary_ready_timeout_s)
         for phase, share in phases:
             run.set_split(share, options.shadow_percent)
             run.report(f"{phase} step: {share:g} % to {job.target.ref}, shadow {options.shadow_percent:g} %")
@@ -418,7 +424,7 @@ def _run(run: _Rollout) -> RolloutRecord:
         outcome = "aborted" if isinstance(exc, KeyboardInterrupt) else "failed"
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else exc.message
         with contextlib.suppress(ModelfleetError):
-            if run.canary is not None:
+            if run.canaries:
                 run.clear_split()
         run.event(
             "rollout_rolled_back",
@@ -426,8 +432,8 @@ def _run(run: _Rollout) -> RolloutRecord:
             f"rollout of {run.name} to {job.target.ref} {outcome}: {reason}",
         )
     finally:
-        if run.canary is not None:
-            run.canary.stop()
+        for canary in run.canaries:
+            canary.stop()
     record = RolloutRecord(
         id=run.id,
         name=job.baseline.name,
