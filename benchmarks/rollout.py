@@ -185,7 +185,12 @@ def main() -> None:
     state = start_fleet(spec_file, state_root=state_root, wait_s=180)
     state_dir = state_root.resolve() / "rolloutbench"
     url = f"{state.router_url}/v2/models/minilm/infer"
-    results: dict[str, Any] = {"rate_per_s": rate, "interval_s": interval_s, "short": args.short}
+    results: dict[str, Any] = {
+        "rate_per_s": rate,
+        "interval_s": interval_s,
+        "short": args.short,
+        "gates": gates.model_dump(),
+    }
     try:
         # A: fp32 → int8, all steps.
         expected_s = before_s + 3 * interval_s + 30
@@ -240,11 +245,14 @@ def _report_a(
                 "verdict": step.verdict,
             }
         )
+    last = record.steps[-1] if record.steps else None
+    last_end = began if last is None else _wall_to_monotonic(last.started_at) + last.duration_s
     return {
         "outcome": record.outcome,
         "reason": record.reason,
         "duration_s": record.duration_s,
         "before": _window(rows, began - before_s, began),
+        "promotion": _window(rows, last_end, ended),
         "steps": steps,
         "after": _window(rows, ended, ended + 1e9),
         "during": _window(rows, began, ended),
@@ -304,12 +312,17 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"{step['verdict']} |"
         )
     lines += [
+        f"| promotion (alias moved, the server switches, then the split goes) | {a['promotion']['requests']} | "
+        f"{a['promotion']['failed']} | {_ms(a['promotion']['p50_ms'])} | {_ms(a['promotion']['p99_ms'])} | - | - |",
         f"| after promotion (int8 only) | {a['after']['requests']} | {a['after']['failed']} | "
         f"{_ms(a['after']['p50_ms'])} | {_ms(a['after']['p99_ms'])} | - | - |",
         "",
-        "Each step's window starts when the router applied its split and ends at its verdict; the promotion "
-        "(alias move, the fleet's server loading int8 beside fp32 and switching) lies between the last step "
-        "and the after window, inside the rollout's duration.",
+        "Each step's window starts when the router applied its split and ends at its verdict. Gates: "
+        f"min_requests {r['gates']['min_requests']}, error rate + {r['gates']['max_error_rate_increase_percent']:g} "
+        f"points, p99 × {r['gates']['max_p99_ratio']:g} + {r['gates']['p99_slack_ms']:g} ms: the latency gate is "
+        "wider than the defaults (× 1.5 + 5 ms) because on this VM two MiniLM processes, the router and the "
+        "load generator share 2 cores and a p99 of a few dozen requests moves more than that between two "
+        "windows of one version.",
         "",
         f"## B. back to {r['b_to']} with the canary's server killed (SIGKILL) in its first step",
         "",
