@@ -35,6 +35,7 @@ import httpx
 
 from modelfleet.config.fleet import FleetModelConfig
 from modelfleet.config.rollout import RolloutOptions
+from modelfleet.config.serve import registry_root
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, Unavailable
 from modelfleet.fleet.local import resolve_fleet, supervisor_alive
 from modelfleet.fleet.plan import FleetPlan
@@ -98,8 +99,6 @@ def prepare_rollout(
         wanted = ModelRef.parse(to_ref)
     except ValueError as exc:
         raise InvalidInput(f"--to: {exc}") from None
-    from modelfleet.config.serve import registry_root
-
     registry = Registry(registry_root(registry_dir), create=False)
     baseline = registry.get(str(current))
     target = registry.get(str(wanted))
