@@ -66,6 +66,7 @@ def rollout_command(
 ) -> None:
     """Canary a new version through the router, gated on errors and p99 against the current one; roll back
     at once on a breach, promote (move the alias) when every step passes."""
+    from modelfleet.config.base import parse_spec
     from modelfleet.config.rollout import (
         RolloutGates,
         RolloutOptions,
@@ -75,7 +76,8 @@ def rollout_command(
     )
     from modelfleet.operate.rollout import run_rollout
 
-    gates = RolloutGates() if min_requests is None else RolloutGates(min_requests=max(1, min_requests))
+    overrides = {} if min_requests is None else {"min_requests": min_requests}
+    gates = parse_spec(overrides, RolloutGates, "--min-requests")
     options = RolloutOptions(
         canary_percent=parse_percent(canary, "--canary"),
         steps_percent=parse_steps(steps),

@@ -106,7 +106,10 @@ class CanaryRoutes(Collector):
         except ModelfleetError as exc:
             log.error("traffic split %s ignored, the previous split stays: %s", self._file, exc.message)
             return
-        self.apply([route for route in split.routes if route.model in self._models])
+        try:
+            self.apply([route for route in split.routes if route.model in self._models])
+        except ValueError as exc:  # an upstream URL the router cannot use: keep what routes now
+            log.error("traffic split %s ignored, the previous split stays: %s", self._file, exc)
 
     def apply(self, routes: list[CanaryRoute]) -> None:
         wanted: dict[str, Replica] = {}

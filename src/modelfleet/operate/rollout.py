@@ -227,7 +227,8 @@ class _Rollout:
     ) -> tuple[RolloutStep, float | None]:
         """Hold one step; the step and, on a breach, the monotonic time the breach was seen."""
         begin = self.router.split(self.name)
-        assert begin is not None
+        if begin is None:
+            raise Unavailable("the router dropped the rollout's traffic split (was the split file changed?)")
         if self.first is None:
             self.first = begin
         started_at, start = utc_now(), time.monotonic()
