@@ -122,6 +122,14 @@ class _Router:
         self.headers = headers
 
     def split(self, model: str) -> dict[str, Any] | None:
+        split = self.status().get("splits", {}).get(model)
+        return split if isinstance(split, dict) else None
+
+    def ready_replicas(self, model: str) -> int:
+        """How many of the fleet's own replicas of ``model`` the router sees ready."""
+        return int(self.status().get("models", {}).get(model, {}).get("ready_replicas", 0))
+
+    def status(self) -> dict[str, Any]:
         try:
             response = self._client.get(self._url)
         except httpx.HTTPError as exc:
@@ -133,8 +141,8 @@ class _Router:
             )
         if response.status_code != 200:
             raise Unavailable(f"the fleet's router answered {self._url} with HTTP {response.status_code}")
-        split = response.json().get("splits", {}).get(model)
-        return split if isinstance(split, dict) else None
+        document = response.json()
+        return document if isinstance(document, dict) else {}
 
     def close(self) -> None:
         self._client.close()
@@ -289,6 +297,10 @@ class _Rollout:
             pending = list(servers)
             while pending:
                 pending = [r for r in pending if _serving(client, r.url, self.name) != wanted]
+                # The canary keeps its share until the router, too, sees every switched replica ready
+                # (a server reports not ready while it loads the new version beside the old).
+                if not pending and self.router.ready_replicas(self.name) < len(servers):
+                    pending = servers
                 if pending and time.monotonic() > deadline:
                     raise Unavailable(
                         f"the alias moved to version {wanted} but {', '.join(r.id for r in pending)} did not "
