@@ -278,8 +278,14 @@ def _report_b(
         "lost": sum(1 for _, _, status in rows if status != 200),
         "lost_statuses": sorted({status for _, _, status in rows if status != 200}),
         "requests": len(rows),
-        "after_kill": None if killed is None else _window(rows, killed, killed + 1e9),
+        # From the kill until the rollout has returned and the canary's last requests are answered.
+        "around_kill": None if killed is None else _window(rows, killed - 1.0, returned + 1.0),
+        "later": None if killed is None else _window(rows, returned + 1.0, 1e18),
     }
+
+
+def _lost(window: dict[str, Any] | None) -> str:
+    return "-" if window is None else f"{window['failed']} of {window['requests']}"
 
 
 def _ms(value: Any) -> str:
@@ -333,7 +339,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| kill → breach seen by the rollout | {_ms(b['kill_to_breach_s'])} s |",
         f"| breach → router sends the canary nothing (split removed and applied) | {_ms(b['breach_to_split_removed_s'])} s |",
         f"| kill → rollout returned (canary stopped, records written) | {_ms(b['kill_to_rollout_returned_s'])} s |",
-        f"| requests lost (not 200) | {b['lost']} of {b['requests']} (statuses {b['lost_statuses'] or '-'}) |",
+        f"| requests lost (not 200), whole run | {b['lost']} of {b['requests']} (statuses {b['lost_statuses'] or '-'}) |",
+        f"| … from 1 s before the kill to 1 s after the rollout returned | {_lost(b['around_kill'])} |",
+        f"| … later, with no rollout running | {_lost(b['later'])} |",
+        "",
+        "Requests lost later than the rollout, if any, are the one MiniLM server's own admission control "
+        "(503 when its expected queue wait passes the deadline) during CPU contention on this shared VM; "
+        "run A's before and after windows show the same kind when they happen.",
         "",
         "A request in flight on the killed canary fails its connection and the router retries it once on the "
         "baseline (within the retry budget), so clients see the kill as latency, not as errors; the router "
