@@ -123,7 +123,9 @@ def test_bad_input_is_refused_before_anything_starts(fleet: tuple[Path, Path, Re
     share = _cli("fleet", "rollout", "testfleet", "linear", "--to", "linear:2", "--canary", "150%",
                  registry=registry, state_root=state_root)  # fmt: skip
     assert share.returncode == 2 and "--canary '150%': a share must be in (0, 100] percent" in share.stderr
-    assert not (FleetPaths.for_fleet("testfleet", state_root).root / "specs" / "canary-linear-0.yaml").exists()
+    assert not (
+        FleetPaths.for_fleet("testfleet", state_root).root / "specs" / "canary-linear-0.yaml"
+    ).exists()
 
 
 def test_broken_canary_rolls_back_and_traffic_returns_to_the_old_version(
