@@ -43,6 +43,9 @@ KubeContext = Annotated[str | None, typer.Option("--context", help="Kubeconfig c
 
 
 def register(app: typer.Typer) -> None:
+    from modelfleet.cli.fleet_rollout import rollout_command
+
+    fleet_app.command("rollout")(rollout_command)
     app.add_typer(fleet_app, name="fleet")
 
 
@@ -249,6 +252,17 @@ def render_command(
             "webhook sinks (merge it into alertmanager.yml).",
         ),
     ] = False,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            "--rollout", help="Render only a canary of this model and the router's weighted config."
+        ),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="With --rollout: the new version's registry reference.")
+    ] = None,
+    canary: Annotated[str, typer.Option("--canary", help="With --rollout: the canary's share.")] = "10%",
+    shadow: Annotated[str, typer.Option("--shadow", help="With --rollout: share mirrored to it.")] = "0%",
 ) -> None:
     """Render Kubernetes manifests: Deployments, Services, HPAs, PDBs, NetworkPolicies and more."""
     from modelfleet.fleet.kubernetes import manifests_to_yaml, render_fleet, write_manifests
@@ -269,7 +283,19 @@ def render_command(
         return
     for note in fleet_warnings(plan.fleet, kubernetes=True):
         warn(note)
-    objects = render_fleet(plan)
+    if rollout is not None:
+        from modelfleet.config.rollout import parse_percent
+        from modelfleet.fleet.kube_rollout import render_rollout
+
+        if to is None:
+            raise InvalidInput("--rollout needs --to REF (the new version's registry reference)")
+        share, mirrored = (
+            parse_percent(canary, "--canary"),
+            parse_percent(shadow, "--shadow", low_exclusive=False),
+        )
+        objects = render_rollout(plan, rollout, to, share, mirrored)
+    else:
+        objects = render_fleet(plan)
     if out_dir is None:
         if json_output:
             print_json(objects)

@@ -378,6 +378,32 @@ def history_command(
     console.print(table)
 
 
+@registry_app.command("rollouts")
+def rollouts_command(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    root: Root = None,
+    encryption_key_file: KeyFile = None,
+    as_json: Json = False,
+) -> None:
+    """Every rollout of a model through a fleet (`fleet rollout`): who, from, to, steps, outcome, timings."""
+    from modelfleet.registry.rollouts import rollouts
+
+    records = rollouts(_open(root, encryption_key_file, create=False), name)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in records])
+        return
+    table = Table(title=f"rollouts of {name}")
+    for column in ("id", "started", "fleet", "from", "to", "steps %", "outcome", "s", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        steps = ",".join(f"{step.canary_percent:g}" for step in r.steps)
+        table.add_row(
+            r.id, r.started_at, r.fleet, str(r.from_version), str(r.to_version), steps,
+            r.outcome, f"{r.duration_s:g}", r.actor, r.reason,
+        )  # fmt: skip
+    console.print(table)
+
+
 @registry_app.command("verify")
 def verify_command(
     ref: Annotated[

@@ -16,7 +16,7 @@ from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import SpecError
 from modelfleet.fleet.kube_meta import fleet_metadata
 from modelfleet.fleet.plan import FleetPlan
-from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S
+from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.kubeobjects import KubeObject
 from modelfleet.operate.dashboard import grafana_dashboard
 from modelfleet.operate.promql import rule_groups

@@ -27,11 +27,15 @@ from modelfleet.fleet.kube_pods import (
     tmp_volume,
 )
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
-from modelfleet.fleet.router_config import Upstream, replica_in_flight_limit, router_settings
+from modelfleet.fleet.router_config import TrafficSplit, Upstream, replica_in_flight_limit, router_settings
 from modelfleet.kubeobjects import KubeObject
 
 SERVE_SPEC_FILE = "serve.yaml"
 ROUTER_CONFIG_FILE = "router.json"
+# The router's traffic split, a key of its ConfigMap beside router.json. The kubelet updates a mounted
+# ConfigMap's files in place, and the router re-reads the split when it changes, so a rollout re-applies
+# the ConfigMap with new weights and no router pod restarts (the pods' annotation hashes router.json only).
+ROUTER_SPLIT_FILE = "split.json"
 
 
 def _config_hash(text: str) -> str:
@@ -195,8 +199,9 @@ def _hpa(spec: FleetSpec, name: str, group: ServerGroup) -> KubeObject:
     }
 
 
-def router_objects(plan: FleetPlan) -> list[KubeObject]:
-    """The router: its routing-table ConfigMap (one upstream per group Service), Deployment, Service and PDB."""
+def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[KubeObject]:
+    """The router: its routing-table ConfigMap (one upstream per group Service) with the traffic ``split``
+    (none: every model to its own replicas), Deployment, Service and PDB."""
     spec = plan.fleet
     k8s = spec.kubernetes
     name = f"{spec.name}-router"
@@ -215,8 +220,12 @@ def router_objects(plan: FleetPlan) -> list[KubeObject]:
     ]
     tls = spec.router.tls_secret_name is not None
     tls_files = (Path(ROUTER_TLS_DIR) / "tls.crt", Path(ROUTER_TLS_DIR) / "tls.key") if tls else None
-    settings = router_settings(plan, "0.0.0.0", k8s.port, upstreams, auth_keys_file(spec), tls_files)
+    split_file = Path(CONFIG_DIR) / ROUTER_SPLIT_FILE
+    settings = router_settings(
+        plan, "0.0.0.0", k8s.port, upstreams, auth_keys_file(spec), tls_files, split_file
+    )
     router_json = settings.model_dump_json(indent=2) + "\n"
+    split_json = (split or TrafficSplit()).model_dump_json(indent=2) + "\n"
     selector = fleet_selector(spec, "router")
 
     container = base_container(spec, "router", k8s.router_resources)
@@ -251,7 +260,7 @@ def router_objects(plan: FleetPlan) -> list[KubeObject]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": fleet_metadata(spec, f"{name}-config", "router"),
-            "data": {ROUTER_CONFIG_FILE: router_json},
+            "data": {ROUTER_CONFIG_FILE: router_json, ROUTER_SPLIT_FILE: split_json},
         },
         {
             "apiVersion": "apps/v1",

@@ -147,8 +147,11 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
         router_port = spec.router.port
     cert, key = spec.router.tls_cert_file, spec.router.tls_key_file
     tls_files = None if cert is None or key is None else (cert, key)
+    # A split left by an interrupted rollout names a canary that is no longer running.
+    paths.split_file.unlink(missing_ok=True)
     write_router_settings(
-        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files), paths.router_file
+        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files, paths.split_file),
+        paths.router_file,
     )
     scheme = "http" if tls_files is None else "https"
     router_url = f"{scheme}://{'127.0.0.1' if router_host in ('0.0.0.0', '') else router_host}:{router_port}"
@@ -285,6 +288,7 @@ def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float
                 process.kill()
     # Anything left (a supervisor killed earlier leaves orphans): terminate, then kill after the grace period.
     strays = [p for p in (owned_process(r.pid, marker) for r in read_state(paths).processes) if p is not None]
+    strays += _canaries(paths)  # a rollout's canary servers, if the rollout itself was killed
     for process in strays:
         with contextlib.suppress(psutil.Error):
             process.terminate()
@@ -298,6 +302,16 @@ def stop_fleet(fleet: str | Path, state_root: Path | None = None, grace_s: float
         state.status = "stopped"
         write_state(paths, state)
     return state
+
+
+def _canaries(paths: FleetPaths) -> list[psutil.Process]:
+    """Canary servers of this fleet (modelfleet.operate.canary_server): their command line names their spec."""
+    prefix = str(paths.specs_dir / "canary-")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(part.startswith(prefix) for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
 
 
 def fleet_endpoints(spec_path: Path | str, state_root: Path | None = None) -> tuple[str, list[str]]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -46,13 +47,14 @@ import orjson
 from prometheus_client import generate_latest
 
 from modelfleet import __version__
-from modelfleet.errors import ModelfleetError, Unauthorized
+from modelfleet.errors import ModelfleetError
+from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
+from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal, server_limits
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.protocol.wire import ModelState
 from modelfleet.security.auth import (
-    WWW_AUTHENTICATE,
     Authenticator,
     Authorizer,
     authorize_off_loop,
@@ -68,44 +70,18 @@ from modelfleet.transport.client import (
     FetchPool,
     Origin,
 )
-from modelfleet.transport.server import Answer, Connections, ServerLimits, ServerProtocol, internal_error
+from modelfleet.transport.server import Answer, Connections, ServerProtocol, internal_error
 from modelfleet.transport.wire import Request, Response, encode_request
 
-_JSON_HEADERS = [(b"Content-Type", b"application/json")]
 _MODELS_PREFIX = "/v2/models/"
 _CONNECT_TIMEOUT_S = 2.0
 _DRAIN_TIMEOUT_S = 10.0
-_CHALLENGE = WWW_AUTHENTICATE.encode()
 _DEADLINE_HEADER = b"x-request-timeout-ms"
 _RETRY_WINDOW_S = 10.0
 _RETRY_SLOTS = 10
 # A replica's 503 body is parsed for retry_after_s only up to this size (ours are ~200 bytes).
 _MAX_HOLD_BODY_BYTES = 4096
 _now = time.monotonic
-
-
-def json_response(status: int, data: Any, retry_after_s: int | None = None) -> Response:
-    headers = list(_JSON_HEADERS)
-    if retry_after_s is not None:
-        headers.append((b"Retry-After", str(retry_after_s).encode()))
-    return Response(status, headers, orjson.dumps(data))
-
-
-def error_response(status: int, message: str, retry_after_s: int | None = None) -> Response:
-    return json_response(status, {"error": message}, retry_after_s)
-
-
-def refusal(exc: ModelfleetError) -> Response:
-    """401 (with the challenge, as the servers send it), 403 or 400 for a request the auth check refused."""
-    response = error_response(exc.http_status, exc.message)
-    if isinstance(exc, Unauthorized):
-        response.headers.append((b"WWW-Authenticate", _CHALLENGE))
-    return response
-
-
-def _model_scope(path: str, model: str) -> str:
-    """The scope a server would ask of this model route: ``infer:<model>`` for /infer, else ``read``."""
-    return f"infer:{model}" if path.rstrip("/").endswith("/infer") else "read"
 
 
 class Router:
@@ -119,7 +95,7 @@ class Router:
             None if settings.keys_file is None else Authenticator.from_keys_file(settings.keys_file)
         )
         self._connect_timeout_s = min(_CONNECT_TIMEOUT_S, settings.request_timeout_s)
-        limits = ClientLimits(max_response_bytes=settings.max_upstream_response_bytes)
+        self._limits = limits = ClientLimits(max_response_bytes=settings.max_upstream_response_bytes)
         # Per replica: the hot path's pool (its cap is the replica's in-flight limit, so it never queues)
         # and a small one for health polls and the repository index, which must not wait behind inferences.
         self.pools: dict[str, ConnectionPool] = {}
@@ -130,14 +106,7 @@ class Router:
             if parts.scheme != "http" or parts.hostname is None or parts.port is None:
                 raise ValueError(f"upstream {replica.name}: URL {replica.url!r} must be http://HOST:PORT")
             origin = Origin(parts.hostname, parts.port)
-            self.pools[replica.name] = ConnectionPool(
-                origin,
-                replica.limit,
-                self._upstream_done,
-                self._connect_timeout_s,
-                limits,
-                keep_responses=True,
-            )
+            self.pools[replica.name] = self._hot_pool(origin, replica.limit)
             self.control_pools[replica.name] = FetchPool(origin, 2, self._connect_timeout_s, limits)
             self._hosts[replica.name] = origin.host_header
         self.budget = RetryBudget(
@@ -150,12 +119,36 @@ class Router:
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
         self._max_hold_s = settings.max_overload_hold_s
+        self.canary = CanaryRoutes(
+            settings.fleet,
+            settings.split_file,
+            set(self.table.by_model),
+            self.pools,
+            self.control_pools,
+            self._hosts,
+            self._hot_pool,
+            lambda replica: self._poll(replica, counted=True),
+            settings.health_interval_s,
+            settings.request_timeout_s,
+            limits,
+        )
+        # Both empty unless a rollout runs: the hot path pays one falsy check for each.
+        self._splits = self.canary.splits
+        self._shadow_waiting = self.canary.waiting
+        self._draw = random.random
+        self.metrics.registry.register(self.canary)
+
+    def _hot_pool(self, origin: Origin, limit: int) -> ConnectionPool:
+        return ConnectionPool(
+            origin, limit, self._upstream_done, self._connect_timeout_s, self._limits, keep_responses=True
+        )
 
     # lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._pollers = [asyncio.create_task(self._poll(replica)) for replica in self.table.replicas]
         self._tick_budget()
+        self.canary.start()
 
     def _tick_budget(self) -> None:
         self.budget.tick()
@@ -170,6 +163,7 @@ class Router:
         for task in self._pollers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.canary.stop()
         for pool in [*self.pools.values(), *self.control_pools.values()]:
             await pool.close()
 
@@ -177,11 +171,12 @@ class Router:
     def polled_all_once(self) -> bool:
         return self._polled >= len(self.table.replicas)
 
-    async def _poll(self, replica: Replica) -> None:
+    async def _poll(self, replica: Replica, counted: bool = False) -> None:
+        """Poll ``replica``'s readiness forever; the first answer counts toward ``polled_all_once``
+        unless ``counted`` (a canary's polls do not: it is not in the routing table)."""
         pool = self.control_pools[replica.name]
         request = encode_request(b"GET", b"/v2/health/ready", self._hosts[replica.name], [], b"")
         timeout_s = max(0.5, min(2.0, self.settings.health_interval_s * 2))
-        counted = False
         while True:
             status, _ = await pool.fetch(request, timeout_s)
             replica.ready = status == 200
@@ -200,7 +195,7 @@ class Router:
             if self.table.has_model(model) and request.method != b"HEAD":
                 return self._start_forward(request, model, answer)
             return self._guarded(
-                request, answer, _model_scope(path, model), lambda: self._no_model_route(request, model)
+                request, answer, model_scope(path, model), lambda: self._no_model_route(request, model)
             )
         method = request.method
         if method in (b"GET", b"HEAD"):
@@ -309,7 +304,12 @@ class Router:
                 ],
                 **self.metrics.model_figures(model),
             }
-        return {"fleet": self.settings.fleet, "ready": self.table.fleet_ready(), "models": models}
+        return {
+            "fleet": self.settings.fleet,
+            "ready": self.table.fleet_ready(),
+            "models": models,
+            "splits": self.canary.status(),
+        }
 
     def _start_forward(self, request: Request, model: str, answer: Answer) -> Response | None:
         """Deadline from the router's timeout and the client's X-Request-Timeout-Ms, then the first send."""
@@ -326,7 +326,14 @@ class Router:
                 return self._answered(model, started, error_response(400, message))
             timeout_s = min(timeout_s, client_ms / 1000.0)
         self.budget.requests += 1
-        replica = self.table.choose(model, now=started)
+        replica = None
+        if self._splits and (split := self._splits.get(model)) is not None:
+            if split.to_canary(self._draw()):
+                replica = split.choose()  # None (no ready canary): the fleet's own replicas take it
+            elif split.shadow_percent > 0 and split.to_shadow(self._draw()):
+                self.canary.mirror(request, split)
+        if replica is None:
+            replica = self.table.choose(model, now=started)
         if replica is None:
             return self._answered(model, started, self._unavailable(model, None, "", started))
         self._send(request, model, answer, started, started + timeout_s, timeout_s, replica, None)
@@ -397,6 +404,10 @@ class Router:
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
         replica.outstanding -= 1
+        if self._splits and (split := self._splits.get(model)) is not None:
+            # Every attempt counts for its version, so a canary's failure shows even when a retry hides it.
+            code = response.status if response is not None else 504 if status == TIMEOUT else 502
+            split.arm(replica).observe(code, finished_at - written_at)
         try:
             outcome = self._after_upstream(
                 request, model, answer, started, deadline, timeout_s, replica, failed, status, response
@@ -430,7 +441,7 @@ class Router:
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)
                     return None
-            return self._answered(model, started, response)
+            return self._answered(model, started, response, request)
         if status == TIMEOUT:
             message = (
                 f"model {model!r}: no answer from {replica.name} within {timeout_s:g} s "
@@ -467,8 +478,12 @@ class Router:
         self._send(request, model, answer, started, deadline, timeout_s, other, replica)
         return None
 
-    def _answered(self, model: str, started: float, response: Response) -> Response:
+    def _answered(
+        self, model: str, started: float, response: Response, request: Request | None = None
+    ) -> Response:
         self.metrics.observe(model, response.status, _now() - started)
+        if self._shadow_waiting and request is not None:
+            self.canary.answered(request, response.status, response.body)
         return response
 
     async def _repository_index(self, request: Request) -> Response:
@@ -505,22 +520,6 @@ class Router:
                     "reason": "no ready replica",
                 }
         return json_response(200, list(entries.values()))
-
-
-def server_limits(settings: RouterSettings) -> ServerLimits:
-    """What one client may send the router, from its settings (refusals name them as ``router.NAME``)."""
-    return ServerLimits(
-        max_url_bytes=settings.max_url_bytes,
-        max_header_bytes=settings.max_header_bytes,
-        max_header_count=settings.max_header_count,
-        max_body_bytes=settings.max_body_bytes,
-        header_timeout_s=settings.header_timeout_s,
-        body_timeout_s=settings.body_timeout_s,
-        idle_timeout_s=settings.idle_timeout_s,
-        max_connections=settings.max_connections,
-        max_pipelined=settings.max_pipelined_requests,
-        retry_after_s=settings.retry_after_s,
-    )
 
 
 async def serve_router(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from modelfleet import fileio
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.config.router import RouterLimits
 from modelfleet.errors import NotFound, SpecError
@@ -68,6 +69,11 @@ class RouterSettings(RouterLimits):
         default=None, description="PEM certificate; with tls_key_file the router serves HTTPS only."
     )
     tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file.")
+    split_file: Path | None = Field(
+        default=None,
+        description="Traffic split (TrafficSplit JSON) the router watches: canary upstreams and their weights, "
+        "re-read within health_interval_s of a change, so a rollout moves traffic without a restart.",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> RouterSettings:
@@ -82,6 +88,50 @@ class RouterSettings(RouterLimits):
             for model in upstream.models:
                 seen.setdefault(model)
         return list(seen)
+
+
+class CanaryRoute(SpecModel):
+    """One model's split: a share of its requests goes to the canary upstreams serving its new version."""
+
+    model: str = Field(description="Fleet model name whose traffic is split.")
+    baseline_version: str = Field(description="Version the fleet's own replicas serve (label in metrics).")
+    canary_version: str = Field(description="Version the canary upstreams serve (label in metrics).")
+    canary_percent: float = Field(
+        ge=0, le=100, description="Share of the model's requests sent to the canary, in percent."
+    )
+    shadow_percent: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Share of the baseline's requests also mirrored to the canary, in percent; the "
+        "canary's answer is compared with the baseline's and never returned.",
+    )
+    upstreams: list[Upstream] = Field(min_length=1, description="Canary replicas serving canary_version.")
+
+
+class TrafficSplit(SpecModel):
+    """The router's split file: at most one canary route per model."""
+
+    routes: list[CanaryRoute] = Field(default_factory=list, description="Canary routes, one per model.")
+
+    @model_validator(mode="after")
+    def _one_per_model(self) -> TrafficSplit:
+        models = [route.model for route in self.routes]
+        if len(models) != len(set(models)):
+            raise ValueError("at most one canary route per model")
+        return self
+
+
+def write_traffic_split(split: TrafficSplit, path: Path) -> None:
+    """Replace the split file atomically, so the router never reads half of it."""
+    fileio.write_atomic(path, (split.model_dump_json(indent=2) + "\n").encode("utf-8"))
+
+
+def read_traffic_split(path: Path) -> TrafficSplit:
+    """The split at ``path``; no file means no split."""
+    if not path.is_file():
+        return TrafficSplit()
+    return parse_spec(_read_json(path, "traffic split"), TrafficSplit, str(path))
 
 
 def replica_in_flight_limit(plan: FleetPlan, group: ServerGroup) -> int:
@@ -103,9 +153,11 @@ def router_settings(
     upstreams: list[Upstream],
     keys_file: Path | None = None,
     tls_files: tuple[Path, Path] | None = None,
+    split_file: Path | None = None,
 ) -> RouterSettings:
     """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys,
-    ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP)."""
+    ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP), ``split_file`` the
+    traffic split it watches (None: no canaries)."""
     spec = plan.fleet
     router = spec.router
     return RouterSettings(
@@ -120,6 +172,7 @@ def router_settings(
         **router.limit_fields(),
         tls_cert_file=None if tls_files is None else tls_files[0],
         tls_key_file=None if tls_files is None else tls_files[1],
+        split_file=split_file,
     )
 
 
@@ -130,12 +183,15 @@ def write_router_settings(settings: RouterSettings, path: Path) -> None:
 def read_router_settings(path: Path) -> RouterSettings:
     if not path.is_file():
         raise NotFound(f"router config {path} does not exist")
+    return parse_spec(_read_json(path, "router config"), RouterSettings, str(path))
+
+
+def _read_json(path: Path, what: str) -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"router config {path}: {exc.strerror}") from None
+        raise SpecError(f"{what} {path}: {exc.strerror}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"router config {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return parse_spec(data, RouterSettings, str(path))
+        raise SpecError(f"{what} {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None

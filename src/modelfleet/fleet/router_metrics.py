@@ -18,14 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from modelfleet.fleet.routing import RoutingTable, quantile_from_buckets
+from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.server.host_metrics import HostCollector
-
-# Finer at the low end than a server's buckets: the router's own cost lives below a millisecond.
-LATENCY_BUCKETS_S = (
-    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
-
 
 # Why a request was answered 503 by the router itself instead of being sent (a fixed set of labels).
 SHED_SATURATED = "saturated"  # every ready replica at its in-flight limit

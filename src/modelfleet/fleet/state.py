@@ -10,6 +10,8 @@
                       (a new `fleet up` moves the previous run's log aside as restarts-NS.jsonl)
     plan.json         server groups and their models
     router.json       the router's configuration
+    traffic.json      the router's traffic split while a rollout runs (canary upstreams, weights)
+    rollout.json      the rollout in progress or last finished (steps, windows, outcome)
     specs/ID.yaml     the serve spec of each server replica
     logs/ID.log       output of each process; logs/supervisor.log for the supervisor itself
 
@@ -121,6 +123,11 @@ class FleetPaths:
     def dashboard_file(self) -> Path:
         """The fleet's Grafana dashboard (JSON), for importing into a Grafana."""
         return self.root / "dashboard.json"
+
+    @property
+    def split_file(self) -> Path:
+        """The router's traffic split (canary routes and weights), written by a rollout; see fleet/split.py."""
+        return self.root / "traffic.json"
 
     @property
     def plan_file(self) -> Path:

@@ -27,7 +27,7 @@ import httpx
 
 from modelfleet.config.fleet import LocalConfig
 from modelfleet.config.operate import OperateSettings
-from modelfleet.fleet.router_metrics import LATENCY_BUCKETS_S
+from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,

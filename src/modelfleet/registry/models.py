@@ -128,6 +128,49 @@ class AliasEvent(_Record):
     at: str = Field(description="When (ISO 8601 UTC).")
 
 
+RolloutOutcome = Literal["promoted", "rolled_back", "aborted", "failed"]
+
+
+class RolloutStep(_Record):
+    """One step of a rollout: the canary's share, how long it was held, both versions' figures, the verdict."""
+
+    phase: str = Field(description="`shadow` (mirrored only) or `canary`.")
+    canary_percent: float = Field(description="Share of client traffic the new version had, in percent.")
+    shadow_percent: float = Field(description="Share of baseline traffic mirrored to it, in percent.")
+    started_at: str = Field(description="When the step began (ISO 8601 UTC).")
+    duration_s: float = Field(description="How long it was held.")
+    baseline: dict[str, Any] = Field(description="Baseline attempts in the window: requests, errors, p99_ms.")
+    canary: dict[str, Any] = Field(description="Canary attempts in the window: requests, errors, p99_ms.")
+    verdict: str = Field(description="`passed`, or why the step failed.")
+
+
+class RolloutRecord(_Record):
+    """A rollout of a model from one version to another through a fleet's router, kept with its history."""
+
+    id: str = Field(description="Rollout id (random hex).")
+    name: str = Field(description="Model name in the registry.")
+    alias: str = Field(description="Alias the fleet serves, moved on promotion.")
+    fleet: str = Field(description="Fleet that ran it.")
+    fleet_model: str = Field(description="Model name in the fleet.")
+    from_version: int = Field(description="Version the alias pointed at when it began.")
+    to_version: int = Field(description="Version rolled out.")
+    actor: str = Field(description="Who ran it.")
+    outcome: RolloutOutcome = Field(description="promoted, rolled_back, aborted (interrupted) or failed.")
+    reason: str = Field(description="Why it ended so: the breached gate, the error, or `every step passed`.")
+    started_at: str = Field(description="When it began (ISO 8601 UTC).")
+    finished_at: str = Field(description="When it ended (ISO 8601 UTC).")
+    duration_s: float = Field(description="Start to end.")
+    schedule_percent: list[float] = Field(description="Canary shares it was to go through, in percent.")
+    steps: list[RolloutStep] = Field(default_factory=list, description="Steps held, in order.")
+    rollback_s: float | None = Field(
+        default=None,
+        description="Breach seen → router sending the canary nothing, in seconds (rolled back only).",
+    )
+    shadow: dict[str, Any] | None = Field(
+        default=None, description="Shadow comparison: mirrored, compared, label_agreement, cosine_mean/min."
+    )
+
+
 class BlobProblem(_Record):
     sha256: str = Field(description="The blob's name.")
     problem: Literal["missing", "corrupt"] = Field(description="What is wrong.")
