@@ -6,8 +6,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.fleet.router_config import Upstream
-from modelfleet.fleet.split import LATENCY_BUCKETS_S, RouterMetrics
+from modelfleet.fleet.router_metrics import RouterMetrics
 from modelfleet.fleet.routing import RoutingTable
+from modelfleet.fleet.split import LATENCY_BUCKETS_S
 
 
 def _metrics() -> RouterMetrics:
