@@ -15,6 +15,7 @@ Writes benchmarks/results/tune.md (and the two tune-results files beside it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ DEFAULT_SETTINGS = {
     "workers": 1,
     "intra_op_threads": 0,
     "instances": 1,
+    "length_grouping": True,
 }
 
 
@@ -145,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS_DIR.mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_at_start = os.getloadavg()[0]
     sections: list[str] = []
     for index, slo in enumerate(SLOS):
         spec = tune_spec(args.fp32.resolve(), args.int8.resolve(), slo, args.short)
@@ -171,8 +174,8 @@ def main() -> None:
             "",
             *(
                 [
-                    "**This run is SHORT and the machine was shared with other jobs (noisy, 2 cores): the figures show the",
-                    "method and the direction, not this hardware's capacity. Rerun without --short on a quiet machine.**",
+                    f"**This run is SHORT** (load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
+                    "end, 2 cores): the figures show the method and the direction; a full run measures longer.",
                     "",
                 ]
                 if args.short

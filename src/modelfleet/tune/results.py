@@ -61,7 +61,7 @@ class TrialRecord(_Model):
     precision: str
     content_hash: str
     hardware: int = Field(description="Index into `hardware`.")
-    settings: dict[str, float | int]
+    settings: dict[str, bool | int | float]
     label: str
     status: Literal["ok", "no_capacity", "failed"]
     error: str = ""
