@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.fileio import write_atomic
+from modelfleet.tune.capacity import Probe
 
 TUNE_KIND: Literal["modelfleet.tune.result"] = "modelfleet.tune.result"
 SCHEMA_VERSION = 1
@@ -23,19 +24,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProbeRecord(_Model):
-    rate_per_s: float
-    passed: bool
-    valid: bool
-    goodput_per_s: float
-    throughput_per_s: float
-    p50_ms: float | None
-    p99_ms: float | None
-    error_rate: float
-    late_fraction: float
-    reason: str = ""
-    latency_ms: float | None = None
-    cpu_percent: float | None = None
+# One probe as recorded: the capacity policy's own Probe (a dataclass pydantic validates and dumps as is).
+ProbeRecord = Probe
 
 
 class HardwareRecord(_Model):

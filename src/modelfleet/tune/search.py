@@ -26,7 +26,6 @@ from modelfleet.tune.prices import load_prices, map_hardware
 from modelfleet.tune.ranking import price_trial, recommend
 from modelfleet.tune.results import (
     HardwareRecord,
-    ProbeRecord,
     TrialRecord,
     TuneResult,
     read_result,
@@ -93,10 +92,6 @@ def hardware_records(spec: TuneSpec) -> list[HardwareRecord]:
     return records
 
 
-def _probe_record(probe: Probe) -> ProbeRecord:
-    return ProbeRecord(**asdict(probe))
-
-
 def run_trial(
     candidate: Candidate, hardware: HardwareRecord, spec: TuneSpec, gates: list[Gate], index: int
 ) -> TrialRecord:
@@ -145,7 +140,7 @@ def run_trial(
                 **base,
                 status="no_capacity",
                 error=note,
-                probes=[_probe_record(p) for p in probes],
+                probes=list(probes),
                 generator_bound=any(r.generator_bound for r in repeated.runs),
                 memory_mib=peak_mib,
                 duration_s=time.monotonic() - started,
@@ -165,8 +160,8 @@ def run_trial(
         capacity_runs_per_s=[r.best.goodput_per_s if r.best else 0.0 for r in repeated.runs],
         capacity_at_least=any(r.at_max for r in repeated.runs),
         generator_bound=any(r.generator_bound for r in repeated.runs),
-        probes=[_probe_record(p) for p in probes],
-        at_target=_probe_record(at_target),
+        probes=list(probes),
+        at_target=at_target,
         per_replica_rate_per_s=pricing.per_replica_rate_per_s,
         memory_mib=peak_mib,
         cpu_percent_at_capacity=best.cpu_percent,
