@@ -154,24 +154,53 @@ def refuse_int8(options: BuildOptions, task: str) -> None:
         )
 
 
-def export_sequence_classification(
-    folder: Path, work_dir: Path, options: BuildOptions, report: Progress, detection: HfDetection
-) -> ExportedModel:
-    """Export the folder's sequence classification head; see the module docstring."""
+@dataclass(frozen=True, slots=True)
+class ExportedHead:
+    """A head loaded from its folder and exported: what each head's exporter goes on from."""
+
+    model: Any
+    labels: HeadLabels
+    max_length: int
+    names: list[str]
+    tokenizer_path: Path
+    onnx_path: Path
+    exporter: str
+
+
+def export_head(
+    folder: Path, work_dir: Path, options: BuildOptions, report: Progress, detection: HfDetection, pairs: bool
+) -> ExportedHead:
+    """Load a classification head (fp32 only), write its tokenizer and export its logits graph."""
     refuse_int8(options, detection.task)
     max_length = read_text_settings(folder).max_length_tokens
     report("loading source")
     model = load_head(folder, detection.task)
     labels = head_labels(model)
-    multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
-    function = "sigmoid" if multi_label else "softmax"
     tokenizer_path = write_tokenizer(folder, work_dir / TOKENIZER_FILE, max_length)
-    names = head_graph_inputs(model, pairs=True)
+    names = head_graph_inputs(model, pairs=pairs)
     report("exporting")
     onnx_path = work_dir / "model.onnx"
     exporter = export_logits(
         model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task
     )
+    return ExportedHead(model, labels, max_length, names, tokenizer_path, onnx_path, exporter)
+
+
+def export_sequence_classification(
+    folder: Path, work_dir: Path, options: BuildOptions, report: Progress, detection: HfDetection
+) -> ExportedModel:
+    """Export the folder's sequence classification head; see the module docstring."""
+    head = export_head(folder, work_dir, options, report, detection, pairs=True)
+    model, labels, max_length, names, exporter = (
+        head.model,
+        head.labels,
+        head.max_length,
+        head.names,
+        head.exporter,
+    )
+    onnx_path, tokenizer_path = head.onnx_path, head.tokenizer_path
+    multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+    function = "sigmoid" if multi_label else "softmax"
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
     # Neighbouring sentences as pairs: the second segment (token type 1) is verified too.
     firsts, seconds = sentences[0:-1:2], sentences[1::2]

@@ -18,22 +18,11 @@ from typing import Any
 import numpy as np
 
 from modelfleet.build.exported import Array, ExportedModel
-from modelfleet.build.hf_classification import (
-    LIBRARIES,
-    export_logits,
-    head_extra,
-    head_graph_inputs,
-    head_labels,
-    load_head,
-    refuse_int8,
-    sample_feed,
-)
+from modelfleet.build.hf_classification import LIBRARIES, export_head, head_extra
 from modelfleet.build.hf_detect import HfDetection
 from modelfleet.build.huggingface import (
     TOKENIZER_FILE,
     load_sentences,
-    read_text_settings,
-    write_tokenizer,
 )
 from modelfleet.build.options import MAX_PROBABILITY_DIFF, BuildOptions
 from modelfleet.build.samples import VERIFICATION_SENTENCES
@@ -50,18 +39,15 @@ def export_token_classification(
     folder: Path, work_dir: Path, options: BuildOptions, report: Progress, detection: HfDetection
 ) -> ExportedModel:
     """Export the folder's token classification head; see the module docstring."""
-    refuse_int8(options, detection.task)
-    max_length = read_text_settings(folder).max_length_tokens
-    report("loading source")
-    model = load_head(folder, detection.task)
-    labels = head_labels(model)
-    tokenizer_path = write_tokenizer(folder, work_dir / TOKENIZER_FILE, max_length)
-    names = head_graph_inputs(model, pairs=False)
-    report("exporting")
-    onnx_path = work_dir / "model.onnx"
-    exporter = export_logits(
-        model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task
+    head = export_head(folder, work_dir, options, report, detection, pairs=False)
+    model, labels, max_length, names, exporter = (
+        head.model,
+        head.labels,
+        head.max_length,
+        head.names,
+        head.exporter,
     )
+    onnx_path, tokenizer_path = head.onnx_path, head.tokenizer_path
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
 
     def verify(session: Any, artifact_dir: Path) -> list[Verification]:
