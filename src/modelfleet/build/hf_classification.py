@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.build.exported import Array, ExportedModel
+from modelfleet.build.exported import Array, ExportedModel, Verifier
 from modelfleet.build.hf_detect import HfDetection
 from modelfleet.build.huggingface import (
     TOKENIZER_FILE,
@@ -127,17 +127,6 @@ def export_logits(
     )
 
 
-def head_extra(exporter: str, reference: str, options: BuildOptions, numeric_labels: bool) -> dict[str, Any]:
-    """The manifest's `extra` record of a classification head's build."""
-    return {
-        "exporter": exporter,
-        "onnx_opset": ONNX_OPSET,
-        "reference": reference,
-        "verification_samples": "custom" if options.samples else "built-in sentences",
-        "labels_source": "class numbers (no id2label)" if numeric_labels else "config.json id2label",
-    }
-
-
 def sample_feed(tokenizer_path: Path, max_length_tokens: int, names: list[str]) -> dict[str, Array]:
     """A small padded pair batch to trace the export with (pairs so token types vary)."""
     encoder = TextEncoder(tokenizer_path, max_length_tokens, names)
@@ -165,6 +154,47 @@ class ExportedHead:
     tokenizer_path: Path
     onnx_path: Path
     exporter: str
+    options: BuildOptions
+    detection: HfDetection
+
+    def exported(
+        self,
+        *,
+        inputs: list[TensorField],
+        outputs: list[TensorField],
+        verify: Verifier,
+        text_inputs: list[str],
+        postprocessing: Postprocessing,
+        reference: str,
+    ) -> ExportedModel:
+        """The exporter's result: what differs by head is given, the rest is the same for both."""
+        numeric = self.labels.numeric
+        return ExportedModel(
+            onnx_path=self.onnx_path,
+            task=self.detection.task,
+            inputs=inputs,
+            outputs=outputs,
+            verify=verify,
+            calibration_feeds=[],
+            preprocessing=Tokenization(
+                tokenizer_file=TOKENIZER_FILE,
+                max_length_tokens=self.max_length,
+                graph_inputs=self.names,
+                text_inputs=text_inputs,
+            ),
+            postprocessing=postprocessing,
+            side_files={TOKENIZER_FILE: self.tokenizer_path},
+            libraries=LIBRARIES,
+            extra={
+                "exporter": self.exporter,
+                "onnx_opset": ONNX_OPSET,
+                "reference": reference,
+                "verification_samples": "custom" if self.options.samples else "built-in sentences",
+                "labels_source": "class numbers (no id2label)" if numeric else "config.json id2label",
+            },
+            detected=self.detection.describe(),
+            warnings=[self.labels.warning()] if numeric else [],
+        )
 
 
 def export_head(
@@ -183,7 +213,9 @@ def export_head(
     exporter = export_logits(
         model, onnx_path, names, sample_feed(tokenizer_path, max_length, names), detection.task
     )
-    return ExportedHead(model, labels, max_length, names, tokenizer_path, onnx_path, exporter)
+    return ExportedHead(
+        model, labels, max_length, names, tokenizer_path, onnx_path, exporter, options, detection
+    )
 
 
 def export_sequence_classification(
@@ -191,14 +223,7 @@ def export_sequence_classification(
 ) -> ExportedModel:
     """Export the folder's sequence classification head; see the module docstring."""
     head = export_head(folder, work_dir, options, report, detection, pairs=True)
-    model, labels, max_length, names, exporter = (
-        head.model,
-        head.labels,
-        head.max_length,
-        head.names,
-        head.exporter,
-    )
-    onnx_path, tokenizer_path = head.onnx_path, head.tokenizer_path
+    model, labels, max_length = head.model, head.labels, head.max_length
     multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
     function = "sigmoid" if multi_label else "softmax"
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
@@ -207,7 +232,7 @@ def export_sequence_classification(
 
     def verify(session: Any, artifact_dir: Path) -> list[Verification]:
         served = TextClassification(
-            TextEncoder(artifact_dir / TOKENIZER_FILE, max_length, names), labels.names, function
+            TextEncoder(artifact_dir / TOKENIZER_FILE, max_length, head.names), labels.names, function
         )
 
         def run(feed: dict[str, Array]) -> dict[str, Array]:
@@ -234,9 +259,7 @@ def export_sequence_classification(
             max_abs_diff_check(reference, artifact, MAX_PROBABILITY_DIFF, "max_abs_prob_diff"),
         ]
 
-    return ExportedModel(
-        onnx_path=onnx_path,
-        task="text-classification",
+    return head.exported(
         inputs=[
             TensorField(name="text", datatype=Datatype.BYTES, shape=[-1]),
             TensorField(name=PAIR_INPUT, datatype=Datatype.BYTES, shape=[-1], optional=True),
@@ -246,19 +269,9 @@ def export_sequence_classification(
             TensorField(name="probabilities", datatype=Datatype.FP32, shape=[-1, len(labels.names)]),
         ],
         verify=verify,
-        calibration_feeds=[],
-        preprocessing=Tokenization(
-            tokenizer_file=TOKENIZER_FILE,
-            max_length_tokens=max_length,
-            graph_inputs=names,
-            text_inputs=["text", PAIR_INPUT],
-        ),
+        text_inputs=["text", PAIR_INPUT],
         postprocessing=Postprocessing(labels=labels.names, score_function=function),
-        side_files={TOKENIZER_FILE: tokenizer_path},
-        libraries=LIBRARIES,
-        extra=head_extra(exporter, "transformers", options, labels.numeric),
-        detected=detection.describe(),
-        warnings=[labels.warning()] if labels.numeric else [],
+        reference="transformers",
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelfleet.build.exported import Array, ExportedModel
-from modelfleet.build.hf_classification import LIBRARIES, export_head, head_extra
+from modelfleet.build.hf_classification import export_head
 from modelfleet.build.hf_detect import HfDetection
 from modelfleet.build.huggingface import (
     TOKENIZER_FILE,
@@ -27,7 +27,7 @@ from modelfleet.build.huggingface import (
 from modelfleet.build.options import MAX_PROBABILITY_DIFF, BuildOptions
 from modelfleet.build.samples import VERIFICATION_SENTENCES
 from modelfleet.build.verify import run_session
-from modelfleet.manifest import Postprocessing, TensorField, Tokenization, Verification
+from modelfleet.manifest import Postprocessing, TensorField, Verification
 from modelfleet.runtime.text import TextEncoder
 from modelfleet.runtime.token_classification import TokenClassification
 from modelfleet.types import Datatype, Progress
@@ -40,20 +40,15 @@ def export_token_classification(
 ) -> ExportedModel:
     """Export the folder's token classification head; see the module docstring."""
     head = export_head(folder, work_dir, options, report, detection, pairs=False)
-    model, labels, max_length, names, exporter = (
-        head.model,
-        head.labels,
-        head.max_length,
-        head.names,
-        head.exporter,
-    )
-    onnx_path, tokenizer_path = head.onnx_path, head.tokenizer_path
+    model, labels = head.model, head.labels
     sentences = load_sentences(options.samples) if options.samples else list(VERIFICATION_SENTENCES)
 
     def verify(session: Any, artifact_dir: Path) -> list[Verification]:
         expected = _pipeline_entities(model, folder, sentences, labels.names)
         served = TokenClassification(
-            TextEncoder(artifact_dir / TOKENIZER_FILE, max_length, names), labels.names, IGNORED_LABELS
+            TextEncoder(artifact_dir / TOKENIZER_FILE, head.max_length, head.names),
+            labels.names,
+            IGNORED_LABELS,
         )
 
         def run(feed: dict[str, Array]) -> dict[str, Array]:
@@ -63,29 +58,15 @@ def export_token_classification(
         got = [json.loads(item) for item in outputs["entities"]]
         return _compare(expected, got)
 
-    return ExportedModel(
-        onnx_path=onnx_path,
-        task="token-classification",
+    return head.exported(
         inputs=[TensorField(name="text", datatype=Datatype.BYTES, shape=[-1])],
         outputs=[TensorField(name="entities", datatype=Datatype.BYTES, shape=[-1])],
         verify=verify,
-        calibration_feeds=[],
-        preprocessing=Tokenization(
-            tokenizer_file=TOKENIZER_FILE, max_length_tokens=max_length, graph_inputs=names
-        ),
+        text_inputs=["text"],
         postprocessing=Postprocessing(
             labels=labels.names, score_function="softmax", aggregation="simple", ignored_labels=IGNORED_LABELS
         ),
-        side_files={TOKENIZER_FILE: tokenizer_path},
-        libraries=LIBRARIES,
-        extra=head_extra(
-            exporter,
-            'transformers pipeline("token-classification", aggregation_strategy="simple")',
-            options,
-            labels.numeric,
-        ),
-        detected=detection.describe(),
-        warnings=[labels.warning()] if labels.numeric else [],
+        reference='transformers pipeline("token-classification", aggregation_strategy="simple")',
     )
 
 
