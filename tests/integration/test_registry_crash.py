@@ -58,6 +58,16 @@ def _kill_add_when(root: Path, artifact: Path, condition: Callable[[], bool]) ->
     return returncode == -signal.SIGKILL
 
 
+def _part_written_temp_file(temp_dir: Path) -> bool:
+    for path in temp_dir.iterdir():
+        try:
+            if 1024 * 1024 <= path.stat().st_size <= PAD_BYTES // 2:
+                return True
+        except FileNotFoundError:  # renamed into place between the listing and the stat
+            continue
+    return False
+
+
 def _assert_consistent(root: Path) -> list[dict[str, object]]:
     verify = _cli(root, "verify", "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -75,7 +85,9 @@ def test_kill_during_blob_write_leaves_no_version_and_a_clean_verify(
     root = tmp_path / "registry"
     Registry(root)
     temp_dir = root / "tmp"
-    killed = _kill_add_when(root, big_artifact, lambda: any(temp_dir.iterdir()))
+    # Killed while the big blob is part-written: a temp file that has grown past 1 MiB but is far from done. A bare
+    # "any temp file" fires on the small files too, whose temp copy can be renamed away before the kill lands.
+    killed = _kill_add_when(root, big_artifact, lambda: _part_written_temp_file(temp_dir))
     assert killed, "the add finished before it could be interrupted; raise PAD_BYTES"
     assert any(temp_dir.iterdir())  # the interrupted write left its temp file behind ...
     assert _assert_consistent(root) == []  # ... no version exists, verify is clean, the temp file is gone

@@ -130,6 +130,21 @@ class FleetPaths:
         return self.root / "traffic.json"
 
     @property
+    def drift_dir(self) -> Path:
+        """Drift assessments per model (`<model>.jsonl`, one DriftAssessment a line) and their HTML reports."""
+        return self.root / "drift"
+
+    @property
+    def capture_dir(self) -> Path:
+        """Sampled requests and responses per model (`<model>/capture-NNNNNN.jsonl`), rotated and size-capped."""
+        return self.root / "capture"
+
+    @property
+    def retrain_dir(self) -> Path:
+        """One folder per retraining run (hook input, hook output, build, gate results, log)."""
+        return self.root / "retrain"
+
+    @property
     def plan_file(self) -> Path:
         return self.root / "plan.json"
 
