@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,7 +239,9 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
 
     context = multiprocessing.get_context("spawn")
     spec_json = spec.model_dump_json()
-    stopping = threading.Event()
+    # A plain flag, not a threading.Event: Event.set() takes the Event's non-reentrant lock, and a signal handler
+    # runs in the main thread, which may hold that very lock inside Event.wait(): the parent then hangs forever.
+    stopping: list[int] = []
     loaded_flags = context.RawArray("b", spec.server.workers)
 
     def start_worker(index: int) -> BaseProcess:
@@ -252,7 +253,7 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         return process
 
     def on_signal(signum: int, frame: Any) -> None:
-        stopping.set()
+        stopping.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     workers = [_Worker(start_worker(index)) for index in range(spec.server.workers)]
@@ -260,11 +261,11 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         on_listening(spec.server.host, port)
     exit_code = 0
     try:
-        while not stopping.is_set():
+        while not stopping:
             exit_code = _tend_workers(workers, loaded_flags, start_worker, Path(metrics_dir))
             if exit_code:
                 break
-            stopping.wait(0.2)
+            time.sleep(0.2)
     finally:
         running = [worker.process for worker in workers if worker.process is not None]
         for process in running:
