@@ -6,7 +6,8 @@ folder. Helpers that are imported rather than injected live in tests/support/, o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,41 +27,69 @@ def _loopback_only() -> Iterator[None]:
         pytest.fail("; ".join(violations), pytrace=False)
 
 
+def shared_artifact(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
+    """`build(folder)` once per test run, however many pytest-xdist workers ask for it.
+
+    Under xdist every worker has its own session, so a session fixture would build its artifact once per
+    worker (MiniLM takes 5-12 s of a 2-core machine each time). The workers' base temp folders share a parent:
+    the first to take the lock builds there, the others wait and reuse the folder. Without xdist it is a
+    plain build into the session's temp folder.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if base.name.startswith("popen-gw") else base
+    output = root / f"shared-{name}" / name  # a folder each: a build's temp files are seen by no other test
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with (root / f"shared-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / f"shared-{name}.done"
+        if not done.exists():
+            build(output)
+            done.touch()
+    return output
+
+
 @pytest.fixture(scope="session")
 def minilm_fp32_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled all-MiniLM-L6-v2 as an fp32 text-embedding artifact."""
-    output = tmp_path_factory.mktemp("artifacts") / "minilm-fp32"
-    build_artifact(BUNDLED_SOURCE, output, BuildOptions(precision="fp32"))
-    return output
+    return shared_artifact(
+        tmp_path_factory,
+        "minilm-fp32",
+        lambda out: build_artifact(BUNDLED_SOURCE, out, BuildOptions(precision="fp32")),
+    )
 
 
 @pytest.fixture(scope="session")
 def minilm_int8_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled all-MiniLM-L6-v2 as an int8 (dynamically quantized) text-embedding artifact."""
-    output = tmp_path_factory.mktemp("artifacts") / "minilm-int8"
-    build_artifact(BUNDLED_SOURCE, output, BuildOptions(precision="int8"))
-    return output
+    return shared_artifact(
+        tmp_path_factory,
+        "minilm-int8",
+        lambda out: build_artifact(BUNDLED_SOURCE, out, BuildOptions(precision="int8")),
+    )
 
 
 @pytest.fixture(scope="session")
 def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scaled logistic regression trained on iris, saved with skops and built as artifact `iris`."""
-    import skops.io
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    folder = tmp_path_factory.mktemp("artifacts")
-    features, labels = load_iris(return_X_y=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)).fit(
-        features, labels
-    )
-    source = folder / "iris.skops"
-    skops.io.dump(model, source)
-    output = folder / "iris"
-    build_artifact(source, output, BuildOptions(name="iris"))
-    return output
+    def build(output: Path) -> None:
+        import skops.io
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        features, labels = load_iris(return_X_y=True)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)).fit(
+            features, labels
+        )
+        source = output.parent / "iris.skops"
+        skops.io.dump(model, source)
+        build_artifact(source, output, BuildOptions(name="iris"))
+
+    return shared_artifact(tmp_path_factory, "iris", build)
 
 
 @pytest.fixture(scope="session")
@@ -76,25 +105,25 @@ def torch_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _tiny_head_artifact(tmp_path_factory: pytest.TempPathFactory, name: str, architecture: str) -> Path:
+    from tests.support.hf_heads import NER_LABELS, SENTIMENT_LABELS, tiny_head_folder
+
+    labels = SENTIMENT_LABELS if name == "sentiment" else NER_LABELS
+
+    def build(output: Path) -> None:
+        source = tiny_head_folder(output.parent / f"{name}-source", architecture, labels)
+        build_artifact(source, output, BuildOptions(name=name))
+
+    return shared_artifact(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def sentiment_head_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BertForSequenceClassification (negative/positive) built as artifact `sentiment`."""
-    from tests.support.hf_heads import SENTIMENT_LABELS, tiny_head_folder
-
-    folder = tmp_path_factory.mktemp("artifacts")
-    source = tiny_head_folder(folder / "sentiment-source", "BertForSequenceClassification", SENTIMENT_LABELS)
-    output = folder / "sentiment"
-    build_artifact(source, output, BuildOptions(name="sentiment"))
-    return output
+    return _tiny_head_artifact(tmp_path_factory, "sentiment", "BertForSequenceClassification")
 
 
 @pytest.fixture(scope="session")
 def ner_head_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BertForTokenClassification (O, B-PER, I-PER, B-LOC, I-LOC) built as artifact `ner`."""
-    from tests.support.hf_heads import NER_LABELS, tiny_head_folder
-
-    folder = tmp_path_factory.mktemp("artifacts")
-    source = tiny_head_folder(folder / "ner-source", "BertForTokenClassification", NER_LABELS)
-    output = folder / "ner"
-    build_artifact(source, output, BuildOptions(name="ner"))
-    return output
+    return _tiny_head_artifact(tmp_path_factory, "ner", "BertForTokenClassification")

@@ -113,7 +113,7 @@ def test_revocation_and_new_keys_reach_a_running_authenticator(
 
 
 def test_expired_key_is_rejected(store: KeyStore) -> None:
-    created = store.create("short", ["read"], actor="ana", expires_in_s=0.4)
+    created = store.create("short", ["read"], actor="ana", expires_in_s=1.0)
     auth = Authenticator(store)
     auth.authorize(created.key, "read")
     assert created.record.expires_at is not None
