@@ -5,10 +5,10 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelfleet.fleet.buckets import LATENCY_BUCKETS_S
 from modelfleet.fleet.router_config import Upstream
 from modelfleet.fleet.router_metrics import RouterMetrics
 from modelfleet.fleet.routing import RoutingTable
-from modelfleet.fleet.split import LATENCY_BUCKETS_S
 
 
 def _metrics() -> RouterMetrics:
@@ -78,3 +78,36 @@ def test_status_figures_come_from_the_same_counts() -> None:
         for s in families["modelfleet_router_shed"].samples
         if s.name.endswith("_total")
     } == {"saturated": 2.0, "retry_budget": 1.0, "overloaded": 1.0}
+
+
+def test_a_fleets_slo_thresholds_are_bucket_edges_of_its_router_and_its_alert_rules() -> None:
+    from modelfleet.config.fleet import FleetSpec
+    from modelfleet.fleet.kube_monitoring import monitoring_objects
+    from modelfleet.fleet.plan import plan_fleet
+    from modelfleet.fleet.router_config import router_settings
+
+    spec = FleetSpec.model_validate(
+        {
+            "name": "f",
+            "models": [{"name": "alpha", "path": "/m", "slo": {"latency_ms": 70}}],
+            "kubernetes": {"monitoring": {"prometheus_rule": True}},
+        }
+    )
+    upstream = Upstream(name="g-0", group="g", url="http://127.0.0.1:9", models=["alpha"])
+    plan = plan_fleet(spec, {"alpha": 200})
+    settings = router_settings(plan, "127.0.0.1", 0, [upstream])
+    assert 0.07 in settings.latency_buckets_s and set(LATENCY_BUCKETS_S) <= set(settings.latency_buckets_s)
+
+    metrics = RouterMetrics("f", RoutingTable([upstream]), settings.latency_buckets_s)
+    metrics.observe("alpha", 200, 0.06)  # meets a 70 ms SLO: at or below the 0.07 edge
+    metrics.observe("alpha", 200, 0.072)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["modelfleet_router_request_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    assert buckets["0.05"] == 0.0 and buckets["0.07"] == 1.0 and buckets["0.075"] == 2.0
+
+    rendered = str([o for o in monitoring_objects(plan, False) if o["kind"] == "PrometheusRule"])
+    assert 'le="0.07"' in rendered and 'le="0.05"' not in rendered  # counted at the threshold, not below it

@@ -14,9 +14,9 @@ from typing import Any
 
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import SpecError
+from modelfleet.fleet.buckets import latency_edges_s
 from modelfleet.fleet.kube_meta import fleet_metadata
 from modelfleet.fleet.plan import FleetPlan
-from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.kubeobjects import KubeObject
 from modelfleet.operate.dashboard import grafana_dashboard
 from modelfleet.operate.promql import rule_groups
@@ -112,7 +112,9 @@ def monitoring_objects(plan: FleetPlan, for_delete: bool) -> list[KubeObject]:
         metadata = fleet_metadata(spec, spec.name, "monitoring")
         # The operator loads only rules its ruleSelector matches (kube-prometheus-stack: `release`).
         metadata["labels"] = {**metadata["labels"], **spec.alerts.rule_labels}
-        rules = fleet_rules(spec, "kubernetes", LATENCY_BUCKETS_S)
+        rules = fleet_rules(
+            spec, "kubernetes", latency_edges_s(model.slo.latency_ms / 1000 for model in spec.models)
+        )
         objects.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",

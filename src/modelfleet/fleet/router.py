@@ -90,7 +90,7 @@ class Router:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.table = RoutingTable(settings.upstreams)
-        self.metrics = RouterMetrics(settings.fleet, self.table)
+        self.metrics = RouterMetrics(settings.fleet, self.table, settings.latency_buckets_s)
         self.auth: Authorizer | None = (
             None if settings.keys_file is None else Authenticator.from_keys_file(settings.keys_file)
         )

@@ -26,10 +26,11 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from modelfleet.errors import ModelfleetError
+from modelfleet.fleet.buckets import LATENCY_BUCKETS_S
 from modelfleet.fleet.router_config import CanaryRoute, read_traffic_split
 from modelfleet.fleet.routing import Replica
 from modelfleet.fleet.shadow import compare_answers
-from modelfleet.fleet.split import LATENCY_BUCKETS_S, Split
+from modelfleet.fleet.split import Split
 from modelfleet.transport.client import ClientLimits, ConnectionPool, FetchPool, Origin
 from modelfleet.transport.wire import Request, encode_request
 

@@ -15,6 +15,7 @@ from modelfleet import fileio
 from modelfleet.config.base import SpecModel, parse_spec
 from modelfleet.config.router import RouterLimits
 from modelfleet.errors import NotFound, SpecError
+from modelfleet.fleet.buckets import LATENCY_BUCKETS_S, latency_edges_s
 from modelfleet.fleet.plan import FleetPlan, ServerGroup
 
 DEFAULT_MAX_IN_FLIGHT = 256
@@ -69,6 +70,12 @@ class RouterSettings(RouterLimits):
         default=None, description="PEM certificate; with tls_key_file the router serves HTTPS only."
     )
     tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file.")
+    latency_buckets_s: list[float] = Field(
+        default_factory=lambda: list(LATENCY_BUCKETS_S),
+        min_length=1,
+        description="Edges of the router's request-duration histograms: the defaults plus every model's "
+        "latency SLO threshold, so the latency alerts count slow requests at the threshold itself.",
+    )
     split_file: Path | None = Field(
         default=None,
         description="Traffic split (TrafficSplit JSON) the router watches: canary upstreams and their weights, "
@@ -173,6 +180,7 @@ def router_settings(
         tls_cert_file=None if tls_files is None else tls_files[0],
         tls_key_file=None if tls_files is None else tls_files[1],
         split_file=split_file,
+        latency_buckets_s=list(latency_edges_s(model.slo.latency_ms / 1000 for model in spec.models)),
     )
 
 

@@ -10,15 +10,15 @@ counter and histogram families when /metrics is scraped.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from modelfleet.fleet.buckets import LATENCY_BUCKETS_S
 from modelfleet.fleet.routing import RoutingTable, quantile_from_buckets
-from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.server.host_metrics import HostCollector
 
 # Why a request was answered 503 by the router itself instead of being sent (a fixed set of labels).
@@ -31,9 +31,9 @@ SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET, SHED_OVERLOADED)
 class _ModelFigures:
     __slots__ = ("buckets", "by_status", "retries", "shed", "sum_s")
 
-    def __init__(self) -> None:
+    def __init__(self, edges: int) -> None:
         self.by_status: dict[int, int] = {}
-        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last one is +Inf
+        self.buckets = [0] * (edges + 1)  # the last one is +Inf
         self.sum_s = 0.0
         self.retries = 0
         self.shed = dict.fromkeys(SHED_REASONS, 0)
@@ -52,9 +52,13 @@ class RouterMetrics(Collector):
     Only the fleet's own models get labels: the router counts nothing for a name it does not serve.
     """
 
-    def __init__(self, fleet: str, table: RoutingTable) -> None:
+    def __init__(
+        self, fleet: str, table: RoutingTable, latency_buckets_s: Sequence[float] = LATENCY_BUCKETS_S
+    ) -> None:
         self.fleet = fleet
         self.table = table
+        self.edges_s = tuple(latency_buckets_s)
+        self._bound_labels = [*(_bound_label(bound) for bound in self.edges_s), "+Inf"]
         self._models: dict[str, _ModelFigures] = {}
         # Connections refused by the transport, by setting name; set by the server that owns them.
         self.refusals: dict[str, int] = {}
@@ -65,7 +69,7 @@ class RouterMetrics(Collector):
     def _figures(self, model: str) -> _ModelFigures:
         figures = self._models.get(model)
         if figures is None:
-            figures = self._models[model] = _ModelFigures()
+            figures = self._models[model] = _ModelFigures(len(self.edges_s))
         return figures
 
     # hot path ----------------------------------------------------------------------------------------
@@ -74,7 +78,7 @@ class RouterMetrics(Collector):
         figures = self._models.get(model) or self._figures(model)
         by_status = figures.by_status
         by_status[status] = by_status.get(status, 0) + 1
-        figures.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, elapsed_s)] += 1
+        figures.buckets[bisect.bisect_left(self.edges_s, elapsed_s)] += 1
         figures.sum_s += elapsed_s
 
     def retried(self, model: str) -> None:
@@ -87,9 +91,9 @@ class RouterMetrics(Collector):
 
     def model_figures(self, model: str) -> dict[str, Any]:
         """Counts by status, retries and latency quantiles of one model, for `fleet status`."""
-        figures = self._models.get(model) or _ModelFigures()
+        figures = self._models.get(model) or _ModelFigures(len(self.edges_s))
         by_status = {str(code): count for code, count in sorted(figures.by_status.items())}
-        bounds = [*LATENCY_BUCKETS_S, float("inf")]
+        bounds = [*self.edges_s, float("inf")]
         cumulative = figures.cumulative()
         result: dict[str, Any] = {
             "requests": sum(figures.by_status.values()),
@@ -135,8 +139,7 @@ class RouterMetrics(Collector):
             for code, count in sorted(figures.by_status.items()):
                 requests.add_metric([self.fleet, model, str(code)], count)
             cumulative = figures.cumulative()
-            labels = [*(_bound_label(bound) for bound in LATENCY_BUCKETS_S), "+Inf"]
-            buckets = list(zip(labels, cumulative, strict=True))
+            buckets = list(zip(self._bound_labels, cumulative, strict=True))
             duration.add_metric([self.fleet, model], buckets, figures.sum_s)
             retries.add_metric([self.fleet, model], figures.retries)
             for reason, count in figures.shed.items():

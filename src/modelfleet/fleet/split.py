@@ -13,15 +13,12 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from modelfleet.fleet.buckets import LATENCY_BUCKETS_S
 from modelfleet.fleet.router_config import CanaryRoute
 from modelfleet.fleet.routing import Replica, quantile_from_buckets
 
-# Finer at the low end than a server's buckets: the router's own cost lives below a millisecond. The router's
-# per-model histograms (router_metrics) and the per-version windows here share them.
-LATENCY_BUCKETS_S = (
-    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
+# The per-version windows keep the default edges: they compare a canary's p99 with its baseline's, both
+# counted the same way; the SLO edges matter only to the alert rules, which read the router's own histograms.
 BOUNDS_S = (*LATENCY_BUCKETS_S, float("inf"))
 
 

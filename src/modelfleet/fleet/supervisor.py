@@ -27,7 +27,7 @@ import httpx
 
 from modelfleet.config.fleet import LocalConfig
 from modelfleet.config.operate import OperateSettings
-from modelfleet.fleet.split import LATENCY_BUCKETS_S
+from modelfleet.fleet.buckets import latency_edges_s
 from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,
@@ -121,7 +121,12 @@ class Supervisor:
         if self.operate is None or not self.operate.alerts.enabled:
             return []
         rules = build_rules(
-            self.state.fleet, self.operate.models, self.operate.alerts, "local", "", LATENCY_BUCKETS_S
+            self.state.fleet,
+            self.operate.models,
+            self.operate.alerts,
+            "local",
+            "",
+            latency_edges_s(model.latency_ms / 1000 for model in self.operate.models),
         )
         loop = AlertLoop(
             self.state.fleet,
