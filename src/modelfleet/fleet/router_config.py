@@ -32,6 +32,11 @@ class Upstream(SpecModel):
     group: str = Field(description="Server group the replica belongs to.")
     url: str = Field(description="Base URL, e.g. http://127.0.0.1:41234.")
     models: list[str] = Field(min_length=1, description="Models this upstream serves.")
+    grpc_address: str | None = Field(
+        default=None,
+        description="HOST:PORT of the upstream's V2 gRPC port (its server.grpc_port), where the router's "
+        "gRPC front forwards; None: the upstream takes no gRPC.",
+    )
     max_in_flight: int = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
@@ -46,6 +51,13 @@ class RouterSettings(RouterLimits):
     fleet: str = Field(description="Fleet name, for metrics and the server metadata answer.")
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the router's V2 gRPC front (forwards to the upstreams' grpc_address); 0 picks "
+        "a free one. None: no gRPC front.",
+    )
     request_timeout_s: float = Field(
         default=11.0, gt=0, description="Longest wait for one upstream answer (504 after)."
     )

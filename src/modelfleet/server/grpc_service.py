@@ -3,7 +3,7 @@
 REST and gRPC share the data plane, so one model has one queue and one batcher whatever the protocol,
 and the same auth (metadata `authorization: Bearer <key>` or `x-api-key`), limits and errors. An error
 of the tree becomes the gRPC status of its HTTP one (`GRPC_STATUS`); an Unavailable carries
-`retry-after` (whole seconds) and `retry-after-ms` as trailing metadata. grpcio's aio server runs on
+`retry-after` (whole seconds) and `retry-after-ms` as trailing metadata (protocol/grpc/status.py). grpcio's aio server runs on
 the server's event loop; the methods Triton has and modelfleet does not (streaming, shared memory,
 trace and log settings) answer UNIMPLEMENTED from the generated base class.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from modelfleet.protocol.codec import DEFAULT_LIMITS, DecodeLimits
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc import grpc_service_pb2_grpc as pb_grpc
 from modelfleet.protocol.grpc import model_config_pb2 as mc
+from modelfleet.protocol.grpc.status import error_metadata, grpc_status
 from modelfleet.protocol.grpc.tensors import decode_infer_request, encode_infer_response
 from modelfleet.security.auth import Authorizer, authorize_off_loop, credentials_from_headers
 from modelfleet.server.dataplane import DataPlane
@@ -38,18 +38,6 @@ T = TypeVar("T")
 # How often grpc.health.v1 picks up a change of readiness (a probe period is seconds).
 HEALTH_INTERVAL_S = 0.5
 
-# The error tree's HTTP status → the gRPC status a client sees (what KServe and Triton map them to).
-GRPC_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.ALREADY_EXISTS,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.FAILED_PRECONDITION,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 _MODEL_DATATYPE = {
     "BOOL": mc.TYPE_BOOL,
     "UINT8": mc.TYPE_UINT8,
@@ -65,21 +53,6 @@ _MODEL_DATATYPE = {
     "FP64": mc.TYPE_FP64,
     "BYTES": mc.TYPE_STRING,
 }
-
-
-def grpc_status(exc: ModelfleetError) -> grpc.StatusCode:
-    return GRPC_STATUS.get(exc.http_status, grpc.StatusCode.INTERNAL)
-
-
-def retry_metadata(exc: ModelfleetError) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata of an Unavailable: Retry-After in whole seconds, and the precise figure in ms."""
-    if not isinstance(exc, Unavailable):
-        return ()
-    retry_s = exc.retry_after_s if exc.retry_after_s is not None else 1.0
-    return (
-        ("retry-after", str(max(1, math.ceil(retry_s)))),
-        ("retry-after-ms", str(math.ceil(retry_s * 1000))),
-    )
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -132,7 +105,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: ModelfleetError) -> None:
-        trailing = retry_metadata(exc)
+        trailing = error_metadata(exc)
         if trailing:
             context.set_trailing_metadata(trailing)
         await context.abort(grpc_status(exc), exc.message)
