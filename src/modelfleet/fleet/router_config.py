@@ -166,16 +166,18 @@ def router_settings(
     keys_file: Path | None = None,
     tls_files: tuple[Path, Path] | None = None,
     split_file: Path | None = None,
+    grpc_port: int | None = None,
 ) -> RouterSettings:
     """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys,
     ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP), ``split_file`` the
-    traffic split it watches (None: no canaries)."""
+    traffic split it watches (None: no canaries), ``grpc_port`` its V2 gRPC front's (None: none)."""
     spec = plan.fleet
     router = spec.router
     return RouterSettings(
         fleet=spec.name,
         host=host,
         port=port,
+        grpc_port=grpc_port,
         request_timeout_s=spec.request_timeout_s,
         health_interval_s=router.health_interval_s,
         upstreams=upstreams,

@@ -103,6 +103,9 @@ class RouterGrpc:
                 options=[
                     ("grpc.max_receive_message_length", settings.max_upstream_response_bytes),
                     ("grpc.max_send_message_length", -1),
+                    # A `dns:///` address (Kubernetes: a group's headless Service) spreads calls over
+                    # every address it resolves to; one address (a local replica) is one subchannel.
+                    ("grpc.lb_policy_name", "round_robin"),
                 ],
             )
             for u in settings.upstreams

@@ -37,6 +37,7 @@ log = logging.getLogger("modelfleet.server")
 T = TypeVar("T")
 # How often grpc.health.v1 picks up a change of readiness (a probe period is seconds).
 HEALTH_INTERVAL_S = 0.5
+MAX_CONNECTION_AGE_S = 60
 
 _MODEL_DATATYPE = {
     "BOOL": mc.TYPE_BOOL,
@@ -260,6 +261,10 @@ def grpc_server_options(
         ("grpc.max_send_message_length", -1),
         ("grpc.max_metadata_size", max_metadata_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # Clients (the router's round_robin channels) reconnect and re-resolve at least this often, so
+        # replicas added by a scale-up get calls; a GOAWAY lets calls in flight finish first.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_S * 1000),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_S * 1000),
     ]
 
 
