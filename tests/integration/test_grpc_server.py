@@ -232,3 +232,44 @@ def test_tls_and_keys_in_metadata(secure: SecureGrpc) -> None:
     plain_client = triton.InferenceServerClient(f"127.0.0.1:{secure.grpc.grpc_port}")
     with pytest.raises(InferenceServerException):
         plain_client.is_server_live(client_timeout=5)  # no plaintext beside TLS
+
+
+def test_bench_protocol_grpc_against_the_server(plain: GrpcServer) -> None:
+    from modelfleet.bench import run_bench
+    from modelfleet.bench.options import spec_from_sources
+
+    target = f"grpc://{plain.address}"
+    smoke = run_bench(
+        spec_from_sources(
+            None,
+            {
+                "protocol": "grpc",
+                "target": target,
+                "models": ["iris", "sentiment"],
+                "mode": "seq",
+                "repeat": 2,
+            },
+            {},
+        )
+    )
+    assert smoke.run.protocol == "grpc"
+    assert [(e.name, e.sent, e.ok) for e in smoke.points[0].endpoints] == [
+        ("iris", 2, 2),
+        ("sentiment", 2, 2),
+    ]
+    load = run_bench(
+        spec_from_sources(
+            None,
+            {
+                "protocol": "grpc",
+                "target": target,
+                "models": ["iris"],
+                "concurrency": "4",
+                "duration_s": 1.0,
+                "warmup_s": 0.2,
+            },
+            {},
+        )
+    )
+    point = load.points[0]
+    assert point.errors == {} and point.ok == point.sent > 20

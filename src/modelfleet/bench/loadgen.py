@@ -30,6 +30,7 @@ import psutil
 
 from modelfleet.bench import stats
 from modelfleet.bench.arrivals import ArrivalSchedule
+from modelfleet.bench.grpc_target import GrpcPool
 from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw
 from modelfleet.bench.targets import PreparedEndpoint
 from modelfleet.bench.windows import LatencyWindows
@@ -150,9 +151,13 @@ class _PointRun:
         self.cum_weights, self.total_weight = cumulative, total
         self.cycle_next = plan.proc_index
         cap = point.concurrency if point.loop == "closed" and point.concurrency else plan.max_in_flight
-        pools: dict[Origin, ConnectionPool] = {}
+        pools: dict[Origin, ConnectionPool | GrpcPool] = {}
         for endpoint in endpoints:
-            if endpoint.origin not in pools:
+            if endpoint.origin not in pools and endpoint.grpc_metadata is not None:
+                pools[endpoint.origin] = GrpcPool(
+                    endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0), endpoint.grpc_metadata
+                )
+            elif endpoint.origin not in pools:
                 pools[endpoint.origin] = ConnectionPool(
                     endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0)
                 )
