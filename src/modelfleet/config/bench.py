@@ -94,7 +94,8 @@ class StabilitySpec(SpecModel):
 class BenchSpec(SpecModel):
     target: str | None = Field(
         default=None,
-        description="Base URL of a V2 server (http://host:8000). Not needed with `serve_spec` or `endpoints`.",
+        description="Base URL of a V2 server (http://host:8000); grpc://HOST:PORT with protocol grpc. "
+        "Not needed with `serve_spec` or `endpoints`.",
     )
     protocol: Literal["v2", "http", "grpc"] = Field(
         default="v2",
