@@ -273,3 +273,17 @@ def test_bench_protocol_grpc_against_the_server(plain: GrpcServer) -> None:
     )
     point = load.points[0]
     assert point.errors == {} and point.ok == point.sent > 10
+
+
+def test_repository_unload_and_load(client: triton.InferenceServerClient) -> None:
+    """After the tests that use `sentiment`: it is unloaded and loaded again from the spec."""
+    with pytest.raises(InferenceServerException) as inline:
+        client.load_model("sentiment", files={"file:1/model.onnx": b"\0"})
+    assert inline.value.status() == "StatusCode.INVALID_ARGUMENT" and "bytes_param" in inline.value.message()
+    client.unload_model("sentiment")
+    with pytest.raises(InferenceServerException, match="NOT_FOUND"):
+        client.get_model_metadata("sentiment")
+    client.load_model("sentiment")
+    assert client.is_model_ready("sentiment")
+    labels = client.infer("sentiment", [_texts([b"Fine."])]).as_numpy("label")
+    assert labels is not None and labels.shape == (1,)

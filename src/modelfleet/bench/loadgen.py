@@ -24,19 +24,21 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import psutil
 
 from modelfleet.bench import stats
 from modelfleet.bench.arrivals import ArrivalSchedule
-from modelfleet.bench.grpc_target import GrpcPool
 from modelfleet.bench.results import EndpointRaw, GeneratorInfo, PointRaw
 from modelfleet.bench.targets import PreparedEndpoint
 from modelfleet.bench.windows import LatencyWindows
 from modelfleet.heap import keep_freed_memory
 from modelfleet.transport.client import OUTCOMES, QUEUED_AT_CAP, ConnectionPool, Origin
 from modelfleet.transport.wire import Response
+
+if TYPE_CHECKING:
+    from modelfleet.bench.grpc_target import GrpcPool
 
 _now = time.monotonic
 _HEARTBEAT_S = 0.1
@@ -154,6 +156,9 @@ class _PointRun:
         pools: dict[Origin, ConnectionPool | GrpcPool] = {}
         for endpoint in endpoints:
             if endpoint.origin not in pools and endpoint.grpc_metadata is not None:
+                # Imported only for gRPC targets: it registers Triton's protos in protobuf's default pool.
+                from modelfleet.bench.grpc_target import GrpcPool
+
                 pools[endpoint.origin] = GrpcPool(
                     endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0), endpoint.grpc_metadata
                 )

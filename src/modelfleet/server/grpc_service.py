@@ -21,7 +21,7 @@ import orjson
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from modelfleet.config.serve import ServerConfig
-from modelfleet.errors import InvalidInput, ModelfleetError, Unavailable
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.protocol.codec import DEFAULT_LIMITS, DecodeLimits
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc import grpc_service_pb2_grpc as pb_grpc
@@ -206,12 +206,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _repository(self, action: str, name: str, parameters: Any, context: Any) -> None:
         async def work(caller: str | None) -> None:
-            if self.admin is None:
-                raise Unavailable("the repository load/unload extension is not enabled on this server")
-            values = {
-                key: getattr(p, p.WhichOneof("parameter_choice") or "string_param")
-                for key, p in parameters.items()
-            }
+            if self.admin is None:  # as over REST
+                raise NotFound("the repository load/unload extension is not enabled on this server")
+            values: dict[str, object] = {}
+            for key, parameter in parameters.items():
+                kind = parameter.WhichOneof("parameter_choice")
+                if kind == "bytes_param":
+                    raise InvalidInput(
+                        f"repository parameter {key!r}: bytes_param (model files sent inline) is not "
+                        "supported; load by name, `version` or `alias`"
+                    )
+                values[key] = getattr(parameter, kind) if kind is not None else None
+            # The REST route's body, so both reach the same handler with the same checks and audit record.
             body = orjson.dumps({"parameters": values}) if values else b""
             await self.admin(action, name, body, caller, _peer(context))
 
