@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import psutil
 
@@ -36,6 +36,9 @@ from modelfleet.bench.windows import LatencyWindows
 from modelfleet.heap import keep_freed_memory
 from modelfleet.transport.client import OUTCOMES, QUEUED_AT_CAP, ConnectionPool, Origin
 from modelfleet.transport.wire import Response
+
+if TYPE_CHECKING:
+    from modelfleet.bench.grpc_target import GrpcPool
 
 _now = time.monotonic
 _HEARTBEAT_S = 0.1
@@ -150,9 +153,16 @@ class _PointRun:
         self.cum_weights, self.total_weight = cumulative, total
         self.cycle_next = plan.proc_index
         cap = point.concurrency if point.loop == "closed" and point.concurrency else plan.max_in_flight
-        pools: dict[Origin, ConnectionPool] = {}
+        pools: dict[Origin, ConnectionPool | GrpcPool] = {}
         for endpoint in endpoints:
-            if endpoint.origin not in pools:
+            if endpoint.origin not in pools and endpoint.grpc_metadata is not None:
+                # Imported only for gRPC targets: it registers Triton's protos in protobuf's default pool.
+                from modelfleet.bench.grpc_target import GrpcPool
+
+                pools[endpoint.origin] = GrpcPool(
+                    endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0), endpoint.grpc_metadata
+                )
+            elif endpoint.origin not in pools:
                 pools[endpoint.origin] = ConnectionPool(
                     endpoint.origin, cap, self._on_done, min(plan.timeout_s, 10.0)
                 )

@@ -95,6 +95,8 @@ def _coerce(option: BenchOption, value: object, source: str) -> OptionValue:
 
 def _apply(given: Mapping[str, OptionValue], data: dict[str, Any]) -> None:
     """Write the given options into the spec file's data: plain ones onto their field, shorthands by rule."""
+    if "protocol" in given:
+        data["protocol"] = given["protocol"]
     if given.get("http"):
         data["protocol"] = "http"
     _apply_target(given, data)

@@ -186,7 +186,7 @@ class RunInfo(_Model):
     finished_at: str = Field(description="ISO 8601 UTC.")
     modelfleet_version: str
     target: str = Field(description="Base URL (V2) or endpoint URL (plain HTTP).")
-    protocol: Literal["v2", "http"]
+    protocol: Literal["v2", "http", "grpc"]
     mode: Literal["seq", "rnd", "closed", "open"]
     models: list[ModelInfo] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict, description="The BenchSpec the run used.")

@@ -59,6 +59,8 @@ class PreparedEndpoint:
     origin: Origin
     requests: tuple[bytes, ...]
     weight: float
+    # Set for a V2 gRPC endpoint (bench/grpc_target.py): the call metadata; None: HTTP requests.
+    grpc_metadata: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(slots=True)
@@ -386,7 +388,12 @@ async def _prepare_http(spec: BenchSpec, samples: Sequence[str]) -> PreparedTarg
 
 def prepare_targets(spec: BenchSpec, samples: Sequence[str]) -> PreparedTargets:
     """Resolve targets, read metadata and encode every request body. Raises before any load is sent."""
-    coroutine = _prepare_v2(spec, samples) if spec.protocol == "v2" else _prepare_http(spec, samples)
+    if spec.protocol == "grpc":
+        from modelfleet.bench.grpc_target import prepare_grpc
+
+        coroutine = prepare_grpc(spec, samples)
+    else:
+        coroutine = _prepare_v2(spec, samples) if spec.protocol == "v2" else _prepare_http(spec, samples)
     try:
         return asyncio.run(coroutine)
     except ModelfleetError:

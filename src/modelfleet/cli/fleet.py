@@ -373,6 +373,9 @@ def router_command(
     port_file: Annotated[
         Path | None, typer.Option(help="Write the port here once listening (for scripts).")
     ] = None,
+    grpc_port_file: Annotated[
+        Path | None, typer.Option(help="Write the gRPC front's port here once listening (for scripts).")
+    ] = None,
 ) -> None:
     """Run the fleet router (started by the supervisor, or as the router container's command)."""
     from modelfleet.fileio import write_atomic
@@ -383,7 +386,11 @@ def router_command(
         if port_file is not None:  # as `serve --port-file` writes it
             write_atomic(port_file, f"{port}\n".encode())
 
-    run_router(read_router_settings(config_file), on_listening)
+    def on_grpc_listening(port: int) -> None:
+        if grpc_port_file is not None:
+            write_atomic(grpc_port_file, f"{port}\n".encode())
+
+    run_router(read_router_settings(config_file), on_listening, on_grpc_listening)
 
 
 @fleet_app.command("supervise", hidden=True)

@@ -43,6 +43,7 @@ def serve_command(
     registry: Annotated[Path | None, _option("registry")] = None,
     host: Annotated[str | None, _option("host")] = None,
     port: Annotated[int | None, _option("port")] = None,
+    grpc_port: Annotated[int | None, _option("grpc_port")] = None,
     workers: Annotated[int | None, _option("workers")] = None,
     max_batch_size: Annotated[int | None, _option("max_batch_size")] = None,
     max_delay_s: Annotated[float | None, _option("max_delay_s")] = None,
@@ -53,6 +54,9 @@ def serve_command(
     audit_log: Annotated[Path | None, _option("audit_log")] = None,
     port_file: Annotated[
         Path | None, typer.Option(help="Write the port here once listening (for scripts).")
+    ] = None,
+    grpc_port_file: Annotated[
+        Path | None, typer.Option(help="Write the gRPC port here once listening (for scripts).")
     ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) with dynamic batching.
@@ -76,7 +80,12 @@ def serve_command(
         if port_file is not None:
             write_port_file(port_file, bound_port)
 
-    raise typer.Exit(serve(spec, on_listening))
+    def on_grpc_listening(bound_port: int) -> None:
+        err_console.print(f"V2 gRPC on {spec.server.host}:{bound_port}", highlight=False, soft_wrap=True)
+        if grpc_port_file is not None:
+            write_port_file(grpc_port_file, bound_port)
+
+    raise typer.Exit(serve(spec, on_listening, on_grpc_listening))
 
 
 def register(app: typer.Typer) -> None:

@@ -94,10 +94,13 @@ class StabilitySpec(SpecModel):
 class BenchSpec(SpecModel):
     target: str | None = Field(
         default=None,
-        description="Base URL of a V2 server (http://host:8000). Not needed with `serve_spec` or `endpoints`.",
+        description="Base URL of a V2 server (http://host:8000); grpc://HOST:PORT with protocol grpc. "
+        "Not needed with `serve_spec` or `endpoints`.",
     )
-    protocol: Literal["v2", "http"] = Field(
-        default="v2", description="v2: Open Inference Protocol; http: plain JSON endpoints."
+    protocol: Literal["v2", "http", "grpc"] = Field(
+        default="v2",
+        description="v2: Open Inference Protocol over REST; grpc: V2 gRPC (Triton's ModelInfer, target "
+        "grpc://HOST:PORT or grpcs://HOST:PORT); http: plain JSON endpoints.",
     )
     models: list[ModelTargetSpec] = Field(
         default_factory=list, description="V2 models to load-test and their weights."
@@ -181,7 +184,12 @@ class BenchSpec(SpecModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BenchSpec:
-        if self.protocol == "v2":
+        if self.protocol == "grpc":
+            if self.endpoints or self.serve_spec is not None:
+                raise ValueError("protocol grpc takes `target` (grpc://HOST:PORT) and `models`")
+            if self.target is None or not self.models:
+                raise ValueError("protocol grpc needs `target` (grpc://HOST:PORT) and at least one model")
+        elif self.protocol == "v2":
             if self.endpoints:
                 raise ValueError("`endpoints` are for protocol http; for V2 list `models`")
             if self.serve_spec is None and self.target is None:
@@ -324,6 +332,7 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
     ),
     BenchOption("serve_spec", "serve_spec", Path, ("--spec",)),
     BenchOption("http", "protocol", bool, ("--http",), note="The flag: http.", shorthand=True),
+    BenchOption("protocol", "protocol", flags=("--protocol",), shorthand=True),
     BenchOption("method", "endpoints.method", flags=("--method",), shorthand=True),
     BenchOption("body", "endpoints.body_template", flags=("--body",), shorthand=True),
     BenchOption(

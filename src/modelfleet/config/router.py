@@ -81,6 +81,14 @@ class RouterConfig(RouterLimits):
     """The one endpoint clients call; it routes by model name to a ready replica."""
 
     port: int = Field(default=8080, ge=0, le=65535, description="Local router port; 0 picks a free one.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="V2 gRPC port of the router (0 picks a free one locally); set, every server replica "
+        "serves gRPC too and the router forwards to it. On Kubernetes the gRPC container and Service port of "
+        "servers and router (appProtocol grpc, gRPC probes); 0 there means 8001. None: REST only.",
+    )
     host: str = Field(
         default="127.0.0.1", description="Local router address. 0.0.0.0 to accept remote clients."
     )

@@ -128,6 +128,14 @@ class ServerConfig(SpecModel):
         default="127.0.0.1", description="Address to listen on. 0.0.0.0 to accept remote clients."
     )
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="TCP port of V2 gRPC (Triton's inference.GRPCInferenceService and grpc.health.v1), "
+        "same models, queues, auth, limits and TLS as HTTP; 0 picks a free one. Unset: no gRPC port "
+        "(Triton's is 8001; a fleet sets one per replica).",
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT) for CPU scaling."
     )

@@ -97,6 +97,7 @@ _EVERY_MODEL = "Applies to every model, over the spec file's value."
 SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("host", "server.host", str),
     ServeOption("port", "server.port", int, note="--port-file writes the one chosen."),
+    ServeOption("grpc_port", "server.grpc_port", int, note="--grpc-port-file writes the one chosen."),
     ServeOption("workers", "server.workers", int),
     ServeOption("max_batch_size", "batching.max_batch_size", int, note=_EVERY_MODEL),
     ServeOption("max_delay_s", "batching.max_delay_s", float, note=_EVERY_MODEL),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelfleet.config.fleet import FleetSpec
+from modelfleet.fleet.kube_grpc import grpc_port
 from modelfleet.fleet.kube_meta import fleet_metadata, fleet_selector
 from modelfleet.kubeobjects import KubeObject
 
@@ -18,6 +19,9 @@ def network_policies(spec: FleetSpec) -> list[KubeObject]:
     """Default deny for every fleet pod, then server ingress, router ingress and router egress."""
     k8s = spec.kubernetes
     port = [{"protocol": "TCP", "port": k8s.port}]
+    grpc = grpc_port(spec)
+    if grpc is not None:
+        port.append({"protocol": "TCP", "port": grpc})
     fleet_pods = {"matchLabels": {"app.kubernetes.io/instance": spec.name}}
     monitoring = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": k8s.monitoring.namespace}}

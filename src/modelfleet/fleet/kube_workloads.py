@@ -12,6 +12,13 @@ from typing import Any
 import yaml
 
 from modelfleet.config.fleet import FleetSpec, PoolConfig
+from modelfleet.fleet.kube_grpc import (
+    add_grpc_port,
+    add_service_port,
+    grpc_port,
+    headless_service,
+    upstream_address,
+)
 from modelfleet.fleet.kube_meta import fleet_labels, fleet_metadata, fleet_selector
 from modelfleet.fleet.kube_pods import (
     CONFIG_DIR,
@@ -62,6 +69,8 @@ def group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
         auth_keys_file(spec),
         spec.auth.protect_metrics,
     )
+    grpc = grpc_port(spec)
+    serve_spec.server.grpc_port = grpc
     serve_yaml = yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
     selector = fleet_selector(spec, "server", group.name)
 
@@ -79,6 +88,8 @@ def group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
     )
     container["readinessProbe"] = http_probe("/v2/health/ready", PROBE_PERIOD_S, 2)
     container["livenessProbe"] = http_probe("/v2/health/live", 10, 3)
+    if grpc is not None:
+        add_grpc_port(container, grpc)
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": f"{name}-serve"}},
         tmp_volume(group.pool.resources),
@@ -133,6 +144,9 @@ def group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
     ]
     if autoscaling.enabled:
         objects.append(_hpa(spec, name, group))
+    if grpc is not None:
+        add_service_port(next(obj for obj in objects if obj["kind"] == "Service"), grpc)
+        objects.append(headless_service(spec, name, group.name, grpc))
     return objects
 
 
@@ -206,6 +220,7 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
     k8s = spec.kubernetes
     name = f"{spec.name}-router"
     domain = f"{k8s.namespace}.svc.cluster.local"
+    grpc = grpc_port(spec)
     # Each group's Service spreads connections over its ready pods; the router balances across groups.
     upstreams = [
         Upstream(
@@ -215,6 +230,7 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
             models=list(group.model_names),
             # The Service spreads over the group's replicas: its minimum count of them, each at its limit.
             max_in_flight=replica_in_flight_limit(plan, group) * group.replicas,
+            grpc_address=None if grpc is None else upstream_address(spec, group.name, grpc),
         )
         for group in plan.groups
     ]
@@ -222,7 +238,7 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
     tls_files = (Path(ROUTER_TLS_DIR) / "tls.crt", Path(ROUTER_TLS_DIR) / "tls.key") if tls else None
     split_file = Path(CONFIG_DIR) / ROUTER_SPLIT_FILE
     settings = router_settings(
-        plan, "0.0.0.0", k8s.port, upstreams, auth_keys_file(spec), tls_files, split_file
+        plan, "0.0.0.0", k8s.port, upstreams, auth_keys_file(spec), tls_files, split_file, grpc
     )
     router_json = settings.model_dump_json(indent=2) + "\n"
     split_json = (split or TrafficSplit()).model_dump_json(indent=2) + "\n"
@@ -235,6 +251,8 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
     container["startupProbe"] = http_probe("/router/ready", 2, 30)
     container["readinessProbe"] = http_probe("/router/ready", PROBE_PERIOD_S, 2)
     container["livenessProbe"] = http_probe("/v2/health/live", 10, 3)
+    if grpc is not None:
+        add_grpc_port(container, grpc, probe_readiness=spec.router.tls_secret_name is None)
     volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}, tmp_volume(k8s.router_resources)]
     mount_auth(spec, container, volumes)  # the router checks keys on the routes it answers itself
     if spec.router.tls_secret_name is not None:
@@ -255,7 +273,7 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
             }
         )
     pod = pod_spec(spec, container, volumes, selector)
-    return [
+    objects: list[KubeObject] = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -286,3 +304,6 @@ def router_objects(plan: FleetPlan, split: TrafficSplit | None = None) -> list[K
         _service(spec, name, "router", None),
         _pdb(spec, name, "router", None),
     ]
+    if grpc is not None:
+        add_service_port(next(obj for obj in objects if obj["kind"] == "Service"), grpc)
+    return objects

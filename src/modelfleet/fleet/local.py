@@ -55,14 +55,14 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, field: str = "router.port") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
             raise Conflict(
-                f"router port {host}:{port} is already in use; set router.port to another port, or 0 for a free one"
+                f"router port {host}:{port} is already in use; set {field} to another port, or 0 for a free one"
             ) from None
 
 
@@ -111,6 +111,10 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             serve_spec = group.serve_spec(
                 host, port, keys_file=keys_file, protect_metrics=spec.auth.protect_metrics
             )
+            grpc_address = None
+            if spec.router.grpc_port is not None:  # every replica serves gRPC for the router's front
+                serve_spec.server.grpc_port = _free_port(host)
+                grpc_address = f"{host}:{serve_spec.server.grpc_port}"
             if spec.audit.enabled:  # one file per process: no two writers share a log
                 serve_spec.auth.audit_log = paths.root / "audit" / f"{process_id}.jsonl"
             write_atomic(
@@ -137,6 +141,7 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
                     url=url,
                     models=list(group.model_names),
                     max_in_flight=replica_in_flight_limit(plan, group),
+                    grpc_address=grpc_address,
                 )
             )
     router_host = spec.router.host
@@ -145,12 +150,27 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
     else:
         _check_port_free(router_host, spec.router.port)
         router_port = spec.router.port
+    router_grpc_port = spec.router.grpc_port
+    if router_grpc_port is not None:
+        if router_grpc_port == 0:
+            router_grpc_port = _free_port(router_host)
+        else:
+            _check_port_free(router_host, router_grpc_port, "router.grpc_port")
     cert, key = spec.router.tls_cert_file, spec.router.tls_key_file
     tls_files = None if cert is None or key is None else (cert, key)
     # A split left by an interrupted rollout names a canary that is no longer running.
     paths.split_file.unlink(missing_ok=True)
     write_router_settings(
-        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files, paths.split_file),
+        router_settings(
+            plan,
+            router_host,
+            router_port,
+            upstreams,
+            keys_file,
+            tls_files,
+            paths.split_file,
+            router_grpc_port,
+        ),
         paths.router_file,
     )
     scheme = "http" if tls_files is None else "https"

@@ -523,9 +523,15 @@ class Router:
 
 
 async def serve_router(
-    settings: RouterSettings, stop: asyncio.Event | None = None, on_listening: Any = None
+    settings: RouterSettings,
+    stop: asyncio.Event | None = None,
+    on_listening: Any = None,
+    on_grpc_listening: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; then stop accepting and finish what is in flight."""
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; then stop accepting and finish what is in flight.
+
+    With ``settings.grpc_port`` the V2 gRPC front (fleet/router_grpc.py) shares this router's table;
+    ``on_grpc_listening`` receives its port."""
     router = Router(settings)
     loop = asyncio.get_running_loop()
     connections = Connections(server_limits(settings))
@@ -545,6 +551,15 @@ async def serve_router(
     )
     connections.start()
     router.start()
+    grpc_front = None
+    if settings.grpc_port is not None:
+        from modelfleet.fleet.router_grpc import RouterGrpc
+
+        grpc_front = RouterGrpc(router)
+        grpc_front.bind()
+        await grpc_front.start()
+        if on_grpc_listening is not None:
+            on_grpc_listening(grpc_front.port)
     if on_listening is not None:
         on_listening(server.sockets[0].getsockname()[1])
     stop_event = stop or asyncio.Event()
@@ -563,15 +578,23 @@ async def serve_router(
                 break
             await asyncio.sleep(0.05)
         connections.stop()
+        if grpc_front is not None:
+            await grpc_front.stop(_DRAIN_TIMEOUT_S)
         await router.stop()
 
 
-def run_router(settings: RouterSettings, on_listening: Callable[[int], None] | None = None) -> None:
+def run_router(
+    settings: RouterSettings,
+    on_listening: Callable[[int], None] | None = None,
+    on_grpc_listening: Callable[[int], None] | None = None,
+) -> None:
     """Blocking entry point for `modelfleet fleet router`: uvloop when installed. ``on_listening``
-    receives the bound port (the one chosen for ``port: 0``) once the router accepts connections."""
+    receives the bound port (the one chosen for ``port: 0``) once the router accepts connections,
+    ``on_grpc_listening`` the gRPC front's (``grpc_port``)."""
+    main = serve_router(settings, on_listening=on_listening, on_grpc_listening=on_grpc_listening)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(serve_router(settings, on_listening=on_listening))
+        asyncio.run(main)
     else:
-        uvloop.run(serve_router(settings, on_listening=on_listening))
+        uvloop.run(main)

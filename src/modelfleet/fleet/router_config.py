@@ -33,6 +33,11 @@ class Upstream(SpecModel):
     group: str = Field(description="Server group the replica belongs to.")
     url: str = Field(description="Base URL, e.g. http://127.0.0.1:41234.")
     models: list[str] = Field(min_length=1, description="Models this upstream serves.")
+    grpc_address: str | None = Field(
+        default=None,
+        description="HOST:PORT of the upstream's V2 gRPC port (its server.grpc_port), where the router's "
+        "gRPC front forwards; None: the upstream takes no gRPC.",
+    )
     max_in_flight: int = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
@@ -47,6 +52,13 @@ class RouterSettings(RouterLimits):
     fleet: str = Field(description="Fleet name, for metrics and the server metadata answer.")
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the router's V2 gRPC front (forwards to the upstreams' grpc_address); 0 picks "
+        "a free one. None: no gRPC front.",
+    )
     request_timeout_s: float = Field(
         default=11.0, gt=0, description="Longest wait for one upstream answer (504 after)."
     )
@@ -161,16 +173,18 @@ def router_settings(
     keys_file: Path | None = None,
     tls_files: tuple[Path, Path] | None = None,
     split_file: Path | None = None,
+    grpc_port: int | None = None,
 ) -> RouterSettings:
     """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys,
     ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP), ``split_file`` the
-    traffic split it watches (None: no canaries)."""
+    traffic split it watches (None: no canaries), ``grpc_port`` its V2 gRPC front's (None: none)."""
     spec = plan.fleet
     router = spec.router
     return RouterSettings(
         fleet=spec.name,
         host=host,
         port=port,
+        grpc_port=grpc_port,
         request_timeout_s=spec.request_timeout_s,
         health_interval_s=router.health_interval_s,
         upstreams=upstreams,

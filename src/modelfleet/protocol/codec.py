@@ -503,3 +503,63 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     if not binary_chunks:
         return header, None
     return header + b"".join(binary_chunks), len(header)
+
+
+class TensorDecoder:
+    """Input tensors from raw bytes for a protocol other than REST (gRPC's `raw_input_contents` and typed
+    `contents`), under the same checks and one request's `server.max_tensor_bytes` budget."""
+
+    __slots__ = ("_budget", "_limits", "_seen")
+
+    def __init__(self, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._budget = _Budget(limits.max_tensor_bytes)
+        self._seen: set[str] = set()
+
+    def header(
+        self, position: int, name: str, raw_datatype: str, raw_shape: list[int]
+    ) -> tuple[Datatype, tuple[int, ...]]:
+        """Check one input's name, datatype and shape; returns the datatype and shape."""
+        if not name:
+            raise InvalidInput(f"inputs[{position}] needs a 'name'")
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidInput(
+                f"inputs[{position}]: a name is at most {MAX_NAME_CHARS} characters (a fixed limit)"
+            )
+        if name in self._seen:
+            raise InvalidInput(f"input '{name}' is given twice")
+        self._seen.add(name)
+        datatype = _DATATYPES.get(raw_datatype)
+        if datatype is None:
+            raise InvalidInput(
+                f"input '{name}': unknown datatype {reprlib.repr(raw_datatype)}; use one of {sorted(_DATATYPES)}"
+            )
+        return datatype, _parse_shape(raw_shape, name, self._limits)
+
+    def raw(self, name: str, datatype: Datatype, shape: tuple[int, ...], buffer: memoryview) -> InputTensor:
+        """A tensor from its binary form (BYTES: 4-byte little-endian length prefixes); views `buffer`."""
+        return InputTensor(
+            name, datatype, shape, _from_binary(buffer, datatype, shape, name, self._limits, self._budget)
+        )
+
+    def typed(self, name: str, datatype: Datatype, shape: tuple[int, ...], values: Any) -> InputTensor:
+        """A tensor from a sequence of values already parsed (gRPC's typed `contents`)."""
+        count = _element_count(shape)
+        if len(values) != count:
+            raise InvalidInput(
+                f"input '{name}': shape {list(shape)} needs {count} elements, contents hold {len(values)}"
+            )
+        if datatype is Datatype.BYTES:
+            items = list(values)
+            sizes = list(map(len, items))
+            if max(sizes, default=0) > self._limits.max_element_bytes:
+                raise _element_too_large(name, max(sizes), self._limits)
+            self._budget.take(sum(sizes) + _LENGTH_PREFIX.size * len(sizes), name)
+            return InputTensor(name, datatype, shape, _object_array(items, shape))
+        self._budget.take(count * datatype.itemsize, name)
+        try:
+            with np.errstate(over="ignore"):
+                array = np.asarray(values, dtype=datatype.numpy_dtype)
+        except OverflowError:
+            raise InvalidInput(f"input '{name}': a value is out of the range of {datatype.value}") from None
+        return InputTensor(name, datatype, shape, array.reshape(shape))

@@ -87,6 +87,7 @@ def _run_uvicorn(
     on_started: Callable[[], None] | None = None,
     slots: _WorkerSlots | None = None,
     metrics_dir: Path | None = None,
+    on_grpc_listening: Callable[[int], None] | None = None,
 ) -> _Result:
     import prometheus_client
 
@@ -139,11 +140,16 @@ def _run_uvicorn(
     sock.listen(4096)
 
     async def main() -> None:
+        grpc_front = await _start_grpc(spec, app, reuse_port=slots is not None)
+        if grpc_front is not None and on_grpc_listening is not None:
+            on_grpc_listening(grpc_front.port)
         watcher = asyncio.get_running_loop().create_task(
             _announce_when_started(server, on_started, app.dataplane, slots)
         )
         await server.serve(sockets=[sock])
         watcher.cancel()
+        if grpc_front is not None:  # uvicorn has drained HTTP; gRPC calls still running get the same grace
+            await grpc_front.stop(spec.server.graceful_shutdown_s)
         if slots is not None:
             slots.mark(False)
 
@@ -154,6 +160,18 @@ def _run_uvicorn(
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         asyncio.run(main())
     return result
+
+
+async def _start_grpc(spec: ServeSpec, app: Any, reuse_port: bool) -> Any:
+    """The server's gRPC port (server.grpc_port), started on this event loop; None when it has none."""
+    if spec.server.grpc_port is None:
+        return None
+    from modelfleet.server.grpc_service import grpc_front, tls_pair
+
+    front = grpc_front(app, spec.server, reuse_port)
+    front.bind(spec.server.host, spec.server.grpc_port, tls_pair(spec.server))
+    await front.start()
+    return front
 
 
 async def _announce_when_started(
@@ -187,8 +205,14 @@ class _DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(spec: ServeSpec, on_listening: Callable[[str, int], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+def serve(
+    spec: ServeSpec,
+    on_listening: Callable[[str, int], None] | None = None,
+    on_grpc_listening: Callable[[int], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code.
+
+    ``on_grpc_listening`` gets the gRPC port (server.grpc_port; a free one for 0) once it listens."""
     if spec.server.workers == 1:
         sock = bind_socket(spec.server.host, spec.server.port, reuse_port=False)
         port = sock.getsockname()[1]
@@ -197,11 +221,11 @@ def serve(spec: ServeSpec, on_listening: Callable[[str, int], None] | None = Non
             if on_listening is not None:
                 on_listening(spec.server.host, port)
 
-        result = _run_uvicorn(spec, sock, started)
+        result = _run_uvicorn(spec, sock, started, on_grpc_listening=on_grpc_listening)
         if result.error is not None:
             raise result.error
         return 0
-    return _serve_workers(spec, on_listening)
+    return _serve_workers(spec, on_listening, on_grpc_listening)
 
 
 def _worker_main(spec_json: str, port: int, loaded_flags: Any, index: int, metrics_dir: str) -> None:
@@ -225,10 +249,21 @@ class _Worker:
     restart_at: float = 0.0
 
 
-def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | None) -> int:
+def _serve_workers(
+    spec: ServeSpec,
+    on_listening: Callable[[str, int], None] | None,
+    on_grpc_listening: Callable[[int], None] | None = None,
+) -> int:
     # The parent holds the port (bound, never listening) so `port: 0` resolves once for every worker.
     reservation = bind_socket(spec.server.host, spec.server.port, reuse_port=True)
     port = reservation.getsockname()[1]
+    # The gRPC port likewise: every worker's grpcio server joins it with SO_REUSEPORT.
+    grpc_reservation = None
+    if spec.server.grpc_port is not None:
+        grpc_reservation = bind_socket(spec.server.host, spec.server.grpc_port, reuse_port=True)
+        spec = spec.model_copy(
+            update={"server": spec.server.model_copy(update={"grpc_port": grpc_reservation.getsockname()[1]})}
+        )
     # Every worker writes its metrics into one folder and /metrics merges them. prometheus_client picks
     # its file-backed values from PROMETHEUS_MULTIPROC_DIR when a process imports it (its only switch),
     # so the workers inherit the variable; the folder itself reaches them as an argument.
@@ -259,6 +294,8 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
     workers = [_Worker(start_worker(index)) for index in range(spec.server.workers)]
     if on_listening is not None:
         on_listening(spec.server.host, port)
+    if on_grpc_listening is not None and spec.server.grpc_port is not None:
+        on_grpc_listening(spec.server.grpc_port)
     exit_code = 0
     try:
         while not stopping:
@@ -280,6 +317,8 @@ def _serve_workers(spec: ServeSpec, on_listening: Callable[[str, int], None] | N
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reservation.close()
+        if grpc_reservation is not None:
+            grpc_reservation.close()
         if own_metrics_dir:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             shutil.rmtree(metrics_dir, ignore_errors=True)
