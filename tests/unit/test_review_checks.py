@@ -49,12 +49,17 @@ def test_guidance_manifests_are_high_on_the_three_questions_with_exact_evidence(
     deploy = str(GUIDANCE / "deploy.yaml")
     replicas = _finding(result, "replicas_two_or_more")
     assert replicas.risk == "HIGH"
-    assert (replicas.evidence[0].where, replicas.evidence[0].observed) == (f"{deploy}[1]#/spec/replicas", "1 replica(s), no HPA")
+    assert (replicas.evidence[0].where, replicas.evidence[0].observed) == (
+        f"{deploy}[1]#/spec/replicas",
+        "1 replica(s), no HPA",
+    )
     probes = _finding(result, "probes_present")
     assert probes.evidence[0].observed == "container main: no readinessProbe and no livenessProbe"
     routing = _finding(result, "server_side_routing")
     assert routing.risk == "HIGH" and "client-side indexing" in routing.note
-    assert _finding(result, "network_policy").evidence[0].where == f"{deploy}[1]#/spec/template/metadata/labels"
+    assert (
+        _finding(result, "network_policy").evidence[0].where == f"{deploy}[1]#/spec/template/metadata/labels"
+    )
     assert _finding(result, "auth_enabled").risk == "HIGH"
     root = _finding(result, "non_root")
     assert root.risk == "HIGH" and "runAsNonRoot and runAsUser unset" in root.evidence[0].observed
@@ -112,8 +117,9 @@ def test_docs_table_equals_the_generated_one() -> None:
 
 
 def test_catalog_rejects_a_hyphenated_id() -> None:
-    import yaml
     from importlib import resources
+
+    import yaml
 
     data = yaml.safe_load(resources.files("modelfleet.review").joinpath("checks.yaml").read_text())
     data["checks"][0]["id"] = "bad-id"

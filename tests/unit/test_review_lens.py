@@ -87,14 +87,25 @@ def test_answers_reproduce_the_review_risk_through_the_lens_rules(guidance_revie
             assert update["Status"] in ("SELECTED", "UNSELECTED", "NOT_APPLICABLE")
             assert len(update["Notes"]) <= 250
             if update["Status"] != "SELECTED":
-                assert update["Reason"] in ("OUT_OF_SCOPE", "BUSINESS_PRIORITIES", "ARCHITECTURE_CONSTRAINTS", "OTHER", "NONE", "NOT_APPLICABLE")
+                assert update["Reason"] in (
+                    "OUT_OF_SCOPE",
+                    "BUSINESS_PRIORITIES",
+                    "ARCHITECTURE_CONSTRAINTS",
+                    "OTHER",
+                    "NONE",
+                    "NOT_APPLICABLE",
+                )
         assert len(answer["Notes"]) <= 250
         if answer["ReviewRisk"] in ("HIGH", "MEDIUM", "NONE"):
             selected = set(answer["SelectedChoices"]) | {
                 c for c, u in answer["ChoiceUpdates"].items() if u["Status"] == "NOT_APPLICABLE"
             }
-            assert _LENS_RISK[rule_risk(rules[answer["QuestionId"]], selected)] == answer["ReviewRisk"], answer["QuestionId"]
-    notes = next(a for a in answers["answers"] if a["QuestionId"] == "failure_management")["ChoiceUpdates"]["replicas_two_or_more"]["Notes"]
+            assert _LENS_RISK[rule_risk(rules[answer["QuestionId"]], selected)] == answer["ReviewRisk"], (
+                answer["QuestionId"]
+            )
+    notes = next(a for a in answers["answers"] if a["QuestionId"] == "failure_management")["ChoiceUpdates"][
+        "replicas_two_or_more"
+    ]["Notes"]
     assert "1 replica(s), no HPA" in notes and "deploy.yaml[1]#/spec/replicas" in notes
 
 
@@ -109,7 +120,11 @@ _SARIF_MINIMAL_SCHEMA = {
                 "type": "object",
                 "required": ["tool", "results"],
                 "properties": {
-                    "tool": {"type": "object", "required": ["driver"], "properties": {"driver": {"type": "object", "required": ["name", "rules"]}}},
+                    "tool": {
+                        "type": "object",
+                        "required": ["driver"],
+                        "properties": {"driver": {"type": "object", "required": ["name", "rules"]}},
+                    },
                     "results": {
                         "type": "array",
                         "items": {
@@ -118,7 +133,10 @@ _SARIF_MINIMAL_SCHEMA = {
                             "properties": {
                                 "level": {"enum": ["none", "note", "warning", "error"]},
                                 "message": {"type": "object", "required": ["text"]},
-                                "locations": {"type": "array", "items": {"type": "object", "required": ["physicalLocation"]}},
+                                "locations": {
+                                    "type": "array",
+                                    "items": {"type": "object", "required": ["physicalLocation"]},
+                                },
                             },
                         },
                     },

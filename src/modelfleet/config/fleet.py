@@ -17,8 +17,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
-from modelfleet.config.router import RouterConfig
 from modelfleet.config.review import ReviewConfig
+from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
 

@@ -61,9 +61,7 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
     pillars = tuple(Pillar(id=p["id"], name=p["name"]) for p in data["pillars"])
     pillar_ids = {p.id for p in pillars}
     questions = tuple(
-        Question(
-            id=q["id"], pillar=q["pillar"], title=q["title"], best_practices=tuple(q["best_practices"])
-        )
+        Question(id=q["id"], pillar=q["pillar"], title=q["title"], best_practices=tuple(q["best_practices"]))
         for q in data["questions"]
     )
     question_ids = {q.id for q in questions}
@@ -92,7 +90,9 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
             raise ValueError(f"checks.yaml: question {question.id} names unknown pillar {question.pillar}")
         bad = [bp for bp in question.best_practices if not _BEST_PRACTICE.match(bp)]
         if bad:
-            raise ValueError(f"checks.yaml: question {question.id}: best-practice ids {bad} are not like REL11-BP03")
+            raise ValueError(
+                f"checks.yaml: question {question.id}: best-practice ids {bad} are not like REL11-BP03"
+            )
     for check in checks:
         if check.question not in question_ids:
             raise ValueError(f"checks.yaml: check {check.id} names unknown question {check.question}")

@@ -33,7 +33,9 @@ def live_unauthenticated_refused(inputs: ReviewInputs) -> Outcome:
 def live_out_of_scope_refused(inputs: ReviewInputs) -> Outcome:
     found = _probe(inputs, "out_of_scope")
     if isinstance(found, Outcome):
-        return Outcome("unanswered", (), found.note + "; give --probe-key with a key lacking the model's infer scope")
+        return Outcome(
+            "unanswered", (), found.note + "; give --probe-key with a key lacking the model's infer scope"
+        )
     probe = found[1]
     return Outcome("pass" if probe.status == 403 else "fail", (_ev(probe, "HTTP 403"),))
 
@@ -59,7 +61,8 @@ def live_served_matches_registry(inputs: ReviewInputs) -> Outcome:
     live = inputs.live
     if live is None:
         return Outcome("unanswered", (), NO_LIVE)
-    failures, passes = [], []
+    failures: list[Evidence] = []
+    passes: list[Evidence] = []
     for model, (expected, source) in sorted(live.expected_sha256.items()):
         served = live.served_sha256.get(model)
         ev = Evidence(

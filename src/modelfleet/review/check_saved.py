@@ -22,7 +22,12 @@ def _stale(inputs: ReviewInputs, saved: Saved, where: str) -> Evidence | None:
     limit = inputs.config.max_result_age_s
     if saved.age_s <= limit:
         return None
-    return Evidence(where, f"written {saved.age_s / 86400:.1f} days ago", f"<= {limit / 86400:g} days (review.max_result_age_s)", age_s=saved.age_s)
+    return Evidence(
+        where,
+        f"written {saved.age_s / 86400:.1f} days ago",
+        f"<= {limit / 86400:g} days (review.max_result_age_s)",
+        age_s=saved.age_s,
+    )
 
 
 def _registry(inputs: ReviewInputs) -> RegistryEvidence | Outcome:
@@ -35,8 +40,11 @@ def _per_version(inputs: ReviewInputs, judge: Any, expected: str) -> Outcome:
     registry = _registry(inputs)
     if isinstance(registry, Outcome):
         return registry
-    failures = [Evidence(f"fleet model {name}", "served from a path, not from the registry", expected) for name in registry.unresolved]
-    passes = []
+    failures = [
+        Evidence(f"fleet model {name}", "served from a path, not from the registry", expected)
+        for name in registry.unresolved
+    ]
+    passes: list[Evidence] = []
     for version in registry.versions:
         ok, observed = judge(version)
         (passes if ok else failures).append(Evidence(f"{version.ref} ({registry.root})", observed, expected))
@@ -44,19 +52,28 @@ def _per_version(inputs: ReviewInputs, judge: Any, expected: str) -> Outcome:
 
 
 def previous_version_kept(inputs: ReviewInputs) -> Outcome:
-    return _per_version(inputs, lambda v: (v.version_count >= 2, f"{v.version_count} version(s) registered"), ">= 2 versions (one to roll back to)")
+    return _per_version(
+        inputs,
+        lambda v: (v.version_count >= 2, f"{v.version_count} version(s) registered"),
+        ">= 2 versions (one to roll back to)",
+    )
 
 
 def lineage_complete(inputs: ReviewInputs) -> Outcome:
     return _per_version(
         inputs,
-        lambda v: (not v.lineage_missing, "lineage complete" if not v.lineage_missing else f"lineage lacks {', '.join(v.lineage_missing)}"),
+        lambda v: (
+            not v.lineage_missing,
+            "lineage complete" if not v.lineage_missing else f"lineage lacks {', '.join(v.lineage_missing)}",
+        ),
         "lineage: source, source_uri, training_data_uri",
     )
 
 
 def signatures_present(inputs: ReviewInputs) -> Outcome:
-    return _per_version(inputs, lambda v: (v.signed, "signed" if v.signed else "no signature"), "at least one signature")
+    return _per_version(
+        inputs, lambda v: (v.signed, "signed" if v.signed else "no signature"), "at least one signature"
+    )
 
 
 def registry_verify_clean(inputs: ReviewInputs) -> Outcome:
@@ -65,8 +82,12 @@ def registry_verify_clean(inputs: ReviewInputs) -> Outcome:
         return registry
     where = f"registry verify ({registry.root})"
     if registry.verify_problems:
-        return Outcome("fail", tuple(Evidence(where, problem, "no problem") for problem in registry.verify_problems))
-    return Outcome("pass", (Evidence(where, f"{registry.verified_versions} version(s) verified clean", "no problem"),))
+        return Outcome(
+            "fail", tuple(Evidence(where, problem, "no problem") for problem in registry.verify_problems)
+        )
+    return Outcome(
+        "pass", (Evidence(where, f"{registry.verified_versions} version(s) verified clean", "no problem"),)
+    )
 
 
 def recent_export(inputs: ReviewInputs) -> Outcome:
@@ -88,7 +109,9 @@ def _scenario(chaos: Saved, name: str) -> dict[str, Any] | None:
 
 
 def _verdict(scenario: dict[str, Any], starts: str) -> dict[str, Any] | None:
-    return next((v for v in scenario.get("verdicts", []) if str(v.get("target", "")).startswith(starts)), None)
+    return next(
+        (v for v in scenario.get("verdicts", []) if str(v.get("target", "")).startswith(starts)), None
+    )
 
 
 def overload_fast_refusal(inputs: ReviewInputs) -> Outcome:
@@ -119,9 +142,20 @@ def overload_fast_refusal(inputs: ReviewInputs) -> Outcome:
     evidence = [Evidence(f"{base}.figures.refused_503.p99_ms", f"{p99} ms", expected_fast, age_s=age)]
     for verdict in (timeouts, recovery):
         if verdict is not None:
-            evidence.append(Evidence(f"{base} verdict '{verdict['target']}'", f"{verdict['status']}: {verdict.get('figure', '')}", "PASS", age_s=age))
+            evidence.append(
+                Evidence(
+                    f"{base} verdict '{verdict['target']}'",
+                    f"{verdict['status']}: {verdict.get('figure', '')}",
+                    "PASS",
+                    age_s=age,
+                )
+            )
     stale = _stale(inputs, inputs.chaos, inputs.chaos.path)
-    ok = p99 is not None and p99 <= limit and all(v is not None and v.get("status") == "PASS" for v in (timeouts, recovery))
+    ok = (
+        p99 is not None
+        and p99 <= limit
+        and all(v is not None and v.get("status") == "PASS" for v in (timeouts, recovery))
+    )
     if stale is not None:
         return Outcome("fail", (stale, *evidence), "stale evidence")
     return Outcome("pass" if ok else "fail", tuple(evidence))
@@ -133,7 +167,11 @@ def kill_healed(inputs: ReviewInputs) -> Outcome:
     drill = inputs.drill
     if drill is not None and drill.killed is not None:
         where = f"drill: kill -9 of {drill.killed}"
-        observed = "not ready again within the drill" if drill.healed_s is None else f"ready again after {drill.healed_s:.2f} s"
+        observed = (
+            "not ready again within the drill"
+            if drill.healed_s is None
+            else f"ready again after {drill.healed_s:.2f} s"
+        )
         ok = drill.healed_s is not None and drill.healed_s <= limit
         return Outcome("pass" if ok else "fail", (Evidence(where, observed, expected, age_s=0.0),))
     if inputs.chaos is None:
@@ -144,13 +182,28 @@ def kill_healed(inputs: ReviewInputs) -> Outcome:
     age = inputs.chaos.age_s
     ready = scenario.get("figures", {}).get("ready_again_s")
     failed = _verdict(scenario, "0 failed")
-    evidence = [Evidence(f"{inputs.chaos.path} scenarios[kill].figures.ready_again_s", f"{ready} s", expected, age_s=age)]
+    evidence = [
+        Evidence(
+            f"{inputs.chaos.path} scenarios[kill].figures.ready_again_s", f"{ready} s", expected, age_s=age
+        )
+    ]
     if failed is not None:
-        evidence.append(Evidence(f"{inputs.chaos.path} scenarios[kill] verdict '{failed['target']}'", f"{failed['status']}: {failed.get('figure', '')}", "PASS", age_s=age))
+        evidence.append(
+            Evidence(
+                f"{inputs.chaos.path} scenarios[kill] verdict '{failed['target']}'",
+                f"{failed['status']}: {failed.get('figure', '')}",
+                "PASS",
+                age_s=age,
+            )
+        )
     stale = _stale(inputs, inputs.chaos, inputs.chaos.path)
     if stale is not None:
         return Outcome("fail", (stale, *evidence), "stale evidence")
-    ok = isinstance(ready, int | float) and ready <= limit and (failed is None or failed.get("status") == "PASS")
+    ok = (
+        isinstance(ready, int | float)
+        and ready <= limit
+        and (failed is None or failed.get("status") == "PASS")
+    )
     return Outcome("pass" if ok else "fail", tuple(evidence))
 
 
@@ -158,19 +211,34 @@ def heal_notified(inputs: ReviewInputs) -> Outcome:
     drill = inputs.drill
     if drill is None or drill.notified is None:
         return Outcome("unanswered", (), "needs --drill (kill one replica, then look for its notification)")
-    ev = Evidence(f"drill: notification of the restart of {drill.killed}", drill.notification_note, "a replica_restarted event delivered to the fleet's sinks", age_s=0.0)
+    ev = Evidence(
+        f"drill: notification of the restart of {drill.killed}",
+        drill.notification_note,
+        "a replica_restarted event delivered to the fleet's sinks",
+        age_s=0.0,
+    )
     return Outcome("pass" if drill.notified else "fail", (ev,))
 
 
 def bench_at_slo(inputs: ReviewInputs) -> Outcome:
     if not inputs.bench:
-        return Outcome("unanswered", (), "no bench results (give --results DIR with `modelfleet bench run` output)")
+        return Outcome(
+            "unanswered", (), "no bench results (give --results DIR with `modelfleet bench run` output)"
+        )
     served = _served(inputs)
     versions = {v.model: v.ref.split(":", 1)[1] for v in inputs.registry.versions} if inputs.registry else {}
-    failures, passes, missing = [], [], []
-    names = served if served is not None else sorted({m.name for s in inputs.bench for m in s.data.run.models})
+    failures: list[Evidence] = []
+    passes: list[Evidence] = []
+    missing: list[str] = []
+    names = (
+        served if served is not None else sorted({m.name for s in inputs.bench for m in s.data.run.models})
+    )
     for name in names:
-        runs = [s for s in inputs.bench if any(m.name == name for m in s.data.run.models) and s.data.slo is not None]
+        runs = [
+            s
+            for s in inputs.bench
+            if any(m.name == name for m in s.data.run.models) and s.data.slo is not None
+        ]
         if not runs:
             missing.append(name)
             continue
@@ -182,10 +250,24 @@ def bench_at_slo(inputs: ReviewInputs) -> Outcome:
         if stale is not None:
             failures.append(stale)
         elif name in versions and benched and versions[name] not in benched:
-            failures.append(Evidence(f"{saved.path} run.models[{name}].versions", f"benchmarked version(s) {benched}", f"the served version {versions[name]}", age_s=saved.age_s))
+            failures.append(
+                Evidence(
+                    f"{saved.path} run.models[{name}].versions",
+                    f"benchmarked version(s) {benched}",
+                    f"the served version {versions[name]}",
+                    age_s=saved.age_s,
+                )
+            )
         else:
             figures = "; ".join(f"{v.gate}={v.value}" for v in result.slo.verdicts)
-            (passes if result.slo.passed else failures).append(Evidence(where, f"{name}: {'passed' if result.slo.passed else 'failed'} ({figures})", "every gate passed", age_s=saved.age_s))
+            (passes if result.slo.passed else failures).append(
+                Evidence(
+                    where,
+                    f"{name}: {'passed' if result.slo.passed else 'failed'} ({figures})",
+                    "every gate passed",
+                    age_s=saved.age_s,
+                )
+            )
     if missing and not failures:
         return Outcome("unanswered", tuple(passes), f"no bench result with an SLO for {', '.join(missing)}")
     return Outcome.of(failures, passes)
@@ -200,7 +282,17 @@ def tune_priced(inputs: ReviewInputs) -> Outcome:
     if stale is not None:
         return Outcome("fail", (stale,), "stale evidence")
     if result.recommendation is None:
-        return Outcome("fail", (Evidence(f"{saved.path}#/recommendation", f"status {result.status}, no recommendation", "a priced recommendation", age_s=saved.age_s),))
+        return Outcome(
+            "fail",
+            (
+                Evidence(
+                    f"{saved.path}#/recommendation",
+                    f"status {result.status}, no recommendation",
+                    "a priced recommendation",
+                    age_s=saved.age_s,
+                ),
+            ),
+        )
     trial = result.trial(result.recommendation.key)
     ev = Evidence(
         f"{saved.path}#/trials[{trial.key}]/cost_per_million",
@@ -217,13 +309,20 @@ def drift_fresh(inputs: ReviewInputs) -> Outcome:
     served = _served(inputs) or sorted(inputs.drift)
     limit = inputs.config.max_drift_age_s
     expected = f"an assessment within {limit / 3600:g} h (review.max_drift_age_s)"
-    failures, passes, missing = [], [], []
+    failures: list[Evidence] = []
+    passes: list[Evidence] = []
+    missing: list[str] = []
     for name in served:
         saved = inputs.drift.get(name)
         if saved is None:
             missing.append(name)
             continue
-        ev = Evidence(f"{saved.path} (last line)", f"{name}: last assessment {saved.age_s / 3600:.1f} h ago, drifted {saved.data.get('drifted')}", expected, age_s=saved.age_s)
+        ev = Evidence(
+            f"{saved.path} (last line)",
+            f"{name}: last assessment {saved.age_s / 3600:.1f} h ago, drifted {saved.data.get('drifted')}",
+            expected,
+            age_s=saved.age_s,
+        )
         (passes if saved.age_s <= limit else failures).append(ev)
     if missing and not failures:
         return Outcome("unanswered", tuple(passes), f"no drift report for {', '.join(missing)}")

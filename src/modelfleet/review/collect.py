@@ -57,7 +57,9 @@ def resolve_target(target: str, state_root: Path | None = None) -> Target:
         root = FleetPaths.for_fleet(spec.name, state_root).root
         return Target(str(path), spec, path, None, root if (root / "state.json").is_file() else None)
     if "/" in target or target.endswith((".yaml", ".yml")):
-        raise NotFound(f"review target {target} does not exist (give a fleet spec, a manifests folder or a fleet name)")
+        raise NotFound(
+            f"review target {target} does not exist (give a fleet spec, a manifests folder or a fleet name)"
+        )
     from modelfleet.fleet.local import resolve_fleet
     from modelfleet.fleet.state import read_state
 
@@ -83,7 +85,9 @@ def read_manifests(path: Path) -> tuple[ManifestDoc, ...]:
             if isinstance(obj, dict) and "kind" in obj:
                 docs.append(ManifestDoc(obj, str(file), index))
     if not docs:
-        raise InvalidInput(f"{path}: no Kubernetes object found (expected YAML documents with apiVersion and kind)")
+        raise InvalidInput(
+            f"{path}: no Kubernetes object found (expected YAML documents with apiVersion and kind)"
+        )
     return tuple(docs)
 
 
@@ -115,7 +119,10 @@ def _chaos_shaped(document: Any) -> bool:
     return (
         isinstance(document, dict)
         and isinstance(document.get("scenarios"), list)
-        and all(isinstance(s, dict) and "name" in s and isinstance(s.get("verdicts"), list) for s in document["scenarios"])
+        and all(
+            isinstance(s, dict) and "name" in s and isinstance(s.get("verdicts"), list)
+            for s in document["scenarios"]
+        )
     )
 
 
@@ -134,7 +141,9 @@ def read_results_dir(folder: Path, now: float) -> SavedResults:
         try:
             document = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError:
-            raise InvalidInput(f"{path}: not JSON (a results folder holds bench, tune and chaos results)") from None
+            raise InvalidInput(
+                f"{path}: not JSON (a results folder holds bench, tune and chaos results)"
+            ) from None
         kind = document.get("kind") if isinstance(document, dict) else None
         if kind == RESULT_KIND:
             result = read_result(path)

@@ -32,9 +32,13 @@ def run_review(
                 raise
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 # Evidence of an unexpected shape (hand-written YAML): the check cannot say, and says why.
-                outcome = Outcome("unanswered", (), f"evidence of an unexpected shape: {type(exc).__name__}: {exc}")
+                outcome = Outcome(
+                    "unanswered", (), f"evidence of an unexpected shape: {type(exc).__name__}: {exc}"
+                )
             risk = finding_risk(outcome, check.risk)
-            findings.append(Finding(check.id, question.id, outcome.status, risk, outcome.evidence, outcome.note))
+            findings.append(
+                Finding(check.id, question.id, outcome.status, risk, outcome.evidence, outcome.note)
+            )
         questions.append(
             QuestionResult(question.id, question.pillar, worst([f.risk for f in findings]), tuple(findings))
         )

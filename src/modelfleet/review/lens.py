@@ -30,7 +30,9 @@ def _choice(check: Check) -> dict[str, Any]:
     return {
         "id": check.id,
         "title": _cut(check.title, MAX_TITLE_CHARS),
-        "description": _cut(f"Evidence: {', '.join(check.sources)}. Risk when it fails: {check.risk}.", MAX_TEXT_CHARS),
+        "description": _cut(
+            f"Evidence: {', '.join(check.sources)}. Risk when it fails: {check.risk}.", MAX_TEXT_CHARS
+        ),
         "helpfulResource": {"displayText": _cut(check.title, MAX_TEXT_CHARS), "url": check.doc},
         "improvementPlan": {"displayText": _cut(check.remediation, MAX_TEXT_CHARS), "url": check.doc},
     }
@@ -62,7 +64,9 @@ def build_lens(catalog: Catalog | None = None) -> dict[str, Any]:
                 {
                     "id": question.id,
                     "title": _cut(question.title, MAX_TITLE_CHARS),
-                    "description": _cut(f"Best practices: {', '.join(question.best_practices)}.", MAX_TEXT_CHARS),
+                    "description": _cut(
+                        f"Best practices: {', '.join(question.best_practices)}.", MAX_TEXT_CHARS
+                    ),
                     "choices": [_choice(c) for c in checks]
                     + [{"id": f"{question.id}_no", "title": "None of these"}],
                     "riskRules": risk_rules(checks),

@@ -82,7 +82,11 @@ def pointer_line(path: str, pointer: str, document: int = 0) -> int:
 
 def _location(evidence: Evidence, spec_path: str | None, spec_pointer: str) -> dict[str, Any]:
     if evidence.file is not None and evidence.pointer is not None:
-        document = int(evidence.where.split("[", 1)[1].split("]", 1)[0]) if "[" in evidence.where.split("#", 1)[0] else 0
+        document = (
+            int(evidence.where.split("[", 1)[1].split("]", 1)[0])
+            if "[" in evidence.where.split("#", 1)[0]
+            else 0
+        )
         uri, line = evidence.file, pointer_line(evidence.file, evidence.pointer, document)
     elif spec_path is not None:
         uri, line = spec_path, pointer_line(spec_path, spec_pointer)
@@ -102,7 +106,11 @@ def to_sarif(result: ReviewResult, spec_path: str | None, catalog: Catalog | Non
             "fullDescription": {"text": catalog.question(c.question).title},
             "helpUri": c.doc,
             "help": {"text": c.remediation},
-            "properties": {"question": c.question, "risk": c.risk, "best_practices": list(catalog.question(c.question).best_practices)},
+            "properties": {
+                "question": c.question,
+                "risk": c.risk,
+                "best_practices": list(catalog.question(c.question).best_practices),
+            },
         }
         for c in catalog.checks
     ]
@@ -115,7 +123,9 @@ def to_sarif(result: ReviewResult, spec_path: str | None, catalog: Catalog | Non
         check = checks[finding.check]
         evidence = finding.evidence or (Evidence("", finding.note, ""),)
         for item in evidence:
-            text = f"{check.title}: {item.observed or finding.note}" + (f" (expected {item.expected}; at {item.where})" if item.expected else "")
+            text = f"{check.title}: {item.observed or finding.note}" + (
+                f" (expected {item.expected}; at {item.where})" if item.expected else ""
+            )
             entry: dict[str, Any] = {
                 "ruleId": check.id,
                 "ruleIndex": index[check.id],
@@ -132,7 +142,14 @@ def to_sarif(result: ReviewResult, spec_path: str | None, catalog: Catalog | Non
         "version": "2.1.0",
         "runs": [
             {
-                "tool": {"driver": {"name": "modelfleet review", "version": __version__, "informationUri": "https://github.com/modelfleet/modelfleet", "rules": rules}},
+                "tool": {
+                    "driver": {
+                        "name": "modelfleet review",
+                        "version": __version__,
+                        "informationUri": "https://github.com/modelfleet/modelfleet",
+                        "rules": rules,
+                    }
+                },
                 "results": results,
             }
         ],
@@ -171,7 +188,10 @@ def to_html(result: ReviewResult, earlier: list[dict[str, Any]], catalog: Catalo
         for finding in question.findings:
             check = next(c for c in catalog.checks if c.id == finding.check)
             evidence = "<br>".join(
-                e(f"{ev.where}: observed {ev.observed}; expected {ev.expected}" + (f"; {ev.age_s:.0f} s old" if ev.age_s is not None else ""))
+                e(
+                    f"{ev.where}: observed {ev.observed}; expected {ev.expected}"
+                    + (f"; {ev.age_s:.0f} s old" if ev.age_s is not None else "")
+                )
                 for ev in finding.evidence
             ) or e(finding.note)
             findings.append(

@@ -22,7 +22,7 @@ _BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data
 
 
 def _client(timeout_s: float) -> httpx.Client:
-    return httpx.Client(timeout=timeout_s, verify=False)  # noqa: S501 - probing whether TLS is offered, not trusting it
+    return httpx.Client(timeout=timeout_s, verify=False)
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -37,7 +37,9 @@ def _expected_hashes(fleet_root: Path, registry: RegistryEvidence | None) -> dic
 
     from modelfleet.fleet.state import FleetPaths
 
-    expected = {v.model: (v.model_sha256, f"registry {v.ref}") for v in (registry.versions if registry else ())}
+    expected = {
+        v.model: (v.model_sha256, f"registry {v.ref}") for v in (registry.versions if registry else ())
+    }
     specs = FleetPaths(fleet_root).specs_dir
     for serve_spec in sorted(specs.iterdir()) if specs.is_dir() else []:
         try:
@@ -54,8 +56,14 @@ def _expected_hashes(fleet_root: Path, registry: RegistryEvidence | None) -> dic
 
 
 def run_probes(
-    router_url: str, models: list[str], auth_enabled: bool, probe_key: str | None, api_key: str | None,
-    fleet_root: Path, registry: RegistryEvidence | None, timeout_s: float,
+    router_url: str,
+    models: list[str],
+    auth_enabled: bool,
+    probe_key: str | None,
+    api_key: str | None,
+    fleet_root: Path,
+    registry: RegistryEvidence | None,
+    timeout_s: float,
 ) -> LiveEvidence:
     model = models[0]
     url = f"{router_url}/v2/models/{model}/infer"
@@ -70,23 +78,33 @@ def run_probes(
                 key = probe_key or "modelfleet-review-probe-not-a-key"
                 response = client.post(url, json=_BODY, headers={"Authorization": f"Bearer {key}"})
                 probes.append(Probe("out_of_scope", url, response.status_code, _excerpt(response), model))
-            response = client.post(url, content=b'{"inputs": [{"name": ', headers={**read_headers, "Content-Type": "application/json"})
+            response = client.post(
+                url,
+                content=b'{"inputs": [{"name": ',
+                headers={**read_headers, "Content-Type": "application/json"},
+            )
             probes.append(Probe("malformed", url, response.status_code, _excerpt(response), model))
             for name in models:
                 response = client.get(f"{router_url}/v2/models/{name}", headers=read_headers)
                 if response.status_code == 200:
                     served[name] = str(response.json().get("parameters", {}).get("sha256", ""))
     except httpx.HTTPError as exc:
-        raise Unavailable(f"fleet router {router_url} is unreachable ({type(exc).__name__}); is the fleet up?") from None
-    return LiveEvidence(router_url, auth_enabled, tuple(probes), served, _expected_hashes(fleet_root, registry))
+        raise Unavailable(
+            f"fleet router {router_url} is unreachable ({type(exc).__name__}); is the fleet up?"
+        ) from None
+    return LiveEvidence(
+        router_url, auth_enabled, tuple(probes), served, _expected_hashes(fleet_root, registry)
+    )
 
 
-async def _burst(url: str, count: int, headers: dict[str, str], timeout_s: float) -> tuple[dict[str, int], list[float], int]:
+async def _burst(
+    url: str, count: int, headers: dict[str, str], timeout_s: float
+) -> tuple[dict[str, int], list[float], int]:
     outcomes: dict[str, int] = {}
     refusals: list[float] = []
     timeouts = 0
     limits = httpx.Limits(max_connections=min(count, 200))
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=False) as client:  # noqa: S501
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=False) as client:
 
         async def one() -> None:
             nonlocal timeouts
@@ -109,7 +127,13 @@ async def _burst(url: str, count: int, headers: dict[str, str], timeout_s: float
 
 
 def run_drills(
-    router_url: str, model: str, fleet_root: Path, api_key: str | None, burst: int, heal_within_s: float, timeout_s: float
+    router_url: str,
+    model: str,
+    fleet_root: Path,
+    api_key: str | None,
+    burst: int,
+    heal_within_s: float,
+    timeout_s: float,
 ) -> DrillEvidence:
     """Overload burst, then kill -9 one server replica and wait (up to heal_within_s) for it and its notification."""
     from modelfleet.fleet.state import FleetPaths, read_state
@@ -145,15 +169,25 @@ def run_drills(
         restart = [(at, e) for at, e in events if e.kind == "replica_restarted" and e.process == victim.id]
         if restart:
             delivered = _delivered_offset(paths.notify_offset_file)
-            dead = paths.dead_letter_file.is_file() and restart[0][1].key.encode() in paths.dead_letter_file.read_bytes()
+            dead = (
+                paths.dead_letter_file.is_file()
+                and restart[0][1].key.encode() in paths.dead_letter_file.read_bytes()
+            )
             notified = delivered > restart[0][0] and not dead
             note = f"event '{restart[0][1].summary}' logged; " + (
                 "delivered to the sinks" if notified else ("dead-lettered" if dead else "not yet delivered")
             )
     return DrillEvidence(
-        burst_requests=burst, burst_outcomes=outcomes, refusal_p99_ms=None if p99 is None else round(p99, 1),
-        timeouts=timeouts, recovered=after == 200, recovery_note=f"a request after the burst: HTTP {after}",
-        killed=victim.id, healed_s=healed_s, notified=notified, notification_note=note,
+        burst_requests=burst,
+        burst_outcomes=outcomes,
+        refusal_p99_ms=None if p99 is None else round(p99, 1),
+        timeouts=timeouts,
+        recovered=after == 200,
+        recovery_note=f"a request after the burst: HTTP {after}",
+        killed=victim.id,
+        healed_s=healed_s,
+        notified=notified,
+        notification_note=note,
     )
 
 

@@ -20,7 +20,9 @@ def tokenize(condition: str) -> list[str]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
-            raise InvalidInput(f"risk rule {condition!r}: unexpected {text[position:position + 10]!r} at {position}")
+            raise InvalidInput(
+                f"risk rule {condition!r}: unexpected {text[position : position + 10]!r} at {position}"
+            )
         tokens.append(match.group(1))
         position = match.end()
     return tokens
