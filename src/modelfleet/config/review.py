@@ -51,7 +51,13 @@ class ReviewConfig(SpecModel):
         default=400,
         ge=10,
         le=20000,
-        description="Requests the overload drill sends at once (concurrently) to provoke 503s.",
+        description="Requests the overload drill sends in all (review.overload_concurrency at a time) to provoke 503s.",
+    )
+    overload_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Requests of the overload drill in flight at once (connections); the rest wait their turn.",
     )
     probe_timeout_s: float = Field(
         default=5.0,

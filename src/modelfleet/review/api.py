@@ -107,6 +107,7 @@ def _behaviour(
             found.fleet_root,
             api_key,
             spec.review.overload_burst_requests,
+            spec.review.overload_concurrency,
             spec.review.heal_within_s,
             timeout,
         )

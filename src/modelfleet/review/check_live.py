@@ -44,7 +44,14 @@ def live_malformed_refused(inputs: ReviewInputs) -> Outcome:
     found = _probe(inputs, "malformed")
     if isinstance(found, Outcome):
         return found
-    probe = found[1]
+    live, probe = found
+    if live.auth_enabled and probe.status in (401, 403):
+        return Outcome(
+            "unanswered",
+            (_ev(probe, 'HTTP 4xx with {"error": ...} from the model'),),
+            "the malformed probe was refused for its key before its body was read; give --api-key with "
+            "the model's infer scope",
+        )
     ok = 400 <= probe.status < 500 and '"error"' in probe.body
     return Outcome("pass" if ok else "fail", (_ev(probe, 'HTTP 4xx with {"error": ...}'),))
 
@@ -63,8 +70,16 @@ def live_served_matches_registry(inputs: ReviewInputs) -> Outcome:
         return Outcome("unanswered", (), NO_LIVE)
     failures: list[Evidence] = []
     passes: list[Evidence] = []
+    refused = [p for p in live.probes if p.name == "metadata" and p.status in (401, 403)]
     for model, (expected, source) in sorted(live.expected_sha256.items()):
         served = live.served_sha256.get(model)
+        denied = next((p for p in refused if p.model == model), None)
+        if served is None and denied is not None:
+            return Outcome(
+                "unanswered",
+                (Evidence(f"GET {denied.url}", f"HTTP {denied.status}", "HTTP 200 with parameters.sha256"),),
+                "the model's metadata needs a key: give --api-key with the read scope",
+            )
         ev = Evidence(
             f"GET {live.router_url}/v2/models/{model} parameters.sha256",
             f"served {served[:16] if served else 'nothing'}…",

@@ -126,6 +126,14 @@ def overload_fast_refusal(inputs: ReviewInputs) -> Outcome:
             Evidence(where, f"503 p99 {drill.refusal_p99_ms} ms", expected_fast, age_s=0.0),
             Evidence(where, drill.recovery_note, "a normal request succeeds after the burst", age_s=0.0),
         ]
+        if refused == 0 and drill.timeouts == 0 and drill.burst_outcomes.get("ok", 0) == drill.burst_requests:
+            # Everything served: the burst did not overload the fleet, which says nothing of how it degrades.
+            return Outcome(
+                "unanswered",
+                tuple(evidence[:1]),
+                "the burst did not overload the fleet; raise review.overload_burst_requests and "
+                "review.overload_concurrency",
+            )
         fast = drill.refusal_p99_ms is not None and drill.refusal_p99_ms <= limit
         ok = refused > 0 and drill.timeouts == 0 and fast and bool(drill.recovered)
         return Outcome("pass" if ok else "fail", tuple(evidence))
