@@ -125,3 +125,20 @@ def test_catalog_rejects_a_hyphenated_id() -> None:
     data["checks"][0]["id"] = "bad-id"
     with pytest.raises(ValueError, match="'bad-id' must be 3-64 of a-z"):
         catalog.parse_catalog(data)
+
+
+def test_a_drill_burst_judged_by_its_figures() -> None:
+    from modelfleet.review.check_saved import overload_fast_refusal
+    from modelfleet.review.inputs import DrillEvidence
+
+    def judge(**drill: object) -> str:
+        base: dict[str, object] = {"burst_requests": 100, "recovered": True, "recovery_note": "ok"}
+        inputs = ReviewInputs(now=0.0, config=ReviewConfig(), drill=DrillEvidence(**{**base, **drill}))  # type: ignore[arg-type]
+        return overload_fast_refusal(inputs).status
+
+    assert judge(burst_outcomes={"ok": 60, "http_503": 40}, refusal_p99_ms=3.0) == "pass"
+    assert judge(burst_outcomes={"ok": 60, "http_503": 40}, refusal_p99_ms=51.0) == "fail"  # 50 ms default
+    assert judge(burst_outcomes={"ok": 90, "http_503": 10}, refusal_p99_ms=3.0, timeouts=1) == "fail"
+    assert judge(burst_outcomes={"ok": 60, "http_503": 40}, refusal_p99_ms=3.0, recovered=False) == "fail"
+    assert judge(burst_outcomes={"ok": 95, "http_500": 5}) == "fail"  # errors, no refusal
+    assert judge(burst_outcomes={"ok": 100}) == "unanswered"  # nothing was overloaded
