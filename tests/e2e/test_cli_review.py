@@ -1,4 +1,4 @@
-"""`modelfleet review` in a subprocess: exit codes and one-line errors for bad input."""
+"""`modelfleet review` in a subprocess: exit 1 with a HIGH risk left, 0 without; JSON and lens written."""
 
 from __future__ import annotations
 
@@ -39,16 +39,4 @@ def test_review_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "lens.json").read_text())["schemaVersion"] == "2021-11-01"
     eks = _run("examples/fleet-eks-guidance.yaml")
     assert eks.returncode == 0, eks.stdout + eks.stderr
-    bad_spec = tmp_path / "bad.yaml"
-    bad_spec.write_text("name: Bad_Name\nmodels: []\n")
-    other = tmp_path / "results"
-    other.mkdir()
-    (other / "x.json").write_text('{"hello": 1}')
-    for args, code in (
-        ((str(bad_spec),), 2),
-        (("examples/fleet-eks-guidance.yaml", "--results", str(other)), 2),
-        (("examples/fleet-eks-guidance.yaml", "--live"), 2),  # no local fleet state for it
-    ):
-        done = _run(*args)
-        assert done.returncode == code, (args, done.stderr)
-        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    # Bad input (one-line errors, exit codes 2, 3, 5, 7) is tested in process: tests/unit/test_cli_review.py.

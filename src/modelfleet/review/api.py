@@ -41,6 +41,11 @@ def gather(
 
     now = collect.now_s() if now is None else now
     found = collect.resolve_target(target, state_root)
+    if (live or drill) and (found.spec is None or found.fleet_root is None):
+        # Before rendering or reading anything else: the one-line answer comes at once.
+        raise InvalidInput(
+            f"--live needs a running local fleet: {found.label} has no local state (start it with `modelfleet fleet up SPEC`)"
+        )
     sources: dict[str, str] = {}
     config = found.spec.review if found.spec is not None else ReviewConfig()
     if found.spec is not None:
@@ -85,10 +90,7 @@ def _behaviour(
     from modelfleet.fleet.state import FleetPaths, read_state
     from modelfleet.review import probes
 
-    if found.spec is None or found.fleet_root is None:
-        raise InvalidInput(
-            f"--live needs a running local fleet: {found.label} has no local state (start it with `modelfleet fleet up SPEC`)"
-        )
+    assert found.spec is not None and found.fleet_root is not None  # gather checked
     spec = found.spec
     if drill and spec.review.protected and not force:
         raise Forbidden(
