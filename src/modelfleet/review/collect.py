@@ -18,7 +18,7 @@ import yaml
 
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SpecError
-from modelfleet.review.inputs import ManifestDoc, RegistryEvidence, RegistryVersion, Saved
+from modelfleet.review.inputs import ManifestDoc, RegistryEvidence, RegistryVersion, RetrainRun, Saved
 
 _LINEAGE_FIELDS = ("source_uri", "training_data_uri")
 
@@ -225,7 +225,29 @@ def read_registry(root: Path, spec: FleetSpec | None, now: float) -> RegistryEvi
         verify_problems=tuple(problems),
         verified_versions=report.checked_versions,
         last_export_age_s=_last_export_age(root / "audit.jsonl", now),
+        retraining=_retraining(registry, versions),
     )
+
+
+def _retraining(registry: Any, versions: list[RegistryVersion]) -> dict[str, tuple[RetrainRun, ...]] | None:
+    """Each served model's retraining runs (modelfleet.registry.retraining); None where the registry has none."""
+    try:
+        from modelfleet.registry.retraining import retraining_runs  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # a modelfleet without drift-triggered retraining
+        return None
+    found: dict[str, tuple[RetrainRun, ...]] = {}
+    for version in versions:
+        records = retraining_runs(registry, version.ref.split(":", 1)[0])
+        found[version.model] = tuple(
+            RetrainRun(
+                str(r.id),
+                str(r.outcome),
+                r.new_version,
+                tuple((str(g.get("name", "?")), bool(g.get("passed"))) for g in r.gates),
+            )
+            for r in records
+        )
+    return found
 
 
 def _last_export_age(audit: Path, now: float) -> float | None:

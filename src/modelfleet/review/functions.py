@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelfleet.review import check_kube, check_live, check_saved
+from modelfleet.review import check_kube, check_live, check_retrain, check_saved
 from modelfleet.review.inputs import ReviewInputs
 from modelfleet.review.types import Outcome
 
@@ -24,6 +24,7 @@ CHECK_FUNCTIONS: dict[str, CheckFunction] = {
             "previous_version_kept lineage_complete signatures_present registry_verify_clean recent_export "
             "overload_fast_refusal kill_healed heal_notified bench_at_slo tune_priced drift_fresh",
         ),
+        (check_retrain, "retraining_gated"),
         (
             check_live,
             "live_unauthenticated_refused live_out_of_scope_refused live_malformed_refused live_tls_offered "

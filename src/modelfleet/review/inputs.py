@@ -55,6 +55,16 @@ class RegistryVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrainRun:
+    """One retraining run in a model's registry history: how it ended and each gate's verdict."""
+
+    id: str
+    outcome: str  # promoted, rejected, failed, skipped
+    new_version: int | None
+    gates: tuple[tuple[str, bool], ...]  # (gate name, passed)
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryEvidence:
     root: str
     versions: tuple[RegistryVersion, ...]
@@ -62,6 +72,8 @@ class RegistryEvidence:
     verify_problems: tuple[str, ...]
     verified_versions: int
     last_export_age_s: float | None
+    # fleet model → its retraining runs; None when this registry keeps no retraining history
+    retraining: dict[str, tuple[RetrainRun, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
