@@ -57,20 +57,34 @@ def test_lens_follows_the_format() -> None:
     assert document["schemaVersion"] == "2021-11-01"
     assert len(json.dumps(document).encode()) <= 500 * 1024
     assert len(document["name"]) <= 128 and len(document["description"]) <= 2048
+    # Limits of the lens format and of the WA Tool API that stores it: PillarId and ChoiceId 1-64, QuestionId
+    # 1-128, titles 512 (question, choice), descriptions and ChoiceContent displayText / url 1024, pillar name 128.
+    assert len({p["id"] for p in document["pillars"]}) == len(document["pillars"])
+    question_ids = [q["id"] for p in document["pillars"] for q in p["questions"]]
+    assert len(set(question_ids)) == len(question_ids)
     for pillar in document["pillars"]:
-        assert _ID.match(pillar["id"]) and "-" not in pillar["id"]
+        assert _ID.match(pillar["id"]) and len(pillar["id"]) <= 64 and len(pillar["name"]) <= 128
+        assert pillar["questions"]
         for question in pillar["questions"]:
-            assert _ID.match(question["id"]) and len(question["title"]) <= 128
+            assert _ID.match(question["id"]) and len(question["title"]) <= 512
+            assert len(question.get("description", "")) <= 1024
             ids = [c["id"] for c in question["choices"]]
-            assert all(_ID.match(i) for i in ids) and len(set(ids)) == len(ids)
+            assert all(_ID.match(i) and len(i) <= 64 for i in ids) and len(set(ids)) == len(ids)
             assert [i for i in ids if i.endswith("_no")] == [f"{question['id']}_no"]
             for choice in question["choices"]:
-                assert len(choice["title"]) <= 128
-                if not choice["id"].endswith("_no"):
-                    assert choice["improvementPlan"]["displayText"]
-                    assert len(choice["improvementPlan"]["displayText"]) <= 2048
+                assert 1 <= len(choice["title"]) <= 512 and len(choice.get("description", "")) <= 1024
+                if choice["id"].endswith("_no"):
+                    assert "improvementPlan" not in choice  # "None of these" needs no plan
+                    continue
+                plan, helpful = choice["improvementPlan"], choice["helpfulResource"]
+                assert set(plan) <= {"displayText", "url"} and set(helpful) <= {"displayText", "url"}
+                for content in (plan, helpful):
+                    assert 1 <= len(content["displayText"]) <= 1024
+                    assert content["url"].startswith("https://") and len(content["url"]) <= 1024
             rules = question["riskRules"]
             assert 1 <= len(rules) <= 3 and rules[-1]["condition"] == "default"
+            assert [r["condition"] for r in rules].count("default") == 1
+            assert all(set(r) == {"condition", "risk"} for r in rules)
             assert {r["risk"] for r in rules} <= {"HIGH_RISK", "MEDIUM_RISK", "NO_RISK"}
             for rule in rules:  # every condition parses and names only this question's choices
                 names = set(re.findall(r"[A-Za-z0-9_]+", rule["condition"])) - {"default"}
@@ -87,13 +101,13 @@ def test_answers_reproduce_the_review_risk_through_the_lens_rules(guidance_revie
             assert update["Status"] in ("SELECTED", "UNSELECTED", "NOT_APPLICABLE")
             assert len(update["Notes"]) <= 250
             if update["Status"] != "SELECTED":
+                # ChoiceUpdate.Reason's valid values; NOT_APPLICABLE is a Status only (the WA Tool API refuses it)
                 assert update["Reason"] in (
                     "OUT_OF_SCOPE",
                     "BUSINESS_PRIORITIES",
                     "ARCHITECTURE_CONSTRAINTS",
                     "OTHER",
                     "NONE",
-                    "NOT_APPLICABLE",
                 )
         assert len(answer["Notes"]) <= 250
         if answer["ReviewRisk"] in ("HIGH", "MEDIUM", "NONE"):
@@ -176,3 +190,16 @@ def test_html_is_self_contained_with_a_score_over_time(guidance_review) -> None:
     assert "<script src" not in page and "<link" not in page
     assert page.count("<tr><td>" + str(GUIDANCE)) == 2  # two rows of the score table
     assert "replicas_two_or_more" in page
+
+
+def test_long_texts_are_cut_to_the_format_limits() -> None:
+    from dataclasses import replace
+
+    catalog = lens.load_catalog()
+    long = [replace(c, title="t" * 1500, remediation="r" * 3000) for c in catalog.checks]
+    document = lens.build_lens(replace(catalog, checks=tuple(long)))
+    choice = document["pillars"][0]["questions"][0]["choices"][0]
+    assert len(choice["title"]) == 128 and choice["title"].endswith("…")
+    assert len(choice["improvementPlan"]["displayText"]) == 1024
+    assert len(choice["helpfulResource"]["displayText"]) == 1024
+    assert len(json.dumps(document).encode()) <= lens.MAX_LENS_BYTES

@@ -2,7 +2,8 @@
 
 Lens format (schemaVersion 2021-11-01): pillars → questions → choices; a `<question>_no` "None of these"
 choice per question; `improvementPlan` on every other choice; at most three risk rules, the last `default`
-(first true condition wins); ids of 3-128 characters without hyphens; the whole lens at most 500 KB.
+(first true condition wins); ids of 3-128 characters without hyphens (pillar and choice ids at most 64, as the WA Tool API's PillarId and
+ChoiceId); the whole lens at most 500 KB.
 Each check is one choice: selected when the check passed, so the lens's risk rules reproduce the review's
 question risk (all selected → NO_RISK; every HIGH-risk check selected → MEDIUM_RISK; else HIGH_RISK).
 """
@@ -17,9 +18,14 @@ from modelfleet.review.types import Finding, ReviewResult
 
 SCHEMA_VERSION = "2021-11-01"
 MAX_LENS_BYTES = 500 * 1024
-MAX_NOTES_CHARS = 250
-MAX_TITLE_CHARS = 128
-MAX_TEXT_CHARS = 2048
+MAX_NOTES_CHARS = 250  # ChoiceUpdate.Notes
+MAX_TITLE_CHARS = 128  # lens name; question and choice titles may have 512, ours stay short
+MAX_LENS_DESCRIPTION_CHARS = 2048
+# The WA Tool API's Choice.Description, ChoiceContent.DisplayText and .Url, and the question descriptions
+# it returns, take at most 1024 characters (the 2048 of the lens description does not apply to them).
+MAX_TEXT_CHARS = 1024
+# ChoiceUpdate.Reason's valid values (NOT_APPLICABLE is a Status, not a Reason).
+CHOICE_REASONS = ("OUT_OF_SCOPE", "BUSINESS_PRIORITIES", "ARCHITECTURE_CONSTRAINTS", "OTHER", "NONE")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -103,7 +109,7 @@ def build_answers(result: ReviewResult, catalog: Catalog | None = None) -> dict[
                 selected.append(finding.check)
                 update = {"Status": "SELECTED"}
             elif finding.status == "not_applicable":
-                update = {"Status": "NOT_APPLICABLE", "Reason": "NOT_APPLICABLE"}
+                update = {"Status": "NOT_APPLICABLE", "Reason": "OUT_OF_SCOPE"}
             elif finding.status == "unanswered":
                 update = {"Status": "UNSELECTED", "Reason": "OTHER"}
             else:
