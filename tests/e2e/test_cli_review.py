@@ -39,4 +39,4 @@ def test_review_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "lens.json").read_text())["schemaVersion"] == "2021-11-01"
     eks = _run("examples/fleet-eks-guidance.yaml")
     assert eks.returncode == 0, eks.stdout + eks.stderr
-    # Bad input (one-line errors, exit codes 2, 3, 5, 7) is tested in process: tests/unit/test_cli_review.py.
+    # Bad input (one-line errors, exit codes 2, 3, 5, 7) is tested in process: tests/unit/test_review_cli.py.
