@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
+from modelfleet.config.review import ReviewConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
@@ -494,6 +495,10 @@ class FleetSpec(SpecModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Kubernetes object."
+    )
+    review: ReviewConfig = Field(
+        default_factory=ReviewConfig,
+        description="What `modelfleet review` expects (evidence age, drills) and whether drills are refused.",
     )
 
     @field_validator("name")
