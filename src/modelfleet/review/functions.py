@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelfleet.review import check_kube, check_live, check_retrain, check_saved
+from modelfleet.review import check_kube, check_kube_security, check_live, check_retrain, check_saved
 from modelfleet.review.inputs import ReviewInputs
 from modelfleet.review.types import Outcome
 
@@ -16,8 +16,12 @@ CHECK_FUNCTIONS: dict[str, CheckFunction] = {
         (
             check_kube,
             "replicas_two_or_more probes_present disruption_budget autoscaler_present zone_spread server_side_routing "
+            "alert_rules versions_pinned",
+        ),
+        (
+            check_kube_security,
             "auth_enabled network_policy secrets_not_in_configmaps non_root no_privilege_escalation capabilities_dropped "
-            "no_service_account_token tls_enabled image_not_latest image_digest_pinned alert_rules versions_pinned",
+            "no_service_account_token tls_enabled image_not_latest image_digest_pinned",
         ),
         (
             check_saved,
