@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
+from modelfleet.config.observe import TracingConfig, UiConfig
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
@@ -495,6 +496,11 @@ class FleetSpec(SpecModel):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Kubernetes object."
     )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="OpenTelemetry spans in the router and every replica (docs/observe.md).",
+    )
+    ui: UiConfig = Field(default_factory=UiConfig, description="The router's live dashboard at /ui.")
 
     @field_validator("name")
     @classmethod
@@ -536,3 +542,4 @@ class FleetSpec(SpecModel):
         self.auth.resolve_paths(base)
         self.router.resolve_paths(base)
         self.notifications.resolve_paths(base)
+        self.ui.resolve_paths(base)

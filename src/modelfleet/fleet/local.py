@@ -109,7 +109,11 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             port = _free_port(host)
             spec_file = paths.specs_dir / f"{process_id}.yaml"
             serve_spec = group.serve_spec(
-                host, port, keys_file=keys_file, protect_metrics=spec.auth.protect_metrics
+                host,
+                port,
+                keys_file=keys_file,
+                protect_metrics=spec.auth.protect_metrics,
+                tracing=spec.tracing,
             )
             if spec.audit.enabled:  # one file per process: no two writers share a log
                 serve_spec.auth.audit_log = paths.root / "audit" / f"{process_id}.jsonl"
@@ -150,7 +154,9 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
     # A split left by an interrupted rollout names a canary that is no longer running.
     paths.split_file.unlink(missing_ok=True)
     write_router_settings(
-        router_settings(plan, router_host, router_port, upstreams, keys_file, tls_files, paths.split_file),
+        router_settings(
+            plan, router_host, router_port, upstreams, keys_file, tls_files, paths.split_file, paths.root
+        ),
         paths.router_file,
     )
     scheme = "http" if tls_files is None else "https"

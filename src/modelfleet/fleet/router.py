@@ -20,7 +20,7 @@ Readiness of each replica comes from polling its /v2/health/ready.
 The router also answers: /v2/health/live, /v2/health/ready (every model has a ready replica),
 /router/ready (the router itself can route, for Kubernetes probes), /v2 (metadata),
 POST /v2/repository/index (the union of every group's index), /metrics (Prometheus) and
-/fleet/status (JSON for `modelfleet fleet status`).
+/fleet/status (JSON for `modelfleet fleet status`) and the dashboard under /ui (fleet/router_ui.py).
 
 With auth on (``settings.keys_file``), what the router answers itself follows the servers' policy and
 is checked by the same Authenticator (security.auth): /v2, the repository index, /fleet/status and, with
@@ -52,7 +52,9 @@ from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal, server_limits
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
+from modelfleet.fleet.router_ui import RouterDashboard
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
+from modelfleet.observe.ui import is_ui_path
 from modelfleet.protocol.wire import ModelState
 from modelfleet.security.auth import (
     Authenticator,
@@ -137,6 +139,11 @@ class Router:
         self._shadow_waiting = self.canary.waiting
         self._draw = random.random
         self.metrics.registry.register(self.canary)
+        self.dashboard = (
+            RouterDashboard(settings, self.table, self.status, self.control_pools, self._hosts, self.auth)
+            if settings.ui.enabled
+            else None
+        )
 
     def _hot_pool(self, origin: Origin, limit: int) -> ConnectionPool:
         return ConnectionPool(
@@ -215,6 +222,9 @@ class Router:
                 return self._guarded(request, answer, "read", self._metrics_text)
             if path == "/fleet/status":
                 return self._guarded(request, answer, "read", lambda: json_response(200, self.status()))
+            if self.dashboard is not None and is_ui_path(path):
+                self.dashboard.handle(request, answer)
+                return None
         if method == b"POST" and path == "/v2/repository/index":
             self._later(self._repository_index(request), answer)
             return None

@@ -135,4 +135,5 @@ def create_app(
         decode_limits=DecodeLimits(
             max_element_bytes=spec.server.max_element_bytes, max_tensor_bytes=spec.server.max_tensor_bytes
         ),
+        ui=spec.ui if spec.ui.enabled else None,
     )

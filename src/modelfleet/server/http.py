@@ -7,6 +7,7 @@ error tree; nothing else (no traceback) reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import math
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelfleet.config.observe import UiConfig
 from modelfleet.errors import (
     InvalidInput,
     ModelfleetError,
@@ -25,6 +27,8 @@ from modelfleet.errors import (
     Unauthorized,
     Unavailable,
 )
+from modelfleet.observe.ui import refused_page, ui_answer, ui_credentials
+from modelfleet.observe.ui_data import server_document, server_figures
 from modelfleet.protocol.codec import (
     DEFAULT_LIMITS,
     HEADER_CONTENT_LENGTH,
@@ -93,6 +97,7 @@ class V2App:
         protect_metrics: bool = True,
         admin: AdminHandler | None = None,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        ui: UiConfig | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.decode_limits = decode_limits
@@ -102,6 +107,7 @@ class V2App:
         self.authorizer = authorizer
         self.protect_metrics = protect_metrics
         self.admin = admin
+        self.ui = ui
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -145,6 +151,9 @@ class V2App:
                     send, 200, await self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
                 return
+            if parts[0] == "ui" and self.ui is not None and method == "GET":
+                await self._ui(scope, send, path)
+                return
             if parts == ["openapi.json"] and method == "GET":
                 await self._authorize(scope, "read")
                 await _json(send, 200, self.dataplane.openapi())
@@ -178,6 +187,33 @@ class V2App:
         credentials = credentials_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
         principal = await authorize_off_loop(self.authorizer, credentials, needed, client_address(scope))
         return principal.key_id
+
+    async def _ui(self, scope: AsgiScope, send: Send, path: str) -> None:
+        """The dashboard (observe/ui.py): the key from a header or the page's cookie, as /metrics checks it."""
+        assert self.ui is not None
+        if self.authorizer is not None:
+            credentials = ui_credentials(
+                _header(scope, b"authorization"), _header(scope, b"x-api-key"), _header(scope, b"cookie")
+            )
+            try:
+                await authorize_off_loop(self.authorizer, credentials, "read", client_address(scope))
+            except ModelfleetError as exc:
+                if path.rstrip("/") != "/ui":
+                    raise
+                status, headers, body = refused_page(exc)
+                await _respond(send, status, body, headers)
+                return
+        server = scope.get("server")
+        name = f"{server[0]}:{server[1]}" if server else "modelfleet"
+        refresh_s = self.ui.refresh_s
+
+        async def data() -> dict[str, Any]:
+            text = (await self.metrics.render()).decode()
+            figures = await asyncio.to_thread(server_figures, text)
+            return server_document(name, self.dataplane.repository_index(), figures, refresh_s)
+
+        status, headers, body = await ui_answer(path, data, self.ui.reports_dir)
+        await _respond(send, status, body, headers)
 
     async def _server_route(
         self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
