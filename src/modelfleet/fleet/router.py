@@ -54,6 +54,7 @@ from modelfleet.fleet.router_http import error_response, json_response, model_sc
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
 from modelfleet.fleet.router_ui import RouterDashboard
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
+from modelfleet.observe.tracing import tracer_for, with_traceparent
 from modelfleet.observe.ui import is_ui_path
 from modelfleet.protocol.wire import ModelState
 from modelfleet.security.auth import (
@@ -139,6 +140,7 @@ class Router:
         self._shadow_waiting = self.canary.waiting
         self._draw = random.random
         self.metrics.registry.register(self.canary)
+        self._tracing = tracer_for(settings.tracing, "modelfleet-router")
         self.dashboard = (
             RouterDashboard(settings, self.table, self.status, self.control_pools, self._hosts, self.auth)
             if settings.ui.enabled
@@ -173,6 +175,8 @@ class Router:
         await self.canary.stop()
         for pool in [*self.pools.values(), *self.control_pools.values()]:
             await pool.close()
+        if self._tracing is not None:
+            await asyncio.to_thread(self._tracing.shutdown)
 
     @property
     def polled_all_once(self) -> bool:
@@ -361,8 +365,12 @@ class Router:
         failed: Replica | None,
     ) -> None:
         """Send on ``replica``'s pool; the token carries the request's state to ``_upstream_done``."""
+        headers = request.headers
+        if self._tracing is not None:  # this attempt's span is the replica's parent
+            parent = self._tracing.attempt(id(request), request.header(b"traceparent"), model, replica.name)
+            headers = with_traceparent(headers, parent)
         data = encode_request(
-            request.method, request.target, self._hosts[replica.name], request.headers, request.body
+            request.method, request.target, self._hosts[replica.name], headers, request.body
         )
         replica.outstanding += 1
         token = (request, model, answer, started, deadline, timeout_s, replica, failed)
@@ -414,6 +422,8 @@ class Router:
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
         replica.outstanding -= 1
+        if self._tracing is not None:
+            self._tracing.attempt_done(id(request), response.status if response is not None else status)
         if self._splits and (split := self._splits.get(model)) is not None:
             # Every attempt counts for its version, so a canary's failure shows even when a retry hides it.
             code = response.status if response is not None else 504 if status == TIMEOUT else 502

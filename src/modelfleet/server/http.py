@@ -27,6 +27,8 @@ from modelfleet.errors import (
     Unauthorized,
     Unavailable,
 )
+from modelfleet.observe.timing import InferTiming
+from modelfleet.observe.tracing import Tracer
 from modelfleet.observe.ui import refused_page, ui_answer, ui_credentials
 from modelfleet.observe.ui_data import server_document, server_figures
 from modelfleet.protocol.codec import (
@@ -98,6 +100,7 @@ class V2App:
         admin: AdminHandler | None = None,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
         ui: UiConfig | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.decode_limits = decode_limits
@@ -108,6 +111,7 @@ class V2App:
         self.protect_metrics = protect_metrics
         self.admin = admin
         self.ui = ui
+        self.tracer = tracer
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -259,7 +263,10 @@ class V2App:
             if method != "POST":
                 raise InvalidInput("use POST for /infer")
             await self._authorize(scope, f"infer:{name}")
-            await self._infer(scope, receive, send, name, version)
+            if self.tracer is None:
+                await self._infer(scope, receive, send, name, version)
+            else:
+                await self._traced_infer(scope, receive, send, name, version)
         elif action == "ready":
             await self._authorize(scope, "read")
             ready = self.dataplane.model_ready(name, version)
@@ -268,9 +275,29 @@ class V2App:
             await self._authorize(scope, "read")
             await _json(send, 200, self.dataplane.model_metadata(name, version))
 
-    async def _infer(
+    async def _traced_infer(
         self, scope: AsgiScope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
+        """`_infer` with its timestamps taken, then its spans recorded (observe/tracing.py)."""
+        assert self.tracer is not None
+        timing = InferTiming(time.monotonic())
+        traceparent = _header(scope, b"traceparent")
+        try:
+            served_version = await self._infer(scope, receive, send, name, version, timing)
+        except ModelfleetError as exc:
+            self.tracer.inference(timing, traceparent, name, version, exc.http_status, exc.message)
+            raise
+        self.tracer.inference(timing, traceparent, name, served_version, 200)
+
+    async def _infer(
+        self,
+        scope: AsgiScope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        version: str | None,
+        timing: InferTiming | None = None,
+    ) -> str:
         started = time.perf_counter()
         body = await _read_body(scope, receive, self.max_body_bytes)
         header_length_text = _header(scope, HEADER_CONTENT_LENGTH.encode())
@@ -283,7 +310,11 @@ class V2App:
         timeout_text = _header(scope, HEADER_REQUEST_TIMEOUT)
         timeout_s = None if timeout_text is None else _request_timeout_s(timeout_text)
         request = decode_request(body, header_length, self.decode_limits)
-        response = await self.dataplane.infer(name, version, request, timeout_s)
+        if timing is not None:
+            timing.decoded = time.monotonic()
+        response = await self.dataplane.infer(name, version, request, timeout_s, timing)
+        if timing is not None:
+            timing.answered = time.monotonic()
         payload, json_length = encode_response(response, request)
         headers = (
             [(b"content-type", b"application/octet-stream")]
@@ -300,10 +331,13 @@ class V2App:
             elif "deflate" in accept:
                 payload = zlib.compress(payload, 1)
                 headers.append((b"content-encoding", b"deflate"))
+        if timing is not None:
+            timing.encoded = time.monotonic()
         await _respond(send, 200, payload, headers)
         bound = self.metrics.for_model(response.model_name)
         bound.outcomes["success"].inc()
         bound.request_s.observe(time.perf_counter() - started)
+        return response.model_version
 
 
 def _request_timeout_s(text: str) -> float:
