@@ -61,6 +61,7 @@ def group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
         graceful_shutdown_s(spec),
         auth_keys_file(spec),
         spec.auth.protect_metrics,
+        spec.tracing,
     )
     serve_yaml = yaml.safe_dump(serve_spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
     selector = fleet_selector(spec, "server", group.name)
