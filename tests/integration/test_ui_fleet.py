@@ -149,10 +149,22 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
     raise AssertionError(f"{what} not seen within {timeout_s} s (last: {last!r})")
 
 
-def _cell(browser: Any, table: str, key: str, name: str, column: str) -> str:
-    from selenium.webdriver.common.by import By
+# The page replaces its tables at every poll, so an element found by Selenium can go stale before it is
+# read: every read is one script in the page, which runs between two renders.
+_READ = "return Array.from(document.querySelectorAll(arguments[0]), node => [node.textContent, node.getAttribute(arguments[1] || 'id')]);"
 
-    return str(browser.find_element(By.CSS_SELECTOR, f'#{table} tr[data-{key}="{name}"] td.{column}').text)
+
+def _read(browser: Any, selector: str, attribute: str = "") -> list[tuple[str, str | None]]:
+    return [(text, value) for text, value in browser.execute_script(_READ, selector, attribute)]
+
+
+def _text(browser: Any, selector: str) -> str:
+    found = _read(browser, selector)
+    return found[0][0] if found else ""
+
+
+def _cell(browser: Any, table: str, key: str, name: str, column: str) -> str:
+    return _text(browser, f'#{table} tr[data-{key}="{name}"] td.{column}')
 
 
 def _console_errors(browser: Any) -> list[str]:
@@ -188,27 +200,24 @@ def test_the_dashboard_refuses_without_a_key_and_then_shows_every_model_live(
     assert httpx.get(f"{fleet.url}/ui/data", headers={"X-API-Key": fleet.read_key}).status_code == 200
 
     browser.get(f"{fleet.url}/ui")
-    _wait("the key form", lambda: browser.find_element(By.ID, "auth").get_attribute("class") == "shown")
-    assert browser.find_elements(By.CSS_SELECTOR, "#models tbody tr") == []  # nothing shown without a key
-    assert "API key" in browser.find_element(By.ID, "auth-why").text
+    _wait("the key form", lambda: [value for _, value in _read(browser, "#auth", "class")] == ["shown"])
+    assert _read(browser, "#models tbody tr") == []  # nothing shown without a key
+    assert "API key" in _text(browser, "#auth-why")
     refused = _console_errors(browser)
     assert refused and all("401" in message for message in refused), refused  # the refusals, only
     _check_screenshot(browser, tmp_path / "refused.png")
 
     browser.find_element(By.ID, "key").send_keys(fleet.read_key)
     browser.find_element(By.ID, "save").click()
-    _wait("both models", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")) == 2)
+    _wait("both models", lambda: len(_read(browser, "#models tbody tr")) == 2)
     assert _cell(browser, "models", "model", "alpha", "ready") == "1/1"
     assert _cell(browser, "models", "model", "beta", "ready") == "1/1"
     assert _cell(browser, "models", "model", "alpha", "slo") == "p99 ≤ 250 ms, errors ≤ 0.5%"
-    assert browser.find_element(By.ID, "title").text == "fleet testfleet"
-    processes = {
-        row.get_attribute("data-process")
-        for row in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
-    }
+    assert _text(browser, "#title") == "fleet testfleet"
+    processes = {value for _, value in _read(browser, "#processes tbody tr", "data-process")}
     assert processes == {"cpu-0-0", "router"}
     assert _cell(browser, "processes", "process", "cpu-0-0", "memory").endswith("MiB")
-    links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#reports a")}
+    links = {text: f"{fleet.url}{href}" for text, href in _read(browser, "#reports a", "href")}
     assert set(links) == {"bench: bench-latest.html", "tune: tune.html"}, links
     report = httpx.get(links["bench: bench-latest.html"], cookies={"modelfleet_key": fleet.read_key})
     assert report.status_code == 200 and "latest bench" in report.text
@@ -232,7 +241,7 @@ def test_the_dashboard_refuses_without_a_key_and_then_shows_every_model_live(
         )
         _wait("a queue wait for alpha", lambda: _cell(browser, "models", "model", "alpha", "queue") != "—")
         assert float(_cell(browser, "models", "model", "alpha", "p99")) > 0
-        assert browser.find_element(By.CSS_SELECTOR, "#spark polyline").get_attribute("points")
+        assert _read(browser, "#spark polyline", "points")[0][1]
     finally:
         stop.set()
         load.join(10)
@@ -243,8 +252,8 @@ def test_the_dashboard_refuses_without_a_key_and_then_shows_every_model_live(
     # The server behind the router serves its own one-server page, with the same code as a lone server.
     server = fleet.state.process("cpu-0-0")
     browser.get(f"{server.url}/ui")  # the key cookie is per host, so the page is let in at once
-    _wait("the server's models", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")) == 2)
-    assert browser.find_element(By.ID, "title").text == f"server 127.0.0.1:{server.port}"
+    _wait("the server's models", lambda: len(_read(browser, "#models tbody tr")) == 2)
+    assert _text(browser, "#title") == f"server 127.0.0.1:{server.port}"
     assert int(_cell(browser, "models", "model", "alpha", "requests")) > 0
     assert _console_errors(browser) == []
 
@@ -296,8 +305,6 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_fleet_expor
 
 
 def test_a_killed_replica_shows_as_a_restart_in_the_page(fleet: Fleet, browser: Any, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(f"{fleet.url}/ui")
     _wait("the process list", lambda: _cell(browser, "processes", "process", "cpu-0-0", "restarts") == "0")
     victim = FleetPaths.for_fleet("testfleet", fleet.state_root)
@@ -307,7 +314,7 @@ def test_a_killed_replica_shows_as_a_restart_in_the_page(fleet: Fleet, browser: 
     _wait("the model's restart", lambda: _cell(browser, "models", "model", "alpha", "restarts") == "1")
     _wait(
         "the restart event",
-        lambda: browser.find_elements(By.CSS_SELECTOR, '#events li[data-kind="replica_restarted"]'),
+        lambda: _read(browser, '#events li[data-kind="replica_restarted"]'),
     )
     assert _cell(browser, "processes", "process", "cpu-0-0", "pid") != str(pid)
     _check_screenshot(browser, tmp_path / "restarted.png")

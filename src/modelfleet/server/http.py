@@ -7,7 +7,6 @@ error tree; nothing else (no traceback) reaches a client.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import math
@@ -29,8 +28,8 @@ from modelfleet.errors import (
 )
 from modelfleet.observe.timing import InferTiming
 from modelfleet.observe.tracing import Tracer
-from modelfleet.observe.ui import refused_page, ui_answer, ui_credentials
-from modelfleet.observe.ui_data import server_document, server_figures
+from modelfleet.observe.ui import ParsedFigures, refused_page, ui_answer, ui_credentials
+from modelfleet.observe.ui_data import server_document
 from modelfleet.protocol.codec import (
     DEFAULT_LIMITS,
     HEADER_CONTENT_LENGTH,
@@ -111,6 +110,7 @@ class V2App:
         self.protect_metrics = protect_metrics
         self.admin = admin
         self.ui = ui
+        self._ui_figures = ParsedFigures(metrics.render)
         self.tracer = tracer
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
@@ -212,8 +212,7 @@ class V2App:
         refresh_s = self.ui.refresh_s
 
         async def data() -> dict[str, Any]:
-            text = (await self.metrics.render()).decode()
-            figures = await asyncio.to_thread(server_figures, text)
+            figures = await self._ui_figures.get()
             return server_document(name, self.dataplane.repository_index(), figures, refresh_s)
 
         status, headers, body = await ui_answer(path, data, self.ui.reports_dir)
