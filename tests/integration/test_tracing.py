@@ -253,3 +253,20 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported(tmp_path: Path) -
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_server_started_alone_serves_its_own_dashboard(traced: Traced) -> None:
+    # This module's server runs alone (no fleet around it): /ui is the one-server page, /ui/data its figures.
+    assert httpx.post(f"{traced.server}/v2/models/alpha/infer", json=infer_body()).status_code == 200
+    page = httpx.get(f"{traced.server}/ui")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    document = httpx.get(f"{traced.server}/ui/data").json()
+    assert document["kind"] == "server" and document["name"] == traced.server.removeprefix("http://")
+    [alpha] = document["models"]
+    assert alpha["name"] == "alpha" and alpha["ready_replicas"] == 1 and alpha["requests"] >= 2
+    assert (
+        alpha["errors"] == 0 and alpha["queue_count"] >= 2 and alpha["p99_ms"] > 0
+    )  # the 400 is the client's
+    [process] = document["processes"]
+    assert process["state"] == "ready" and process["rss_bytes"] > 0 and process["uptime_s"] > 0
+    assert document["events"] == [] and document["reports"] == []
