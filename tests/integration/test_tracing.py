@@ -263,10 +263,8 @@ def test_a_server_started_alone_serves_its_own_dashboard(traced: Traced) -> None
     document = httpx.get(f"{traced.server}/ui/data").json()
     assert document["kind"] == "server" and document["name"] == traced.server.removeprefix("http://")
     [alpha] = document["models"]
-    assert alpha["name"] == "alpha" and alpha["ready_replicas"] == 1 and alpha["requests"] >= 2
-    assert (
-        alpha["errors"] == 0 and alpha["queue_count"] >= 2 and alpha["p99_ms"] > 0
-    )  # the 400 is the client's
+    assert alpha["name"] == "alpha" and alpha["ready_replicas"] == 1 and alpha["requests"] >= 1
+    assert alpha["errors"] == 0 and alpha["queue_count"] >= 1 and alpha["p99_ms"] > 0
     [process] = document["processes"]
     assert process["state"] == "ready" and process["rss_bytes"] > 0 and process["uptime_s"] > 0
     assert document["events"] == [] and document["reports"] == []
