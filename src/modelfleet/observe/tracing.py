@@ -23,6 +23,7 @@ from modelfleet.errors import SpecError
 from modelfleet.observe.timing import InferTiming
 
 _TRACEPARENT = b"traceparent"
+_EXPORT_BATCH_SPANS = 512  # the SDK's default spans per export; it must not exceed the queue
 # Attribute names (modelfleet's own; the HTTP ones follow OpenTelemetry's semantic conventions).
 MODEL = "modelfleet.model"
 VERSION = "modelfleet.model_version"
@@ -70,6 +71,7 @@ class Tracer:
             processor_class(
                 exporter,
                 max_queue_size=config.max_queue_spans,
+                max_export_batch_size=min(_EXPORT_BATCH_SPANS, config.max_queue_spans),
                 schedule_delay_millis=config.export_interval_s * 1000,
                 export_timeout_millis=config.export_timeout_s * 1000,
             )
@@ -114,6 +116,8 @@ class Tracer:
             start_time=ns(timing.received),
             attributes={**attributes, "http.route": "/v2/models/{model}/infer"},
         )
+        if not root.is_recording():  # not sampled: its children would not be either
+            return
         if error is not None:
             root.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error))
         inside = self._trace.set_span_in_context(root)
