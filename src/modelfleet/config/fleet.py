@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
+from modelfleet.config.observe import TracingConfig, UiConfig
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
 from modelfleet.config.review import ReviewConfig
 from modelfleet.config.router import RouterConfig
@@ -500,6 +501,11 @@ class FleetSpec(SpecModel):
         default_factory=ReviewConfig,
         description="What `modelfleet review` expects (evidence age, drills) and whether drills are refused.",
     )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="OpenTelemetry spans in the router and every replica (docs/observe.md).",
+    )
+    ui: UiConfig = Field(default_factory=UiConfig, description="The router's live dashboard at /ui.")
 
     @field_validator("name")
     @classmethod
@@ -541,3 +547,4 @@ class FleetSpec(SpecModel):
         self.auth.resolve_paths(base)
         self.router.resolve_paths(base)
         self.notifications.resolve_paths(base)
+        self.ui.resolve_paths(base)

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel
+from modelfleet.config.observe import TracingConfig, UiConfig
 
 
 class BatchingConfig(SpecModel):
@@ -274,9 +275,14 @@ class ServeSpec(SpecModel):
     registry: RegistryConfig = Field(
         default_factory=RegistryConfig, description="Registry for `ref:` models."
     )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry spans per inference (docs/observe.md)."
+    )
+    ui: UiConfig = Field(default_factory=UiConfig, description="The live dashboard at /ui (docs/observe.md).")
 
     def resolve_paths(self, base: Path) -> None:
         self.server.resolve_paths(base)
+        self.ui.resolve_paths(base)
         self.auth.resolve_paths(base)
         self.registry.resolve_paths(base)
         for model in self.models:

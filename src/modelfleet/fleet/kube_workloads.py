@@ -68,6 +68,7 @@ def group_objects(plan: FleetPlan, group: ServerGroup) -> list[KubeObject]:
         graceful_shutdown_s(spec),
         auth_keys_file(spec),
         spec.auth.protect_metrics,
+        spec.tracing,
     )
     grpc = grpc_port(spec)
     serve_spec.server.grpc_port = grpc

@@ -109,7 +109,11 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             port = _free_port(host)
             spec_file = paths.specs_dir / f"{process_id}.yaml"
             serve_spec = group.serve_spec(
-                host, port, keys_file=keys_file, protect_metrics=spec.auth.protect_metrics
+                host,
+                port,
+                keys_file=keys_file,
+                protect_metrics=spec.auth.protect_metrics,
+                tracing=spec.tracing,
             )
             grpc_address = None
             if spec.router.grpc_port is not None:  # every replica serves gRPC for the router's front
@@ -169,7 +173,8 @@ def prepare_fleet(plan: FleetPlan, spec_path: Path, paths: FleetPaths) -> FleetS
             keys_file,
             tls_files,
             paths.split_file,
-            router_grpc_port,
+            grpc_port=router_grpc_port,
+            state_dir=paths.root,
         ),
         paths.router_file,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelfleet.config.fleet import FleetModelConfig, FleetSpec, PoolConfig
+from modelfleet.config.observe import TracingConfig
 from modelfleet.config.serve import AuthConfig as ServeAuthConfig
 from modelfleet.config.serve import ModelConfig, ServerConfig, ServeSpec
 from modelfleet.errors import SpecError
@@ -45,10 +46,11 @@ class ServerGroup:
         graceful_shutdown_s: float | None = None,
         keys_file: Path | None = None,
         protect_metrics: bool = True,
+        tracing: TracingConfig | None = None,
     ) -> ServeSpec:
         """The serve spec one replica runs. ``artifact_path`` rewrites paths (e.g. to /models/NAME in an image);
         with ``keys_file`` every route but the health probes needs an API key from that key store (/metrics
-        only with ``protect_metrics``)."""
+        only with ``protect_metrics``); ``tracing``: the fleet's, so a trace follows a request into the replica."""
         models = []
         for model in self.models:
             path = model.path if artifact_path is None or model.path is None else artifact_path(model)
@@ -66,7 +68,7 @@ class ServerGroup:
             if keys_file is None
             else ServeAuthConfig(enabled=True, keys_file=keys_file, protect_metrics=protect_metrics)
         )
-        return ServeSpec(server=server, models=models, auth=auth)
+        return ServeSpec(server=server, models=models, auth=auth, tracing=tracing or TracingConfig())
 
 
 @dataclass(frozen=True, slots=True)

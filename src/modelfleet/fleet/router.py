@@ -20,7 +20,7 @@ Readiness of each replica comes from polling its /v2/health/ready.
 The router also answers: /v2/health/live, /v2/health/ready (every model has a ready replica),
 /router/ready (the router itself can route, for Kubernetes probes), /v2 (metadata),
 POST /v2/repository/index (the union of every group's index), /metrics (Prometheus) and
-/fleet/status (JSON for `modelfleet fleet status`).
+/fleet/status (JSON for `modelfleet fleet status`) and the dashboard under /ui (fleet/router_ui.py).
 
 With auth on (``settings.keys_file``), what the router answers itself follows the servers' policy and
 is checked by the same Authenticator (security.auth): /v2, the repository index, /fleet/status and, with
@@ -52,7 +52,10 @@ from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal, server_limits
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
+from modelfleet.fleet.router_ui import RouterDashboard
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
+from modelfleet.observe.tracing import tracer_for, with_traceparent
+from modelfleet.observe.ui import is_ui_path
 from modelfleet.protocol.wire import ModelState
 from modelfleet.security.auth import (
     Authenticator,
@@ -137,6 +140,12 @@ class Router:
         self._shadow_waiting = self.canary.waiting
         self._draw = random.random
         self.metrics.registry.register(self.canary)
+        self._tracing = tracer_for(settings.tracing, "modelfleet-router")
+        self.dashboard = (
+            RouterDashboard(settings, self.table, self.status, self.control_pools, self._hosts, self.auth)
+            if settings.ui.enabled
+            else None
+        )
 
     def _hot_pool(self, origin: Origin, limit: int) -> ConnectionPool:
         return ConnectionPool(
@@ -166,6 +175,8 @@ class Router:
         await self.canary.stop()
         for pool in [*self.pools.values(), *self.control_pools.values()]:
             await pool.close()
+        if self._tracing is not None:
+            await asyncio.to_thread(self._tracing.shutdown)
 
     @property
     def polled_all_once(self) -> bool:
@@ -215,6 +226,9 @@ class Router:
                 return self._guarded(request, answer, "read", self._metrics_text)
             if path == "/fleet/status":
                 return self._guarded(request, answer, "read", lambda: json_response(200, self.status()))
+            if self.dashboard is not None and is_ui_path(path):
+                self.dashboard.handle(request, answer)
+                return None
         if method == b"POST" and path == "/v2/repository/index":
             self._later(self._repository_index(request), answer)
             return None
@@ -351,8 +365,12 @@ class Router:
         failed: Replica | None,
     ) -> None:
         """Send on ``replica``'s pool; the token carries the request's state to ``_upstream_done``."""
+        headers = request.headers
+        if self._tracing is not None:  # this attempt's span is the replica's parent
+            parent = self._tracing.attempt(id(request), request.header(b"traceparent"), model, replica.name)
+            headers = with_traceparent(headers, parent)
         data = encode_request(
-            request.method, request.target, self._hosts[replica.name], request.headers, request.body
+            request.method, request.target, self._hosts[replica.name], headers, request.body
         )
         replica.outstanding += 1
         token = (request, model, answer, started, deadline, timeout_s, replica, failed)
@@ -404,6 +422,8 @@ class Router:
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
         replica.outstanding -= 1
+        if self._tracing is not None:
+            self._tracing.attempt_done(id(request), response.status if response is not None else status)
         if self._splits and (split := self._splits.get(model)) is not None:
             # Every attempt counts for its version, so a canary's failure shows even when a retry hides it.
             code = response.status if response is not None else 504 if status == TIMEOUT else 502

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from modelfleet import fileio
 from modelfleet.config.base import SpecModel, parse_spec
+from modelfleet.config.observe import TracingConfig, UiConfig
 from modelfleet.config.router import RouterLimits
 from modelfleet.errors import NotFound, SpecError
 from modelfleet.fleet.buckets import LATENCY_BUCKETS_S, latency_edges_s
@@ -93,6 +94,13 @@ class RouterSettings(RouterLimits):
         description="Traffic split (TrafficSplit JSON) the router watches: canary upstreams and their weights, "
         "re-read within health_interval_s of a change, so a rollout moves traffic without a restart.",
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="A local fleet's state folder: the dashboard at /ui reads its processes, restarts, "
+        "events and SLOs from it. Unset (Kubernetes): the page shows what the router itself knows.",
+    )
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans.")
+    ui: UiConfig = Field(default_factory=UiConfig, description="The live dashboard at /ui.")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> RouterSettings:
@@ -174,6 +182,7 @@ def router_settings(
     tls_files: tuple[Path, Path] | None = None,
     split_file: Path | None = None,
     grpc_port: int | None = None,
+    state_dir: Path | None = None,
 ) -> RouterSettings:
     """The router of ``plan``'s fleet; ``keys_file`` (None while auth is off) is where the router reads keys,
     ``tls_files`` (certificate, key) where it reads its TLS pair (None: plain HTTP), ``split_file`` the
@@ -195,6 +204,9 @@ def router_settings(
         tls_key_file=None if tls_files is None else tls_files[1],
         split_file=split_file,
         latency_buckets_s=list(latency_edges_s(model.slo.latency_ms / 1000 for model in spec.models)),
+        state_dir=state_dir,
+        tracing=spec.tracing,
+        ui=spec.ui,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import orjson
 
 from modelfleet.config.serve import ServeSpec
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.observe.tracing import Tracer, tracer_for
 from modelfleet.protocol.codec import DecodeLimits
 from modelfleet.runtime.onnx import default_intra_op_threads
 from modelfleet.security.audit import AuditLog
@@ -31,6 +33,7 @@ class _Lifecycle:
     drain_timeout_s: float
     watcher: AliasWatcher | None
     on_fatal: Callable[[ModelfleetError], None] | None = None
+    tracer: Tracer | None = None
 
     async def startup(self) -> None:
         self.dataplane.start(self.on_fatal)
@@ -41,6 +44,8 @@ class _Lifecycle:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.dataplane.shutdown(self.drain_timeout_s)
+        if self.tracer is not None:  # export the last spans (at most tracing.export_timeout_s)
+            await asyncio.to_thread(self.tracer.shutdown)
 
 
 def _authorizer(spec: ServeSpec, audit: AuditLog | None) -> Authorizer | None:
@@ -124,15 +129,18 @@ def create_app(
         log.warning(
             "auth is off and the server listens on %s: anyone who can reach it can use it", spec.server.host
         )
+    tracer = tracer_for(spec.tracing, "modelfleet-server")
     return V2App(
         dataplane,
         metrics,
         max_body_bytes=spec.server.max_body_bytes,
-        lifecycle=_Lifecycle(dataplane, spec.server.graceful_shutdown_s, watcher, on_fatal),
+        lifecycle=_Lifecycle(dataplane, spec.server.graceful_shutdown_s, watcher, on_fatal, tracer),
         authorizer=_authorizer(spec, audit),
         protect_metrics=spec.auth.protect_metrics,
         admin=_admin_handler(spec, dataplane, audit),
         decode_limits=DecodeLimits(
             max_element_bytes=spec.server.max_element_bytes, max_tensor_bytes=spec.server.max_tensor_bytes
         ),
+        ui=spec.ui if spec.ui.enabled else None,
+        tracer=tracer,
     )

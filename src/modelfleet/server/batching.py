@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
+from modelfleet.observe.timing import InferTiming
 from modelfleet.types import Arrays
 
 ShedReason = Literal["queue_full", "queue_wait", "deadline", "expired"]
@@ -227,6 +228,7 @@ class _Pending:
     enqueued_at: float
     # Requests whose non-batch dimensions differ cannot share a run; this tells them apart.
     signature: tuple[Any, ...] = field(default=())
+    timing: InferTiming | None = None  # only while tracing is on (observe/tracing.py)
 
 
 def _signature(inputs: Arrays) -> tuple[Any, ...]:
@@ -279,6 +281,9 @@ class Batcher:
         self._overloaded_until = -math.inf
         self._burst_items = max(1, round(max_batch_size * BURST_BATCH_SHARE))
         self._lag: LoopLag | None = None
+        # Set by the first request that carries an InferTiming (tracing is on for the whole process):
+        # until then a run takes no timestamps beyond its own.
+        self._traced = False
 
     @property
     def busy(self) -> bool:
@@ -308,15 +313,20 @@ class Batcher:
         fill_s = 0.0 if self.dispatch_when_idle else self.max_delay_s
         return max(MIN_AUTO_QUEUE_WAIT_S, self.queue_wait_runs * self.service.run_s + fill_s)
 
-    async def submit(self, inputs: Arrays, items: int, deadline: float) -> Arrays:
-        """Queue a request of `items` rows; resolve with its rows of the outputs. `deadline` is loop time."""
+    async def submit(
+        self, inputs: Arrays, items: int, deadline: float, timing: InferTiming | None = None
+    ) -> Arrays:
+        """Queue a request of `items` rows; resolve with its rows of the outputs. `deadline` is loop time;
+        `timing` (tracing on) receives its batch's times and size."""
         if self._closed:
             raise Unavailable(f"model {self._name} is shutting down", retry_after_s=1.0)
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._admit(items, deadline - now, now)
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._queue.append(_Pending(inputs, items, future, now, _signature(inputs)))
+        if timing is not None:
+            self._traced = True
+        self._queue.append(_Pending(inputs, items, future, now, _signature(inputs), timing))
         self._queued_items += items
         self._arrived.set()
         if self._queued_items >= self.max_batch_size:
@@ -504,6 +514,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop, instance: int) -> None:
         started = loop.time()
+        traced_at = time.monotonic() if self._traced else 0.0
         queue_s = [started - pending.enqueued_at for pending in batch]
         if len(batch) == 1:
             merged = batch[0].inputs
@@ -515,6 +526,7 @@ class Batcher:
         self._run_started[instance] = started
         self._run_expected_s[instance] = self.service.run_cost_s(total_items) if self.service.known else 1.0
         self._run_items[instance] = total_items
+        run_started = time.monotonic() if self._traced else 0.0
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
         except ModelfleetError as exc:
@@ -528,6 +540,7 @@ class Batcher:
             self._inflight_items -= total_items
             self._run_items[instance] = 0
         compute_s = loop.time() - started
+        run_finished = time.monotonic() if self._traced else 0.0
         self.service.record(total_items, compute_s, unshared=len(batch) == 1)
         self._observer.on_batch(total_items, len(batch), compute_s, queue_s)
 
@@ -548,6 +561,8 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result({name: array[offset:end] for name, array in outputs.items()})
             offset = end
+        if self._traced:
+            _record_timings(batch, traced_at, run_started, run_finished, total_items)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking new work and wait for queued and running requests to finish."""
@@ -574,6 +589,17 @@ class Batcher:
                 )
         self._queued_items = 0
         self._executor.shutdown(wait=True)
+
+
+def _record_timings(
+    batch: list[_Pending], started: float, run_started: float, run_finished: float, items: int
+) -> None:
+    done = time.monotonic()
+    for pending in batch:
+        timing = pending.timing
+        if timing is not None:
+            timing.batch_started, timing.run_started, timing.run_finished = started, run_started, run_finished
+            timing.batch_done, timing.batch_items, timing.batch_requests = done, items, len(batch)
 
 
 def _fail_all(batch: list[_Pending], error: ModelfleetError) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from modelfleet import __version__
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailable
+from modelfleet.observe.timing import InferTiming
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, ModelState, RepositoryIndexEntry, ServerMetadata
 from modelfleet.server.openapi import openapi_document
@@ -156,10 +157,16 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(
-        self, name: str, version: str | None, request: InferRequest, timeout_s: float | None = None
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        timeout_s: float | None = None,
+        timing: InferTiming | None = None,
     ) -> InferResponse:
         """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
-        `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header)."""
+        `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header);
+        `timing` (tracing on) receives the times of its batch."""
         entry = self._entry(name, version, ready=True)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
@@ -174,7 +181,7 @@ class DataPlane:
         for client_timeout_s in (request.timeout_s(), timeout_s):
             if client_timeout_s is not None:
                 budget_s = min(budget_s, client_timeout_s)
-        outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s)
+        outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s, timing)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)

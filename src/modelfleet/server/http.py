@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelfleet.config.observe import UiConfig
 from modelfleet.errors import (
     InvalidInput,
     ModelfleetError,
@@ -25,6 +26,10 @@ from modelfleet.errors import (
     Unauthorized,
     Unavailable,
 )
+from modelfleet.observe.timing import InferTiming
+from modelfleet.observe.tracing import Tracer
+from modelfleet.observe.ui import ParsedFigures, refused_page, ui_answer, ui_credentials
+from modelfleet.observe.ui_data import server_document
 from modelfleet.protocol.codec import (
     DEFAULT_LIMITS,
     HEADER_CONTENT_LENGTH,
@@ -93,6 +98,8 @@ class V2App:
         protect_metrics: bool = True,
         admin: AdminHandler | None = None,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        ui: UiConfig | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.decode_limits = decode_limits
@@ -102,6 +109,9 @@ class V2App:
         self.authorizer = authorizer
         self.protect_metrics = protect_metrics
         self.admin = admin
+        self.ui = ui
+        self._ui_figures = ParsedFigures(metrics.render)
+        self.tracer = tracer
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -145,6 +155,9 @@ class V2App:
                     send, 200, await self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
                 )
                 return
+            if parts[0] == "ui" and self.ui is not None and method == "GET":
+                await self._ui(scope, send, path)
+                return
             if parts == ["openapi.json"] and method == "GET":
                 await self._authorize(scope, "read")
                 await _json(send, 200, self.dataplane.openapi())
@@ -178,6 +191,32 @@ class V2App:
         credentials = credentials_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
         principal = await authorize_off_loop(self.authorizer, credentials, needed, client_address(scope))
         return principal.key_id
+
+    async def _ui(self, scope: AsgiScope, send: Send, path: str) -> None:
+        """The dashboard (observe/ui.py): the key from a header or the page's cookie, as /metrics checks it."""
+        assert self.ui is not None
+        if self.authorizer is not None:
+            credentials = ui_credentials(
+                _header(scope, b"authorization"), _header(scope, b"x-api-key"), _header(scope, b"cookie")
+            )
+            try:
+                await authorize_off_loop(self.authorizer, credentials, "read", client_address(scope))
+            except ModelfleetError as exc:
+                if path.rstrip("/") != "/ui":
+                    raise
+                status, headers, body = refused_page(exc)
+                await _respond(send, status, body, headers)
+                return
+        server = scope.get("server")
+        name = f"{server[0]}:{server[1]}" if server else "modelfleet"
+        refresh_s = self.ui.refresh_s
+
+        async def data() -> dict[str, Any]:
+            figures = await self._ui_figures.get()
+            return server_document(name, self.dataplane.repository_index(), figures, refresh_s)
+
+        status, headers, body = await ui_answer(path, data, self.ui.reports_dir)
+        await _respond(send, status, body, headers)
 
     async def _server_route(
         self, scope: AsgiScope, receive: Receive, send: Send, method: str, parts: list[str]
@@ -223,7 +262,10 @@ class V2App:
             if method != "POST":
                 raise InvalidInput("use POST for /infer")
             await self._authorize(scope, f"infer:{name}")
-            await self._infer(scope, receive, send, name, version)
+            if self.tracer is None:
+                await self._infer(scope, receive, send, name, version)
+            else:
+                await self._traced_infer(scope, receive, send, name, version)
         elif action == "ready":
             await self._authorize(scope, "read")
             ready = self.dataplane.model_ready(name, version)
@@ -232,9 +274,29 @@ class V2App:
             await self._authorize(scope, "read")
             await _json(send, 200, self.dataplane.model_metadata(name, version))
 
-    async def _infer(
+    async def _traced_infer(
         self, scope: AsgiScope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
+        """`_infer` with its timestamps taken, then its spans recorded (observe/tracing.py)."""
+        assert self.tracer is not None
+        timing = InferTiming(time.monotonic())
+        traceparent = _header(scope, b"traceparent")
+        try:
+            served_version = await self._infer(scope, receive, send, name, version, timing)
+        except ModelfleetError as exc:
+            self.tracer.inference(timing, traceparent, name, version, exc.http_status, exc.message)
+            raise
+        self.tracer.inference(timing, traceparent, name, served_version, 200)
+
+    async def _infer(
+        self,
+        scope: AsgiScope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        version: str | None,
+        timing: InferTiming | None = None,
+    ) -> str:
         started = time.perf_counter()
         body = await _read_body(scope, receive, self.max_body_bytes)
         header_length_text = _header(scope, HEADER_CONTENT_LENGTH.encode())
@@ -247,7 +309,11 @@ class V2App:
         timeout_text = _header(scope, HEADER_REQUEST_TIMEOUT)
         timeout_s = None if timeout_text is None else _request_timeout_s(timeout_text)
         request = decode_request(body, header_length, self.decode_limits)
-        response = await self.dataplane.infer(name, version, request, timeout_s)
+        if timing is not None:
+            timing.decoded = time.monotonic()
+        response = await self.dataplane.infer(name, version, request, timeout_s, timing)
+        if timing is not None:
+            timing.answered = time.monotonic()
         payload, json_length = encode_response(response, request)
         headers = (
             [(b"content-type", b"application/octet-stream")]
@@ -264,10 +330,13 @@ class V2App:
             elif "deflate" in accept:
                 payload = zlib.compress(payload, 1)
                 headers.append((b"content-encoding", b"deflate"))
+        if timing is not None:
+            timing.encoded = time.monotonic()
         await _respond(send, 200, payload, headers)
         bound = self.metrics.for_model(response.model_name)
         bound.outcomes["success"].inc()
         bound.request_s.observe(time.perf_counter() - started)
+        return response.model_version
 
 
 def _request_timeout_s(text: str) -> float:
