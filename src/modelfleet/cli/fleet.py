@@ -379,8 +379,8 @@ def router_command(
 ) -> None:
     """Run the fleet router (started by the supervisor, or as the router container's command)."""
     from modelfleet.fileio import write_atomic
-    from modelfleet.fleet.router import run_router
     from modelfleet.fleet.router_config import read_router_settings
+    from modelfleet.fleet.router_serve import run_router
 
     def on_listening(port: int) -> None:
         if port_file is not None:  # as `serve --port-file` writes it

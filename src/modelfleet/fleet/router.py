@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import math
 import random
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -50,7 +49,7 @@ from modelfleet import __version__
 from modelfleet.errors import ModelfleetError
 from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
-from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal, server_limits
+from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
 from modelfleet.fleet.router_ui import RouterDashboard
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
@@ -63,7 +62,6 @@ from modelfleet.security.auth import (
     authorize_off_loop,
     credentials_from_headers,
 )
-from modelfleet.security.tls import server_ssl_context
 from modelfleet.transport.client import (
     CONNECTION_ERROR,
     RESPONSE_TOO_LARGE,
@@ -73,12 +71,11 @@ from modelfleet.transport.client import (
     FetchPool,
     Origin,
 )
-from modelfleet.transport.server import Answer, Connections, ServerProtocol, internal_error
+from modelfleet.transport.server import Answer, internal_error
 from modelfleet.transport.wire import Request, Response, encode_request
 
 _MODELS_PREFIX = "/v2/models/"
 _CONNECT_TIMEOUT_S = 2.0
-_DRAIN_TIMEOUT_S = 10.0
 _DEADLINE_HEADER = b"x-request-timeout-ms"
 _RETRY_WINDOW_S = 10.0
 _RETRY_SLOTS = 10
@@ -540,81 +537,3 @@ class Router:
                     "reason": "no ready replica",
                 }
         return json_response(200, list(entries.values()))
-
-
-async def serve_router(
-    settings: RouterSettings,
-    stop: asyncio.Event | None = None,
-    on_listening: Any = None,
-    on_grpc_listening: Callable[[int], None] | None = None,
-) -> None:
-    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; then stop accepting and finish what is in flight.
-
-    With ``settings.grpc_port`` the V2 gRPC front (fleet/router_grpc.py) shares this router's table;
-    ``on_grpc_listening`` receives its port."""
-    router = Router(settings)
-    loop = asyncio.get_running_loop()
-    connections = Connections(server_limits(settings))
-    router.metrics.refusals = connections.refused
-    tls = (
-        None
-        if settings.tls_cert_file is None or settings.tls_key_file is None
-        else server_ssl_context(settings.tls_cert_file, settings.tls_key_file)
-    )
-    server = await loop.create_server(
-        lambda: ServerProtocol(router.dispatch, connections),
-        settings.host,
-        settings.port,
-        backlog=2048,
-        reuse_address=True,
-        ssl=tls,
-    )
-    connections.start()
-    router.start()
-    grpc_front = None
-    if settings.grpc_port is not None:
-        from modelfleet.fleet.router_grpc import RouterGrpc
-
-        grpc_front = RouterGrpc(router)
-        grpc_front.bind()
-        await grpc_front.start()
-        if on_grpc_listening is not None:
-            on_grpc_listening(grpc_front.port)
-    if on_listening is not None:
-        on_listening(server.sockets[0].getsockname()[1])
-    stop_event = stop or asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop_event.set)
-    try:
-        await stop_event.wait()
-    finally:
-        server.close()
-        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for connection in list(connections.open):
-                connection.close_if_idle()
-            if not connections.open:
-                break
-            await asyncio.sleep(0.05)
-        connections.stop()
-        if grpc_front is not None:
-            await grpc_front.stop(_DRAIN_TIMEOUT_S)
-        await router.stop()
-
-
-def run_router(
-    settings: RouterSettings,
-    on_listening: Callable[[int], None] | None = None,
-    on_grpc_listening: Callable[[int], None] | None = None,
-) -> None:
-    """Blocking entry point for `modelfleet fleet router`: uvloop when installed. ``on_listening``
-    receives the bound port (the one chosen for ``port: 0``) once the router accepts connections,
-    ``on_grpc_listening`` the gRPC front's (``grpc_port``)."""
-    main = serve_router(settings, on_listening=on_listening, on_grpc_listening=on_grpc_listening)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
