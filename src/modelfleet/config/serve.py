@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel
+from modelfleet.config.residency import ResidencyConfig
 
 
 class BatchingConfig(SpecModel):
@@ -265,6 +266,10 @@ class ServeSpec(SpecModel):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and audit log.")
     registry: RegistryConfig = Field(
         default_factory=RegistryConfig, description="Registry for `ref:` models."
+    )
+    residency: ResidencyConfig = Field(
+        default_factory=ResidencyConfig,
+        description="Memory budget, lazy loading and shared weights (docs/serve.md, Many models).",
     )
 
     def resolve_paths(self, base: Path) -> None:

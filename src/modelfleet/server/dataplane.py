@@ -48,8 +48,7 @@ class DataPlane:
     async def _load_all(self, on_fatal: Callable[[ModelfleetError], None] | None) -> None:
         for config in self._configs:
             try:
-                entry = await self.repository.load(config)
-                self._known[entry.name] = config
+                self._known[await self.repository.add(config)] = config
             except ModelfleetError as exc:
                 self.load_error = exc
                 if on_fatal is not None:
@@ -79,6 +78,12 @@ class DataPlane:
                     retry_after_s=1.0,
                 ) from None
             raise
+
+    async def _serving(self, name: str, version: str | None) -> LoadedModel:
+        """The entry for a request; a lazy model not loaded is loaded first (residency)."""
+        if self.repository.is_lazy(name):
+            return await self.repository.serving(name, version)
+        return self._entry(name, version, ready=True)
 
     async def shutdown(self, drain_timeout_s: float) -> None:
         self.draining = True
@@ -160,7 +165,8 @@ class DataPlane:
     ) -> InferResponse:
         """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
         `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header)."""
-        entry = self._entry(name, version, ready=True)
+        entry = await self._serving(name, version)
+        self.repository.touch(entry)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
             known = {spec.name for spec in entry.model.outputs}
