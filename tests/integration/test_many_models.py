@@ -61,6 +61,8 @@ def test_ready_with_every_lazy_model_registered_and_none_loaded(server: RunningS
     assert set(index) == {"twin-1", "twin-2", "solo"}
     for state, reason in index.values():
         assert state == "UNAVAILABLE" and "not loaded (lazy)" in reason
+    metadata = httpx.get(f"{server.url}/v2/models/solo").json()  # answered from the manifest
+    assert metadata["inputs"][0]["name"] == "input" and metadata["parameters"]["state"] == "UNAVAILABLE"
     assert _metric(server, "modelfleet_resident_sessions") == 0
     assert _metric(server, "modelfleet_memory_budget_bytes") == 1
 

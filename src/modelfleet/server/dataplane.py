@@ -107,6 +107,9 @@ class DataPlane:
         return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
 
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
+        lazy = self.repository.lazy_metadata(name, version)
+        if lazy is not None:
+            return lazy
         entry = self._entry(name, version)
         model = entry.model
         return {

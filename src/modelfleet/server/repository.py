@@ -15,8 +15,10 @@ from modelfleet.config.residency import ResidencyConfig
 from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import ModelfleetError, NotFound, Unavailable
 from modelfleet.heap import release_free_heap
-from modelfleet.protocol.wire import ModelState
+from modelfleet.manifest import Manifest
+from modelfleet.protocol.wire import ModelMetadata, ModelState
 from modelfleet.runtime import Model, load_model
+from modelfleet.runtime.onnx import OnnxModel
 from modelfleet.server.batching import Batcher
 from modelfleet.server.metrics import ModelMetrics, ServerMetrics
 from modelfleet.server.residency import Demand, Resident, choose_evictions
@@ -75,6 +77,7 @@ class LazyModel:
     name: str
     version: str
     config: ModelConfig
+    manifest: Manifest  # what its metadata answers from while it is not loaded
     pinned: bool = False
     reason: str = NOT_LOADED
     state: ClassVar[ModelState] = ModelState.UNAVAILABLE
@@ -192,9 +195,28 @@ class ModelRepository:
         eager: list[LoadedModel | LoadingModel] = [*self.loaded(), *self._pending]
         return (bool(eager) or bool(self._lazy)) and all(entry.state is ModelState.READY for entry in eager)
 
-    def session_count(self) -> int:
-        """Open sessions: one per distinct artifact content loaded."""
-        return len(self._pool)
+    def lazy_metadata(self, name: str, version: str | None) -> ModelMetadata | None:
+        """Metadata of a lazy model that is not loaded, from its manifest (a metadata request does not
+        load it); None when `name` is loaded or not lazy."""
+        if self._entries.get(name) or not self._lazy.get(name):
+            return None
+        lazy = self._lazy[name].get(version or next(iter(self._lazy[name])))
+        if lazy is None:
+            raise NotFound(f"model '{name}' version '{version}' is not served here")
+        manifest = lazy.manifest
+        metadata: ModelMetadata = {
+            "name": lazy.name,
+            "versions": [lazy.version],
+            "platform": OnnxModel.platform,
+            "inputs": [field.spec().to_json() for field in manifest.inputs],  # type: ignore[misc]
+            "outputs": [field.spec().to_json() for field in manifest.outputs],  # type: ignore[misc]
+            "parameters": {
+                "sha256": manifest.files.get(manifest.model_file, ""),
+                "max_batch_size": lazy.config.batching.max_batch_size,
+                "state": lazy.state,
+            },
+        }
+        return metadata
 
     def touch(self, entry: LoadedModel) -> None:
         """Count one request of `entry` in its artifact's demand (with a budget only: O(1))."""
@@ -211,7 +233,7 @@ class ModelRepository:
         manifest = (await asyncio.to_thread(artifact_key, path, self._threads(config), True))[1]
         name, version = served_name(config) or manifest.name, version or manifest.version
         pinned = name in self._residency.pinned
-        self._lazy.setdefault(name, {})[version] = LazyModel(name, version, config, pinned)
+        self._lazy.setdefault(name, {})[version] = LazyModel(name, version, config, manifest, pinned)
         if pinned:
             await self.load(config)
         return name
