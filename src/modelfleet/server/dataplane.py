@@ -168,6 +168,7 @@ class DataPlane:
     ) -> InferResponse:
         """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
         `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header)."""
+        arrived = asyncio.get_running_loop().time()  # a cold request's wait for its load counts too
         entry = await self._serving(name, version)
         self.repository.touch(entry)
         inputs, items = _validate_inputs(entry, request)
@@ -178,12 +179,11 @@ class DataPlane:
                 raise InvalidInput(
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
-        loop = asyncio.get_running_loop()
         budget_s = entry.config.timeout_s
         for client_timeout_s in (request.timeout_s(), timeout_s):
             if client_timeout_s is not None:
                 budget_s = min(budget_s, client_timeout_s)
-        outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s)
+        outputs = await entry.batcher.submit(inputs, items, arrived + budget_s)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)

@@ -57,7 +57,7 @@ class LoadedModel:
     name: str
     version: str
     config: ModelConfig
-    model: Model
+    model: NamedModel  # this name's view of a session it may share with other names
     batcher: Batcher
     metrics: ModelMetrics
     # The warm-up runs made through the batcher before READY; `.runs` holds (items, compute seconds) each.
@@ -454,12 +454,8 @@ class ModelRepository:
             self._default[name] = next(iter(self._entries[name]))
         await entry.batcher.drain(drain_timeout_s)
         await entry.batcher.close()
-        key = entry.model.key if isinstance(entry.model, NamedModel) else None
-        if key is not None:
-            self._users.get(key, set()).discard((name, version))
-            self._release(key)
-        else:
-            entry.model.close()
+        self._users.get(entry.model.key, set()).discard((name, version))
+        self._release(entry.model.key)
         if not self._serves(name):
             self._metrics.release(name)
         self._metrics.model_ready.labels(name, version).set(0)

@@ -125,8 +125,10 @@ class SessionPool:
             del self._opening[key]
 
     def release(self, key: str) -> bool:
-        """One user fewer; the last closes the model. True when it was closed."""
-        session = self._sessions[key]
+        """One user fewer; the last closes the model. True when it was closed (or the pool was)."""
+        session = self._sessions.get(key)
+        if session is None:  # the pool was closed while a load was still being cancelled
+            return True
         session.users -= 1
         if session.users > 0:
             return False
