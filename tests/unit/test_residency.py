@@ -99,3 +99,11 @@ def test_residency_defaults_keep_every_model_loaded() -> None:
     config = ResidencyConfig()
     assert config.memory_budget_bytes is None and not config.lazy
     assert ResidencyConfig(memory_budget_bytes=1).lazy
+
+
+def test_each_worker_gets_an_equal_share_of_the_budget() -> None:
+    config = ResidencyConfig(memory_budget_bytes=1000, pinned=["a"])
+    assert config.per_worker(4).memory_budget_bytes == 250
+    assert config.per_worker(4).pinned == ["a"]
+    assert config.per_worker(1) is config
+    assert ResidencyConfig().per_worker(4).memory_budget_bytes is None

@@ -13,8 +13,8 @@ class ResidencyConfig(SpecModel):
     memory_budget_bytes: int | None = Field(
         default=None,
         ge=1,
-        description="Resident memory the server's models may take, measured per loaded artifact (RSS "
-        "growth over its load). Set, models not in `pinned` load on their first request and the least "
+        description="Resident memory the server's models may take, all worker processes together (each "
+        "gets an equal share), measured per loaded artifact (RSS growth over its load). Set, models not in `pinned` load on their first request and the least "
         "valuable are unloaded to stay within it. Unset: every model loads at start and stays loaded.",
     )
     pinned: list[str] = Field(
@@ -39,6 +39,12 @@ class ResidencyConfig(SpecModel):
         description="Half-life of a model's recent demand (decayed request count) in the eviction "
         "policy: it unloads the lowest demand × reload seconds ÷ measured bytes first.",
     )
+
+    def per_worker(self, workers: int) -> ResidencyConfig:
+        """This config with the budget divided among `workers` processes: each loads its own models."""
+        if self.memory_budget_bytes is None or workers <= 1:
+            return self
+        return self.model_copy(update={"memory_budget_bytes": max(1, self.memory_budget_bytes // workers)})
 
     @property
     def lazy(self) -> bool:

@@ -60,7 +60,7 @@ class ResidencyMetrics:
         )
         self.budget_bytes = Gauge(
             "modelfleet_memory_budget_bytes",
-            "residency.memory_budget_bytes (0: none).",
-            multiprocess_mode="max",
+            "residency.memory_budget_bytes (0: none); with workers each reports its share, summed.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
