@@ -180,7 +180,8 @@ class Router:
         pool = self.control_pools[replica.name]
         request = encode_request(b"GET", b"/v2/health/ready", self._hosts[replica.name], [], b"")
         timeout_s = max(0.5, min(2.0, self.settings.health_interval_s * 2))
-        index = encode_request(b"POST", b"/v2/repository/index", self._hosts[replica.name], [], b"")
+        # GET, which a modelfleet server answers like POST: a read, not an inference to count or refuse.
+        index = encode_request(b"GET", b"/v2/repository/index", self._hosts[replica.name], [], b"")
         polls = 0
         while True:
             status, _ = await pool.fetch(request, timeout_s)
