@@ -183,15 +183,18 @@ class Router:
         # GET, which a modelfleet server answers like POST: a read, not an inference to count or refuse.
         index = encode_request(b"GET", b"/v2/repository/index", self._hosts[replica.name], [], b"")
         polls = 0
+        read_index = True
         while True:
             status, _ = await pool.fetch(request, timeout_s)
             replica.ready = status == 200
             polls += 1
-            if replica.ready and polls % _INDEX_EVERY_POLLS == 1:  # which models it has loaded
+            if read_index and replica.ready and polls % _INDEX_EVERY_POLLS == 1:  # which models it has loaded
                 status, response = await pool.fetch(index, timeout_s)
                 if status == 200 and response is not None:
                     with contextlib.suppress(orjson.JSONDecodeError):
                         replica.note_index(orjson.loads(response.body))
+                # Refused (auth on: the router holds no key) or not offered: ask once, not every few seconds.
+                read_index = not 400 <= status < 500
             if not counted:
                 counted = True
                 self._polled += 1
