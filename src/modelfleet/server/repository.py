@@ -21,6 +21,7 @@ from modelfleet.runtime import Model, load_model
 from modelfleet.runtime.onnx import OnnxModel
 from modelfleet.server.batching import Batcher
 from modelfleet.server.metrics import ModelMetrics, ServerMetrics
+from modelfleet.server.registry_source import pinned_config
 from modelfleet.server.residency import Demand, Resident, choose_evictions
 from modelfleet.server.residency_metrics import ResidencyMetrics
 from modelfleet.server.sessions import NamedModel, Session, SessionPool, artifact_key, named, rss_bytes
@@ -143,9 +144,11 @@ class ModelRepository:
 
     def entries(self) -> list[LoadedModel | LoadingModel | LazyModel]:
         """Every model version, loaded, loading or registered to load lazily: the repository index."""
+        loading = {pending.name for pending in self._pending}
         lazy = [
             entry
             for name, versions in self._lazy.items()
+            if name not in loading
             for version, entry in versions.items()
             if version not in self._entries.get(name, {})
         ]
@@ -229,9 +232,11 @@ class ModelRepository:
         (pinned ones load now and stay). Returns its served name."""
         if not self._residency.lazy:
             return (await self.load(config)).name
-        path, version = await asyncio.to_thread(self._resolver, config)
+        path, registry_version = await asyncio.to_thread(self._resolver, config)
         manifest = (await asyncio.to_thread(artifact_key, path, self._threads(config), True))[1]
-        name, version = served_name(config) or manifest.name, version or manifest.version
+        name, version = served_name(config) or manifest.name, registry_version or manifest.version
+        if registry_version is not None and config.ref is not None:
+            config = pinned_config(config, registry_version)  # a later load opens what was registered
         pinned = name in self._residency.pinned
         self._lazy.setdefault(name, {})[version] = LazyModel(name, version, config, manifest, pinned)
         if pinned:
