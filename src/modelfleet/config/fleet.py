@@ -203,6 +203,12 @@ class FleetModelConfig(ModelRuntimeConfig):
         ge=1,
         description="Estimated memory of the loaded model in MiB; when absent it is estimated from the artifact's files.",
     )
+    demand_per_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Expected requests per second; the planner puts a model in the least-demanded server "
+        "group it fits in, so busy models spread out (0 for all: plain first-fit).",
+    )
     slo: SloConfig = Field(
         default_factory=SloConfig, description="Latency and error objective for this model."
     )

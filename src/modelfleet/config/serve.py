@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel
 from modelfleet.config.observe import TracingConfig, UiConfig
+from modelfleet.config.residency import ResidencyConfig
 
 
 class BatchingConfig(SpecModel):
@@ -279,6 +280,10 @@ class ServeSpec(SpecModel):
         default_factory=TracingConfig, description="OpenTelemetry spans per inference (docs/observe.md)."
     )
     ui: UiConfig = Field(default_factory=UiConfig, description="The live dashboard at /ui (docs/observe.md).")
+    residency: ResidencyConfig = Field(
+        default_factory=ResidencyConfig,
+        description="Memory budget, lazy loading and shared weights (docs/serve.md, Many models).",
+    )
 
     def resolve_paths(self, base: Path) -> None:
         self.server.resolve_paths(base)

@@ -2,12 +2,16 @@
 
 Each pool's models are packed into *server groups* (one serve spec each) by first-fit decreasing on
 estimated memory: a group's models must fit in the pool's replica memory minus the server's own
-overhead, and at most ``max_models_per_server`` share a group. Every group then runs as ``replicas``
+overhead, and at most ``max_models_per_server`` share a group. Models on one artifact (the same `path`
+or `ref`) are packed together and counted once, as a server shares one session between them; among
+the groups a model fits in, it goes to the one with the least `demand_per_s` so far, busiest models
+placed first (with no demand given: plain first-fit decreasing). Every group then runs as ``replicas``
 identical servers: processes locally, a Deployment on Kubernetes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,20 +131,56 @@ def _pack_pool(
                 f"{capacity_mib} MiB per server (resources.memory_mib {pool.resources.memory_mib} minus "
                 f"server_overhead_mib {pool.server_overhead_mib}); raise memory_mib or move the model to a larger pool"
             )
-    # First-fit decreasing; ties broken by name so the same spec always gives the same plan.
-    ordered = sorted(models, key=lambda m: (-memory[m.name], m.name))
+    # One unit per artifact: a server opens it once for all its names (server/sessions.py). A unit of
+    # more names than max_models_per_server is cut into chunks, each of which loads the artifact again.
+    by_artifact: dict[str, list[FleetModelConfig]] = {}
+    for model in models:
+        by_artifact.setdefault(_artifact(model), []).append(model)
+    units: list[list[FleetModelConfig]] = []
+    for sharing in by_artifact.values():
+        step = pool.max_models_per_server
+        units.extend(sharing[start : start + step] for start in range(0, len(sharing), step))
+
+    def unit_mib(unit: list[FleetModelConfig]) -> int:
+        return max(memory[m.name] for m in unit)
+
+    def unit_demand(unit: list[FleetModelConfig]) -> float:
+        return sum(m.demand_per_s for m in unit)
+
+    # Busiest first, then decreasing memory; ties broken by the first name so the same spec always gives
+    # the same plan. Until the groups that memory and model count need at least are open, a busy unit
+    # starts a group of its own rather than join one that already carries demand.
+    ordered = sorted(units, key=lambda unit: (-unit_demand(unit), -unit_mib(unit), unit[0].name))
+    at_least = max(
+        math.ceil(sum(unit_mib(unit) for unit in units) / capacity_mib),
+        math.ceil(len(models) / pool.max_models_per_server),
+    )
     bins: list[list[FleetModelConfig]] = []
     used_mib: list[int] = []
-    for model in ordered:
-        need = memory[model.name]
-        for index, members in enumerate(bins):
-            if used_mib[index] + need <= capacity_mib and len(members) < pool.max_models_per_server:
-                members.append(model)
-                used_mib[index] += need
-                break
+    demand: list[float] = []
+    counted: list[set[str]] = []  # the artifacts each bin already holds
+    for unit in ordered:
+        artifact = _artifact(unit[0])
+        fits = [
+            index
+            for index, members in enumerate(bins)
+            if used_mib[index] + (0 if artifact in counted[index] else unit_mib(unit)) <= capacity_mib
+            and len(members) + len(unit) <= pool.max_models_per_server
+        ]
+        spread = unit_demand(unit) > 0 and len(bins) < at_least
+        if fits and not (spread and min(demand[i] for i in fits) > 0):
+            index = min(fits, key=lambda i: (demand[i], i))
         else:
-            bins.append([model])
-            used_mib.append(need)
+            bins.append([])
+            used_mib.append(0)
+            demand.append(0.0)
+            counted.append(set())
+            index = len(bins) - 1
+        bins[index].extend(unit)
+        if artifact not in counted[index]:
+            used_mib[index] += unit_mib(unit)
+            counted[index].add(artifact)
+        demand[index] += unit_demand(unit)
     groups = []
     for index, members in enumerate(bins):
         # Keep the spec's order inside a group: it is the order users wrote and read.
@@ -151,8 +191,23 @@ def _pack_pool(
                 name=f"{pool.name}-{index}",
                 pool=pool,
                 models=tuple(members),
-                model_memory_mib=tuple(memory[m.name] for m in members),
+                model_memory_mib=_counted_once(members, memory),
                 replicas=replicas,
             )
         )
     return groups
+
+
+def _artifact(model: FleetModelConfig) -> str:
+    return str(model.path) if model.path is not None else f"ref:{model.ref}"
+
+
+def _counted_once(members: list[FleetModelConfig], memory: Mapping[str, int]) -> tuple[int, ...]:
+    """Each member's memory, 0 for every name after the first on an artifact (they share its session)."""
+    seen: set[str] = set()
+    figures = []
+    for model in members:
+        artifact = _artifact(model)
+        figures.append(0 if artifact in seen else memory[model.name])
+        seen.add(artifact)
+    return tuple(figures)

@@ -79,6 +79,9 @@ _CONNECT_TIMEOUT_S = 2.0
 _DEADLINE_HEADER = b"x-request-timeout-ms"
 _RETRY_WINDOW_S = 10.0
 _RETRY_SLOTS = 10
+# Every this many health polls the router reads a ready replica's repository index, to learn which lazy
+# models it has loaded (routing prefers those); 3,000 models make an index of ~250 KB.
+_INDEX_EVERY_POLLS = 5
 # A replica's 503 body is parsed for retry_after_s only up to this size (ours are ~200 bytes).
 _MAX_HOLD_BODY_BYTES = 4096
 _now = time.monotonic
@@ -185,9 +188,21 @@ class Router:
         pool = self.control_pools[replica.name]
         request = encode_request(b"GET", b"/v2/health/ready", self._hosts[replica.name], [], b"")
         timeout_s = max(0.5, min(2.0, self.settings.health_interval_s * 2))
+        # GET, which a modelfleet server answers like POST: a read, not an inference to count or refuse.
+        index = encode_request(b"GET", b"/v2/repository/index", self._hosts[replica.name], [], b"")
+        polls = 0
+        read_index = True
         while True:
             status, _ = await pool.fetch(request, timeout_s)
             replica.ready = status == 200
+            polls += 1
+            if read_index and replica.ready and polls % _INDEX_EVERY_POLLS == 1:  # which models it has loaded
+                status, response = await pool.fetch(index, timeout_s)
+                if status == 200 and response is not None:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        replica.note_index(orjson.loads(response.body))
+                # Refused (auth on: the router holds no key) or not offered: ask once, not every few seconds.
+                read_index = not 400 <= status < 500
             if not counted:
                 counted = True
                 self._polled += 1

@@ -17,7 +17,7 @@ from modelfleet.fleet.router_config import Upstream
 class Replica:
     """One upstream as the router sees it: readiness from health polls, requests in flight and their limit."""
 
-    __slots__ = ("group", "held_until", "limit", "models", "name", "outstanding", "ready", "url")
+    __slots__ = ("group", "held_until", "limit", "models", "name", "outstanding", "ready", "unloaded", "url")
 
     def __init__(self, upstream: Upstream) -> None:
         self.name = upstream.name
@@ -31,6 +31,21 @@ class Replica:
         # Model → monotonic time until which this replica is not sent that model (it answered 503 with a
         # retry_after_s); empty while nothing is held, so the hot path pays one falsy check.
         self.held_until: dict[str, float] = {}
+        # Models this replica serves but reported not loaded (lazy, under a memory budget) in its last
+        # repository index; empty for a replica that loads everything, so the hot path pays one falsy check.
+        self.unloaded: set[str] = set()
+
+    def note_index(self, entries: object) -> None:
+        """Learn from the replica's repository index which of its models are not loaded now."""
+        if not isinstance(entries, list):
+            return
+        self.unloaded = {
+            str(entry["name"])
+            for entry in entries
+            if isinstance(entry, dict)
+            and entry.get("state") == "UNAVAILABLE"
+            and str(entry.get("reason", "")).startswith("not loaded")
+        }
 
     def held(self, model: str, now: float) -> bool:
         until = self.held_until.get(model)
@@ -64,7 +79,10 @@ class RoutingTable:
         return model in self.by_model
 
     def choose(self, model: str, exclude: Replica | None = None, now: float = 0.0) -> Replica | None:
-        """The replica to send ``model`` to at monotonic time ``now`` (holds end by it), or None."""
+        """The replica to send ``model`` to at monotonic time ``now`` (holds end by it), or None.
+
+        A replica that has the model loaded wins over one that would load it first, whatever their
+        requests in flight; the one chosen is taken to have it loaded from then on (it loads it)."""
         candidates = self.by_model.get(model)
         if not candidates:
             return None
@@ -77,10 +95,12 @@ class RoutingTable:
                 continue
             if replica.held_until and replica.held(model, now):
                 continue
-            if best is None or replica.outstanding < best.outstanding:
+            if best is None or _better(replica, best, model):
                 best = replica
-                if best.outstanding == 0:
+                if best.outstanding == 0 and not (best.unloaded and model in best.unloaded):
                     break
+        if best is not None and best.unloaded:
+            best.unloaded.discard(model)
         return best
 
     @staticmethod
@@ -106,6 +126,15 @@ class RoutingTable:
 
     def not_ready_models(self) -> list[str]:
         return [model for model, replicas in self.by_model.items() if not any(r.ready for r in replicas)]
+
+
+def _better(replica: Replica, best: Replica, model: str) -> bool:
+    """Loaded before not loaded, then fewer requests in flight."""
+    cold = bool(replica.unloaded) and model in replica.unloaded
+    best_cold = bool(best.unloaded) and model in best.unloaded
+    if cold != best_cold:
+        return best_cold
+    return replica.outstanding < best.outstanding
 
 
 class RetryBudget:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 
 from modelfleet.config.serve import ModelConfig
-from modelfleet.errors import ModelfleetError, NotFound
+from modelfleet.errors import ModelfleetError, NotFound, Unavailable
 from modelfleet.server.registry_source import RegistrySource, follows_alias, pinned_config
 from modelfleet.server.repository import ModelRepository, served_name
 
@@ -57,8 +57,8 @@ class AliasWatcher:
             try:
                 serving = self._repository.default_version(name)
                 wanted = await asyncio.to_thread(self._source.current_version, config.ref)
-            except NotFound:
-                continue  # not loaded yet, or the alias was removed: keep what serves
+            except (NotFound, Unavailable):
+                continue  # not loaded yet (or lazy and not loaded now), or the alias was removed: keep what serves
             except ModelfleetError as exc:
                 log.warning("checking %s failed: %s", config.ref, exc.message)
                 continue

@@ -118,6 +118,7 @@ def create_app(
         metrics,
         auto_intra_op_threads=default_intra_op_threads(spec.server.workers, spec.server.cpu_cores),
         resolver=source.resolve if source is not None else resolve_path,
+        residency=spec.residency.per_worker(spec.server.workers),
     )
     dataplane = DataPlane(
         repository, spec.models, registry_enabled=source is not None, peers_ready=peers_ready

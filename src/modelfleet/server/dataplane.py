@@ -49,8 +49,7 @@ class DataPlane:
     async def _load_all(self, on_fatal: Callable[[ModelfleetError], None] | None) -> None:
         for config in self._configs:
             try:
-                entry = await self.repository.load(config)
-                self._known[entry.name] = config
+                self._known[await self.repository.add(config)] = config
             except ModelfleetError as exc:
                 self.load_error = exc
                 if on_fatal is not None:
@@ -81,6 +80,12 @@ class DataPlane:
                 ) from None
             raise
 
+    async def _serving(self, name: str, version: str | None) -> LoadedModel:
+        """The entry for a request; a lazy model not loaded is loaded first (residency)."""
+        if self.repository.is_lazy(name):
+            return await self.repository.serving(name, version)
+        return self._entry(name, version, ready=True)
+
     async def shutdown(self, drain_timeout_s: float) -> None:
         self.draining = True
         if self._loading is not None and not self._loading.done():
@@ -103,6 +108,9 @@ class DataPlane:
         return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
 
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
+        lazy = self.repository.lazy_metadata(name, version)
+        if lazy is not None:
+            return lazy
         entry = self._entry(name, version)
         model = entry.model
         return {
@@ -167,7 +175,9 @@ class DataPlane:
         """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
         `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header);
         `timing` (tracing on) receives the times of its batch."""
-        entry = self._entry(name, version, ready=True)
+        arrived = asyncio.get_running_loop().time()  # a cold request's wait for its load counts too
+        entry = await self._serving(name, version)
+        self.repository.touch(entry)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
             known = {spec.name for spec in entry.model.outputs}
@@ -176,12 +186,11 @@ class DataPlane:
                 raise InvalidInput(
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
-        loop = asyncio.get_running_loop()
         budget_s = entry.config.timeout_s
         for client_timeout_s in (request.timeout_s(), timeout_s):
             if client_timeout_s is not None:
                 budget_s = min(budget_s, client_timeout_s)
-        outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s, timing)
+        outputs = await entry.batcher.submit(inputs, items, arrived + budget_s, timing)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)
