@@ -4,8 +4,9 @@
 2. bring a local fleet up: several supervised model-server replicas behind one router;
 3. query every model through the router with tritonclient;
 4. load-test the fleet through the router (open loop, rate sweep, SLO gates) and write the HTML report;
-5. bring the fleet down;
-6. tune the iris model briefly (two batch sizes on one CPU, short probes): capacity under the SLO, priced
+5. review the running fleet against the Well-Architected ML Lens (spec, manifests, saved results, live probes);
+6. bring the fleet down;
+7. tune the iris model briefly (two batch sizes on one CPU, short probes): capacity under the SLO, priced
    in $ per 1M conforming inferences, and the recommendation as a fleet spec; then say where the reports are.
 
 Every step calls the library functions the CLI wraps, or the CLI itself. Output lands in ./demo-output/.
@@ -34,6 +35,7 @@ from train_iris import train_and_save
 console = Console()
 OUT = Path("demo-output").resolve()
 STATE = OUT / "fleet-state"
+RESULTS = OUT / "results"  # what `review --results` reads: bench and tune results only
 MODELFLEET = [sys.executable, "-m", "modelfleet.cli.main"]
 RELATED = [b"A man is playing a guitar.", b"Someone is playing an instrument."]
 UNRELATED = [b"A man is playing a guitar.", b"The central bank raised interest rates."]
@@ -128,7 +130,7 @@ def query(router_url: str) -> None:
 
 
 def bench(spec_path: Path) -> tuple[Path, int]:
-    results = OUT / "bench-results.json"
+    results = RESULTS / "bench-results.json"
     command = [
         *MODELFLEET,
         "bench",
@@ -177,7 +179,7 @@ def tune(artifacts: dict[str, Path]) -> tuple[Path, int]:
     }
     spec_path = OUT / "tune-iris.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    results, fleet = OUT / "tune-results.json", OUT / "fleet-tuned.yaml"
+    results, fleet = RESULTS / "tune-results.json", OUT / "fleet-tuned.yaml"
     command = [
         *MODELFLEET,
         "tune",
@@ -196,9 +198,20 @@ def tune(artifacts: dict[str, Path]) -> tuple[Path, int]:
     return page, gate
 
 
+def review(spec_path: Path) -> tuple[Path, int]:
+    """The automated Well-Architected review: the spec, its rendered manifests, the saved results, live probes."""
+    page = OUT / "review.html"
+    common = [str(spec_path), "--live", "--results", str(RESULTS), "--state-dir", str(STATE)]
+    command = [*MODELFLEET, "review", *common]
+    console.print("$ " + " ".join(command[2:]))
+    gate = subprocess.run(command).returncode
+    subprocess.run([*MODELFLEET, "review", *common, "--format", "html", "-o", str(page)], check=False)
+    return page, gate
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    OUT.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     step("1. build: bundled MiniLM (fp32, int8) and a scikit-learn model, verified against their sources")
     artifacts = build_models()
     step("2. fleet up: 3 models, 2 supervised replicas each group, one router")
@@ -207,18 +220,27 @@ def main() -> None:
     try:
         step("3. query every model through the router (tritonclient, binary tensors)")
         query(state.router_url)
+        console.print(f"live dashboard: [bold]{state.router_url}/ui[/] (open it while the bench runs)")
         step("4. bench through the router: open loop, rate sweep, SLO gates")
         report, gate = bench(spec_path)
+        step("5. review: the fleet against the Well-Architected ML Lens, with evidence")
+        review_page, review_gate = review(spec_path)
     finally:
-        step("5. fleet down")
+        step("6. fleet down")
         stop_fleet("demo", state_root=STATE)
         console.print("fleet stopped")
-    step("6. tune: the cheapest iris configuration that meets p99 < 50 ms at 2,000/s")
+    step("7. tune: the cheapest iris configuration that meets p99 < 50 ms at 2,000/s")
     tune_page, tune_gate = tune(artifacts)
     verdict = "[green]SLOs met[/]" if gate == 0 else f"[yellow]an SLO gate failed (exit {gate})[/]"
     console.print(f"\n{verdict} — report: [bold]{report}[/] (open it in a browser; it works offline)")
     tuned = "recommendation re-verified" if tune_gate == 0 else f"tune gate failed (exit {tune_gate})"
     console.print(f"tune: {tuned} — page: [bold]{tune_page}[/]")
+    risks = (
+        "no HIGH risk"
+        if review_gate == 0
+        else "HIGH risks remain (the demo runs without auth; the page says how to fix each)"
+    )
+    console.print(f"review: {risks} — page: [bold]{review_page}[/]")
 
 
 if __name__ == "__main__":
