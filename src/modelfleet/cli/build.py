@@ -53,6 +53,15 @@ def build_command(
             envvar="MODELFLEET_BUILD_OPTIMIZATION",
         ),
     ] = "all",
+    optimize: Annotated[
+        bool,
+        typer.Option(
+            "--optimize",
+            help="fp32 transformer encoders (bert, roberta, ...): fuse attention, layer norms and gelu "
+            "with ONNX Runtime's transformer optimizer at build time; recorded in the manifest.",
+            envvar="MODELFLEET_BUILD_OPTIMIZE",
+        ),
+    ] = False,
     target: Annotated[
         str, typer.Option(help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET")
     ] = "cpu",
@@ -133,6 +142,7 @@ def build_command(
             "version": version,
             "precision": precision,
             "optimization": optimization,
+            "optimize": optimize,
             "target": target,
             "task": task,
             "force": force,
