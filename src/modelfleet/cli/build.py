@@ -185,6 +185,13 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
     detected = manifest.extra.get("detected")
     if detected:
         console.print(f"found {detected}", highlight=False)
+    optimization = manifest.extra.get("optimization")
+    if optimization:
+        fused = ", ".join(f"{op} {count}" for op, count in optimization["fused_operators"].items())
+        console.print(
+            f"optimized with {optimization['tool']} {optimization['tool_version']}: fused {fused}",
+            highlight=False,
+        )
     for warning in manifest.extra.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     tensors = Table(title="Tensors (V2)", title_justify="left")
