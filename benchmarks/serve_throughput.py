@@ -18,7 +18,7 @@ constant-output endpoint on the reference server.
     .venv/bin/python benchmarks/serve_throughput.py --short    # 3 s points, under 2 minutes with
         --minilm DIR --minilm-optimized DIR (prebuilt artifacts; building them takes a minute or two)
 
-Writes benchmarks/results/serve_throughput.md (or --output).
+Writes benchmarks/results/serve_throughput.md (--short: serve_throughput-short.md; or --output).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def main() -> None:
         "--compare-src", type=Path, help="also serve the plain artifact with modelfleet from this src/ folder"
     )
     parser.add_argument(
-        "--output", type=Path, help="results file (default benchmarks/results/serve_throughput.md)"
+        "--output", type=Path, help="results file (default benchmarks/results/serve_throughput[-short].md)"
     )
     args = parser.parse_args()
     require_wrk()
@@ -326,7 +326,9 @@ def main() -> None:
     load_end = os.getloadavg()
     body = render(args, mode, in_process, served, overhead_rows, load_start, load_end, wall_started)
     command = "python benchmarks/serve_throughput.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = write_result("serve_throughput", command.strip(), body, args.output)
+    # A short run goes beside the full run's file instead of replacing its figures.
+    name = "serve_throughput-short" if args.short else "serve_throughput"
+    path = write_result(name, command.strip(), body, args.output)
     print(body)
     print(f"\nwritten to {path}")
 
