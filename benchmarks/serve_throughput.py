@@ -24,6 +24,7 @@ Writes benchmarks/results/serve_throughput.md (--short: serve_throughput-short.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -163,29 +164,64 @@ class Served:
     rss_mib: float
 
 
-def measure_server(
-    label: str,
-    command: list[str],
-    url: str,
-    infer_path: str,
-    mode: Mode,
-    ready: str,
-    env: dict[str, str] | None,
-) -> Served:
-    print(f"{label} …", flush=True)
-    with server_process(command, url, ready, env=env) as process:
-        run_wrk(url + infer_path, TEXT_BODY, 64, mode.warmup_s)
-        results = [run_wrk(url + infer_path, TEXT_BODY, c, mode.point_s) for c in CONNECTIONS]
-        server = psutil.Process(process.pid)
-        # With --workers N the parent only supervises: count every worker process too.
-        rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)]) / 2**20
-    for result in results:
-        print(
-            f"  {result.connections:3d} connections: {result.ok_per_s:7.1f}/s p50 "
-            f"{result.p50_s * 1e3:.2f} ms p99 {result.p99_s * 1e3:.1f} ms",
-            flush=True,
-        )
-    return Served(label, results, rss)
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    label: str
+    command: list[str]
+    port: int
+    infer_path: str
+    ready_path: str = "/v2/health/ready"
+    env: dict[str, str] | None = None
+
+
+def wait_idle(pids: list[int], timeout_s: float = 15.0) -> None:
+    """Until the servers use under a tenth of a core together: after wrk stops, the reference's thread
+    pool still runs the requests it had queued, which would otherwise load the next contender's point."""
+    processes = [psutil.Process(pid) for pid in pids]
+    processes += [child for p in list(processes) for child in p.children(recursive=True)]
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.cpu_percent(None)  # starts each process's measuring interval
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        if sum(process.cpu_percent(None) for process in processes) < 10.0:
+            return
+
+
+def measure_servers(contenders: list[Contender], mode: Mode) -> dict[str, Served]:
+    """Every server up at once (an idle one costs nothing), then each connection count run on each in turn:
+    on a machine whose load drifts, the contenders of one connection count are measured minutes apart at most
+    instead of a whole server's turn apart."""
+    results: dict[str, list[WrkResult]] = {c.key: [] for c in contenders}
+    with contextlib.ExitStack() as stack:
+        processes = {}
+        for contender in contenders:
+            print(f"starting {contender.label} …", flush=True)
+            url = f"http://127.0.0.1:{contender.port}"
+            processes[contender.key] = stack.enter_context(
+                server_process(contender.command, url, contender.ready_path, env=contender.env)
+            )
+        for contender in contenders:
+            run_wrk(f"http://127.0.0.1:{contender.port}{contender.infer_path}", TEXT_BODY, 64, mode.warmup_s)
+        for connections in CONNECTIONS:
+            for contender in contenders:
+                wait_idle([processes[c.key].pid for c in contenders])
+                url = f"http://127.0.0.1:{contender.port}{contender.infer_path}"
+                result = run_wrk(url, TEXT_BODY, connections, mode.point_s)
+                results[contender.key].append(result)
+                print(
+                    f"  {contender.label}, {connections} connections: {result.ok_per_s:.1f}/s p50 "
+                    f"{result.p50_s * 1e3:.2f} ms p99 {result.p99_s * 1e3:.1f} ms",
+                    flush=True,
+                )
+        served = {}
+        for contender in contenders:
+            server = psutil.Process(processes[contender.key].pid)
+            # With --workers N the parent only supervises: count every worker process too.
+            rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)]) / 2**20
+            served[contender.key] = Served(contender.label, results[contender.key], rss)
+    return served
 
 
 def ratio(a: float, b: float) -> str:
@@ -261,7 +297,7 @@ def main() -> None:
     def infer_path(artifact: Path) -> str:
         return f"/v2/models/{read_manifest(artifact).name}/infer"
 
-    def modelfleet(artifact: Path) -> list[str]:
+    def modelfleet(artifact: Path, port: int) -> list[str]:
         if args.instances == 1:
             return [*MODELFLEET, "--model", str(artifact), "--port", str(port), *serve_flags]
         spec = work / f"{artifact.name}-spec.yaml"  # `instances` is a spec field, not a flag
@@ -270,38 +306,38 @@ def main() -> None:
         )
         return [*MODELFLEET, "--spec", str(spec), "--port", str(port), *serve_flags]
 
-    served: dict[str, Served] = {}
+    contenders = []
     for graph, artifact in graphs.items():
-        served[graph] = measure_server(
-            f"modelfleet, {graph}",
-            modelfleet(artifact),
-            url,
-            infer_path(artifact),
-            mode,
-            "/v2/health/ready",
-            None,
+        own = free_port()
+        contenders.append(
+            Contender(graph, f"modelfleet, {graph}", modelfleet(artifact, own), own, infer_path(artifact))
         )
     if args.compare_src is not None:
+        own = free_port()
         env = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
-        served["compare"] = measure_server(
-            f"modelfleet from {args.compare_src}, plain",
-            modelfleet(minilm),
-            url,
-            infer_path(minilm),
-            mode,
-            "/v2/health/ready",
-            env,
+        contenders.append(
+            Contender(
+                "compare",
+                f"modelfleet from {args.compare_src}",
+                modelfleet(minilm, own),
+                own,
+                infer_path(minilm),
+                env=env,
+            )
         )
     reference = [sys.executable, str(Path(__file__).parent / "reference_server.py")]
-    served["reference"] = measure_server(
-        "reference (FastAPI, one request = one run), plain",
-        [*reference, "--artifact", str(minilm), "--port", str(port)],
-        url,
-        infer_path(minilm),
-        mode,
-        "/docs",
-        None,
+    own = free_port()
+    contenders.append(
+        Contender(
+            "reference",
+            "reference (FastAPI, one request = one run)",
+            [*reference, "--artifact", str(minilm), "--port", str(own)],
+            own,
+            infer_path(minilm),
+            "/docs",
+        )
     )
+    served = measure_servers(contenders, mode)
 
     overhead_rows: list[str] = []
     if mode.overhead_pair:
