@@ -15,7 +15,8 @@ rather than shipped as "optimized". The build's verification (min cosine against
 runs on the optimized graph as on any other.
 
 Speed, measured on the 2-core Xeon VM this was written on (one intra-op thread, graphs alternated run by
-run): the fused MiniLM cost 1.19x the plain graph's CPU per run at batch 32 and 1.68x at batch 1, because
+run, load average ~10 and ~3): the fused MiniLM cost 1.19-1.30x the plain graph's CPU per run at batch 32
+and 1.02-1.68x at batch 1, because
 ONNX Runtime's own load-time fusions already cover the CPU and its fused Attention kernel is the slower
 part. So the option is off by default and its figures sit beside the plain graph's in
 benchmarks/serve_throughput.py; on CUDA it is unmeasured here.
