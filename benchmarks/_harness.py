@@ -54,6 +54,14 @@ class WrkResult:
     p50_s: float
     p99_s: float
     errors: int
+    requests: int = 0  # answered in all, errors included
+
+    @property
+    def ok_per_s(self) -> float:
+        """Successful answers per second: wrk's rate counts refusals (503s) as requests too."""
+        return (
+            self.requests_per_s * (1 - self.errors / self.requests) if self.requests else self.requests_per_s
+        )
 
 
 def _seconds(text: str) -> float:
@@ -102,7 +110,8 @@ def run_wrk(url: str, body: str, connections: int, duration_s: float, threads: i
         match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     ) is not None:
         errors += sum(int(g) for g in match.groups())
-    return WrkResult(connections, rate, p50, p99, errors)
+    total = int(match[1]) if (match := re.search(r"(\d+) requests in", output)) is not None else 0
+    return WrkResult(connections, rate, p50, p99, errors, total)
 
 
 def wait_ready(
@@ -121,9 +130,10 @@ def wait_ready(
 
 @contextlib.contextmanager
 def server_process(
-    command: list[str], url: str, ready_path: str = "/v2/health/ready"
+    command: list[str], url: str, ready_path: str = "/v2/health/ready", env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """`env`: the server's whole environment (default: this process's)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_ready(url, process, path=ready_path)
         yield process

@@ -131,6 +131,12 @@ def test_bad_option_exits_2(iris_source: Path, tmp_path: Path) -> None:
     assert_nothing_written(tmp_path, set())
 
 
+def test_optimize_of_a_non_transformer_exits_2_before_exporting(iris_source: Path, tmp_path: Path) -> None:
+    result = run_build(iris_source, "-o", "out", "--optimize", cwd=tmp_path)
+    assert_one_line_failure(result, 2, "--optimize works on Hugging Face transformer encoders")
+    assert_nothing_written(tmp_path, set())
+
+
 def test_no_source_exits_2(tmp_path: Path) -> None:
     assert_one_line_failure(run_build("-o", "out", cwd=tmp_path), 2, "--bundled")
 

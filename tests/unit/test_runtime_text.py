@@ -1,9 +1,12 @@
-"""Length grouping: every item in exactly one group, and the grouping is optimal for its cost model."""
+"""Length grouping: every item in exactly one group, the grouping is optimal for its cost model, and the
+embeddings come back in request order."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,3 +218,22 @@ def test_without_length_grouping_a_batch_is_one_padded_run() -> None:
     assert len(grouped) > 1
     assert len(whole) == 1 and sorted(whole[0][0]) == list(range(7))
     assert whole[0][1]["input_ids"].shape[1] == max(feed["input_ids"].shape[1] for _, feed in grouped)
+
+
+def test_embeddings_come_back_in_request_order_from_one_run_or_from_length_groups(
+    minilm_fp32_artifact: Path,
+) -> None:
+    from modelfleet.runtime import load_model
+
+    model = load_model(minilm_fp32_artifact, intra_op_threads=1)
+
+    def embed(texts: list[str]) -> np.ndarray[Any, Any]:
+        batch = np.array([text.encode() for text in texts], dtype=object)
+        return model.predict(model.validate_inputs({"text": batch}))["embedding"]
+
+    mixed = ["tiny", "a much longer sentence about serving many models from one small node", "short one"]
+    same_length = ["red apple", "blue apple", "green pear"]  # one token each word: one run, in order
+    for texts in (mixed, same_length):
+        singles = np.concatenate([embed([text]) for text in texts])
+        np.testing.assert_allclose(embed(texts), singles, atol=1e-4)
+    model.close()

@@ -20,6 +20,7 @@ import numpy as np
 from modelfleet.build.exported import Array, ExportedModel
 from modelfleet.build.hf_detect import HfDetection, detect_hf_task
 from modelfleet.build.messages import first_line
+from modelfleet.build.optimize import wants_eager_attention
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.samples import CALIBRATION_SENTENCES, VERIFICATION_SENTENCES
 from modelfleet.build.torch_export import ONNX_OPSET
@@ -117,7 +118,7 @@ def _export_embedder(
 ) -> ExportedModel:
     settings = read_text_settings(folder)
     report("loading source")
-    reference_model = _ReferenceModel.load(folder, settings)
+    reference_model = _ReferenceModel.load(folder, settings, eager_attention=wants_eager_attention(options))
     tokenizer_path = write_tokenizer(folder, work_dir / TOKENIZER_FILE, settings.max_length_tokens)
     graph_inputs = reference_model.graph_inputs()
     report("exporting")
@@ -225,7 +226,11 @@ class _ReferenceModel:
         self.hidden_size = int(encoder.config.hidden_size)
 
     @classmethod
-    def load(cls, folder: Path, settings: TextModelSettings) -> _ReferenceModel:
+    def load(
+        cls, folder: Path, settings: TextModelSettings, eager_attention: bool = False
+    ) -> _ReferenceModel:
+        """`eager_attention`: attention as plain MatMul/Softmax ops, the pattern the transformer optimizer
+        fuses (build/optimize.py); the same arithmetic as the default fused kernel."""
         import transformers
 
         hf_logging: Any = transformers.logging  # untyped module functions
@@ -247,6 +252,8 @@ class _ReferenceModel:
         except Exception as exc:  # corrupt weights, unknown architecture, missing files
             raise InvalidInput(f"cannot load the model in {folder}: {first_line(exc)}") from None
         encoder.eval()
+        if eager_attention:
+            encoder.set_attn_implementation("eager")
         return cls(encoder, sentence_model, settings, folder)
 
     def graph_inputs(self) -> list[str]:

@@ -46,6 +46,14 @@ class BuildOptions(SpecModel):
             "The artifact keeps the portable graph; the server optimizes it when it loads it."
         ),
     )
+    optimize: bool = Field(
+        default=False,
+        description=(
+            "fp32 transformer encoders: rewrite the graph with ONNX Runtime's transformer optimizer "
+            "(fused attention, embedding and skip layer norms, bias-gelu) at build time; verified like "
+            "any build and recorded in the manifest (extra.optimization)."
+        ),
+    )
     target: Target = Field(
         default="cpu",
         description="Execution provider the artifact is built and verified for: cpu, cuda or tensorrt.",

@@ -11,6 +11,7 @@ from typing import Any
 from modelfleet import __version__
 from modelfleet.build.atomic import check_output_free, staged_output
 from modelfleet.build.exported import ExportedModel, no_progress
+from modelfleet.build.optimize import check_optimizable, optimize_encoder
 from modelfleet.build.options import BuildOptions
 from modelfleet.build.quantize import quantize_int8
 from modelfleet.build.sources import ResolvedSource, hash_source, resolve_source
@@ -40,6 +41,7 @@ def build_artifact(
     check_output_free(output.absolute(), options.force)
     check_target_available(options.target)
     resolved = resolve_source(source)
+    encoder_shape = check_optimizable(resolved.kind, resolved.path, options)
     name = _model_name(options.name or resolved.default_name)
     source_record = Source(kind=resolved.kind, path=str(resolved.path), sha256=hash_source(resolved.path))
     with staged_output(output, options.force) as stage:
@@ -50,6 +52,14 @@ def build_artifact(
         report(f"found {exported.detected or resolved.kind} → {exported.task}")
         quantization = None
         model_path = stage / MODEL_FILE
+        optimization = None
+        if encoder_shape is not None:
+            report("optimizing")
+            optimized_path = work / "optimized.onnx"
+            optimization = optimize_encoder(
+                exported.onnx_path, optimized_path, encoder_shape, use_gpu=options.target != "cpu"
+            )
+            exported.onnx_path = optimized_path
         if options.precision == "int8":
             report("quantizing")
             quantization = quantize_int8(
@@ -80,6 +90,8 @@ def build_artifact(
             extra["warnings"] = list(exported.warnings)
         if quantization is not None:
             extra["quantization"] = quantization.as_dict()
+        if optimization is not None:
+            extra["optimization"] = optimization.as_dict()
         manifest = Manifest(
             name=name,
             version=options.version,

@@ -53,6 +53,15 @@ def build_command(
             envvar="MODELFLEET_BUILD_OPTIMIZATION",
         ),
     ] = "all",
+    optimize: Annotated[
+        bool,
+        typer.Option(
+            "--optimize",
+            help="fp32 transformer encoders (bert, roberta, ...): fuse attention, layer norms and gelu "
+            "with ONNX Runtime's transformer optimizer at build time; recorded in the manifest.",
+            envvar="MODELFLEET_BUILD_OPTIMIZE",
+        ),
+    ] = False,
     target: Annotated[
         str, typer.Option(help="cpu, cuda or tensorrt.", envvar="MODELFLEET_BUILD_TARGET")
     ] = "cpu",
@@ -133,6 +142,7 @@ def build_command(
             "version": version,
             "precision": precision,
             "optimization": optimization,
+            "optimize": optimize,
             "target": target,
             "task": task,
             "force": force,
@@ -175,6 +185,13 @@ def _print_summary(manifest: Manifest, output: Path, elapsed_s: float) -> None:
     detected = manifest.extra.get("detected")
     if detected:
         console.print(f"found {detected}", highlight=False)
+    optimization = manifest.extra.get("optimization")
+    if optimization:
+        fused = ", ".join(f"{op} {count}" for op, count in optimization["fused_operators"].items())
+        console.print(
+            f"optimized with {optimization['tool']} {optimization['tool_version']}: fused {fused}",
+            highlight=False,
+        )
     for warning in manifest.extra.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     tensors = Table(title="Tensors (V2)", title_justify="left")

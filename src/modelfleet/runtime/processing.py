@@ -67,8 +67,14 @@ class TextEmbedding:
     def predict(self, run: GraphRun, inputs: Arrays) -> Arrays:
         texts = inputs[self._input]
         count = texts.shape[0]
+        groups = self._encoder.encode_groups(texts)
+        if len(groups) == 1 and groups[0][0] == list(range(count)):
+            # One run over the whole batch in request order (every lone request, and a batch of texts of
+            # one length): the graph's outputs are the answer as they are, not copied into a new array.
+            results = run(groups[0][1])
+            return {name: results[graph_name] for name, graph_name in self._output_map.items()}
         merged: Arrays = {}
-        for indices, feed in self._encoder.encode_groups(texts):
+        for indices, feed in groups:
             results = run(feed)
             for name, graph_name in self._output_map.items():
                 result = results[graph_name]
