@@ -25,6 +25,8 @@ from modelfleet.drift.sampling import Item, jsonable
 from modelfleet.drift.types import CapturedItem
 
 CAPTURE_GLOB = "capture-*.jsonl"
+# A local fleet's supervisor tells its servers where capture/ is; each model writes to a folder of its name there.
+CAPTURE_DIR_ENV = "MODELFLEET_CAPTURE_DIR"
 _NAME = re.compile(r"^capture-(\d+)(?:-p\d+)?\.jsonl$")
 
 

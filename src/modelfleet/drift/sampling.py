@@ -139,8 +139,15 @@ class Sampler:
 
     def offer(self, inputs: Arrays, outputs: Arrays, items: int) -> None:
         """Called after every successful request with its inputs and outputs (first axis: its items)."""
-        if self._random.random() >= self.rate:
-            return
+        if self.draw():
+            self.add(inputs, outputs, items)
+
+    def draw(self) -> bool:
+        """Whether to sample this request: the one random draw every request costs."""
+        return self._random.random() < self.rate
+
+    def add(self, inputs: Arrays, outputs: Arrays, items: int) -> None:
+        """Put a sampled request's first items into the window (and the served reference, and the capture)."""
         self.requests_sampled += 1
         at = self._clock()
         # Bounded by max_items_per_request (default 8): one sampled request copies a few rows, nothing more.
