@@ -132,7 +132,7 @@ class DriftMonitor:
                 continue
             self._next_check[model] = now + config.check_interval_s
             assessment = await self.check(model, config)
-            self._record(assessment)
+            self.record(assessment)
             made.append(assessment)
         return made
 
@@ -205,7 +205,8 @@ class DriftMonitor:
             return None
         return document if isinstance(document, dict) else None
 
-    def _record(self, assessment: DriftAssessment) -> None:
+    def record(self, assessment: DriftAssessment) -> None:
+        """History (judged only), the drift_detected event on a change of verdict, then every listener."""
         model = assessment.model
         with contextlib.suppress(OSError):  # a full disk must not stop the supervisor this runs in
             if assessment.judged:
