@@ -72,7 +72,7 @@ def test_embeddings_get_mmd_and_probabilities_their_argmax() -> None:
 
     def window(items: int, shift: float) -> Window:
         embedding = rng.normal(shift, 1.0, size=(items, 64))
-        logits = rng.normal(size=(items, 3)) + [shift * 3, 0, 0]
+        logits = rng.normal(size=(items, 3)) + np.array([shift * 3, 0.0, 0.0])
         probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         return Window({}, {"embedding": embedding, "probabilities": probabilities}, np.zeros(items))
 

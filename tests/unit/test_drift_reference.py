@@ -65,5 +65,5 @@ def test_a_reference_that_does_not_fit_is_one_line(
 def test_a_missing_file_and_a_file_source_without_a_path() -> None:
     with pytest.raises(NotFound, match="does not exist"):
         load_reference(Path("/nonexistent/ref.csv"), IRIS, 100)
-    with pytest.raises(ValueError, match="drift.reference.source `file` needs drift.reference.path"):
+    with pytest.raises(ValueError, match=r"drift\.reference\.source `file` needs drift\.reference\.path"):
         DriftConfig.model_validate({"reference": {"source": "file"}})

@@ -61,7 +61,9 @@ def test_html_has_histograms_and_scores_over_time_with_nothing_external(fleet: F
 
 def test_cli_json_and_errors(fleet: FleetPaths, capsys: pytest.CaptureFixture[str]) -> None:
     state_dir = str(fleet.root.parent)
-    main(["drift", "report", "demo", "iris", "--json", "--state-dir", state_dir])
+    with pytest.raises(SystemExit) as done:
+        main(["drift", "report", "demo", "iris", "--json", "--state-dir", state_dir])
+    assert done.value.code == 0
     document = json.loads(capsys.readouterr().out)
     assert document["last"]["drifted"] is True and len(document["history"]) == 3
     for fleet_name, model, text in (
