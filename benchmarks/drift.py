@@ -188,7 +188,7 @@ def text_quality(trials: int, reference_items: int, window_sizes: list[int], mix
         for mix in mixes:
             flags = []
             for _ in range(trials):
-                from_b = int(round(mix * window_items))
+                from_b = round(mix * window_items)
                 rows_a = pool_a[rng.choice(len(pool_a), window_items - from_b, replace=False)]
                 rows_b = source_b[rng.choice(len(source_b), from_b, replace=False)]
                 items = np.concatenate([rows_a, rows_b])
