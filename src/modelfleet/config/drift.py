@@ -137,8 +137,9 @@ class DriftConfig(SpecModel):
     large_reference_items: int = Field(
         default=5000,
         ge=2,
-        description="From this many reference items on, per-feature tests are distances against thresholds "
-        "(Wasserstein, Jensen-Shannon) instead of p-values (KS, chi-square), which flag negligible shifts then.",
+        description="From this many reference items on, a feature drifts only when its distance (Wasserstein, "
+        "Jensen-Shannon) exceeds its threshold as well as its KS or chi-square test rejecting: p-values alone "
+        "flag negligible shifts of large samples.",
     )
     wasserstein_threshold: float = Field(
         default=0.15,

@@ -115,7 +115,10 @@ def assess(
     raw = [_test(feature, large, config) for feature in found]
     findings = _decide(raw, config)
     drifted = [f for f in findings if f.drifted]
-    details = {"features": {f.name: _summary(f, config) for f in found}}
+    details: dict[str, Any] = {"features": {f.name: _summary(f, config) for f in found}}
+    for item in raw:
+        if item.distance:  # the backing test of a distance, for people reading why it did or did not count
+            details["features"][item.name]["p_value"] = item.p_value
     if drifted:
         reason = (
             "drift in "
@@ -134,78 +137,66 @@ def assess(
     )
 
 
-def _test(feature: Feature, large: bool, config: DriftConfig) -> tuple[str, DriftTest, float, float | None]:
-    """(name, test, statistic, p-value or None for a distance)."""
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    name: str
+    test: DriftTest
+    statistic: float
+    p_value: float  # of the test itself, or of the p-value test that backs a distance
+    distance: bool  # judged by a threshold on `statistic` (and the backing p-value)
+
+
+def _subsample(rows: np.ndarray[Any, Any], items: int, seed: int) -> np.ndarray[Any, Any]:
+    if len(rows) <= items:
+        return rows
+    return rows[np.random.default_rng(seed).choice(len(rows), items, replace=False)]
+
+
+def _test(feature: Feature, large: bool, config: DriftConfig) -> _Raw:
     if feature.kind == "vector":
-        ref = (
-            feature.reference[: config.mmd_max_items]
-            if len(feature.reference) <= config.mmd_max_items
-            else (
-                feature.reference[
-                    np.random.default_rng(1).choice(
-                        len(feature.reference), config.mmd_max_items, replace=False
-                    )
-                ]
-            )
-        )
-        win = (
-            feature.window[: config.mmd_max_items]
-            if len(feature.window) <= config.mmd_max_items
-            else (
-                feature.window[
-                    np.random.default_rng(2).choice(len(feature.window), config.mmd_max_items, replace=False)
-                ]
-            )
-        )
+        ref = _subsample(feature.reference, config.mmd_max_items, 1)
+        win = _subsample(feature.window, config.mmd_max_items, 2)
         statistic, p_value = stats.mmd_permutation_test(ref, win, config.mmd_permutations)
-        return feature.name, "mmd", statistic, p_value
+        return _Raw(feature.name, "mmd", statistic, p_value, distance=False)
     if feature.kind == "categorical":
-        if large:
-            return (
-                feature.name,
-                "jensen_shannon",
-                stats.jensen_shannon(feature.reference, feature.window),
-                None,
-            )
         statistic, p_value = stats.chi2_test(feature.reference, feature.window)
-        return feature.name, "chi2", statistic, p_value
-    if large:
-        return (
-            feature.name,
-            "wasserstein",
-            stats.wasserstein_normalised(feature.reference, feature.window),
-            None,
-        )
+        if large:
+            distance = stats.jensen_shannon(feature.reference, feature.window)
+            return _Raw(feature.name, "jensen_shannon", distance, p_value, distance=True)
+        return _Raw(feature.name, "chi2", statistic, p_value, distance=False)
     statistic, p_value = stats.ks_test(feature.reference, feature.window)
-    return feature.name, "ks", statistic, p_value
+    if large:
+        distance = stats.wasserstein_normalised(feature.reference, feature.window)
+        return _Raw(feature.name, "wasserstein", distance, p_value, distance=True)
+    return _Raw(feature.name, "ks", statistic, p_value, distance=False)
 
 
-def _decide(raw: list[tuple[str, DriftTest, float, float | None]], config: DriftConfig) -> list[DriftFinding]:
-    tested = [i for i, (_, _, _, p) in enumerate(raw) if p is not None]
-    p_values = [float(raw[i][3] or 0.0) for i in tested]
+def _decide(raw: list[_Raw], config: DriftConfig) -> list[DriftFinding]:
+    """Every p-value (a distance's backing one too) corrected together; a distance drifts only when it
+    exceeds its threshold AND its backing test rejects, so window noise alone never crosses a threshold."""
+    p_values = [item.p_value for item in raw]
     rejected = (
         stats.holm(p_values, config.alpha)
         if config.correction == "holm"
         else stats.benjamini_hochberg(p_values, config.alpha)
     )
     # The corrected level each p-value faced, by its rank (Holm: α/(k-rank); BH: α(rank+1)/k).
-    order = np.argsort(p_values) if p_values else np.array([], dtype=int)
-    levels: dict[int, float] = {}
-    for rank, position in enumerate(order):
-        k = len(p_values)
-        levels[tested[int(position)]] = (
+    k = len(p_values)
+    levels = [0.0] * k
+    for rank, index in enumerate(np.argsort(p_values)):
+        levels[int(index)] = (
             config.alpha / (k - rank) if config.correction == "holm" else config.alpha * (rank + 1) / k
         )
-    verdict = {tested[i]: rejected[i] for i in range(len(tested))}
     findings = []
-    for index, (name, test, statistic, p_value) in enumerate(raw):
-        if p_value is not None:
-            findings.append(DriftFinding(name, test, statistic, p_value, levels[index], verdict[index]))
-        else:
-            threshold = (
-                config.jensen_shannon_threshold if test == "jensen_shannon" else config.wasserstein_threshold
-            )
-            findings.append(DriftFinding(name, test, statistic, None, threshold, statistic > threshold))
+    for item, level, rejects in zip(raw, levels, rejected, strict=True):
+        if not item.distance:
+            findings.append(DriftFinding(item.name, item.test, item.statistic, item.p_value, level, rejects))
+            continue
+        threshold = (
+            config.jensen_shannon_threshold if item.test == "jensen_shannon" else config.wasserstein_threshold
+        )
+        drifted = item.statistic > threshold and rejects
+        findings.append(DriftFinding(item.name, item.test, item.statistic, None, threshold, drifted))
     return findings
 
 

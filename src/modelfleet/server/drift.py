@@ -187,7 +187,10 @@ class ServedDrift:
         if tracker is None or tracker.entry is not entry:
             tracker = self.track(entry)
         if tracker.sampler.draw():
-            tracker.sampler.add({tensor.name: tensor.data for tensor in tensors}, outputs, items)
+            try:
+                tracker.sampler.add({tensor.name: tensor.data for tensor in tensors}, outputs, items)
+            except Exception:  # the request succeeded: a sampling bug must not turn it into a 500
+                log.exception("model %s: sampling a served request failed", entry.name)
 
     def track(self, entry: LoadedModel) -> ModelDrift:
         """A version loaded behind the dataplane's back (the alias watcher): its reference is checked here."""
