@@ -60,6 +60,15 @@ def test_served_reference_is_the_first_items_once_complete() -> None:
     assert reference is not None and reference.outputs["label"].tolist() == list(range(10))
 
 
+def test_sampled_text_stays_text() -> None:
+    sampler = Sampler(DriftConfig(sample_rate=1.0), seed=5)
+    sampler.offer(
+        {"text": np.array([b"caf\xc3\xa9", b"tea"], dtype=object)}, {"label": np.array([1, 2])}, items=2
+    )
+    window = sampler.window()
+    assert window.inputs["text"].dtype == object and window.to_json()["inputs"]["text"] == ["café", "tea"]
+
+
 def test_window_json_round_trip_keeps_text_and_numbers() -> None:
     window = Window(
         {"text": np.array([b"caf\xc3\xa9", b"\xff"], dtype=object)},

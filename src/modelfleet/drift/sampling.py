@@ -92,7 +92,7 @@ class Window:
 
 def jsonable(array: np.ndarray[Any, Any]) -> Any:
     """JSON-native values of an array: numbers as lists, BYTES elements as text (invalid UTF-8 replaced)."""
-    if array.dtype != object:
+    if array.dtype.kind not in "OSU":
         return array.tolist()
     return _decoded(array.tolist())
 
@@ -154,8 +154,9 @@ class Sampler:
         for index in range(min(items, self.config.max_items_per_request)):
             item: Item = (
                 at,
-                {name: np.array(array[index]) for name, array in inputs.items()},
-                {name: np.array(array[index]) for name, array in outputs.items()},
+                # dtype kept: a text element stays an object array (np.array(b"...") would make it "S").
+                {name: np.array(array[index], dtype=array.dtype) for name, array in inputs.items()},
+                {name: np.array(array[index], dtype=array.dtype) for name, array in outputs.items()},
             )
             self._add(item)
             if len(self._reference) < self._reference_target:
