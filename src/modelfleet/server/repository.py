@@ -193,6 +193,12 @@ class ModelRepository:
             raise Unavailable(f"model '{name}' is not ready ({entry.state.value.lower()})", retry_after_s=1.0)
         return entry
 
+    def resident(self, name: str) -> LoadedModel | None:
+        """The default version of `name` when it is loaded and READY; None while a lazy model is not."""
+        versions = self._entries.get(name)
+        entry = None if not versions else versions.get(self._default.get(name, ""))
+        return entry if entry is not None and entry.state is ModelState.READY else None
+
     def all_ready(self) -> bool:
         """Every loaded or loading version READY; a lazy model not loaded is servable and does not count."""
         eager: list[LoadedModel | LoadingModel] = [*self.loaded(), *self._pending]
