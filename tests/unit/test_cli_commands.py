@@ -24,4 +24,5 @@ def test_every_command_module_registers_its_commands() -> None:
         "tune",
         "report",
         "drift",
+        "review",
     }
