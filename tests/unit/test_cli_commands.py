@@ -23,4 +23,5 @@ def test_every_command_module_registers_its_commands() -> None:
         "bench",
         "tune",
         "report",
+        "retrain",
     }

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
+from modelfleet.config.retrain import RetrainConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
 from modelfleet.types import ModelRef
@@ -203,6 +204,9 @@ class FleetModelConfig(ModelRuntimeConfig):
     )
     slo: SloConfig = Field(
         default_factory=SloConfig, description="Latency and error objective for this model."
+    )
+    retrain: RetrainConfig | None = Field(
+        default=None, description="Retraining hook, triggers and gates (docs/drift.md)."
     )
 
     @field_validator("name")
