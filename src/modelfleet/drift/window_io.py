@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from modelfleet.drift.types import CapturedItem
 from modelfleet.errors import InvalidInput, NotFound, Unavailable
@@ -78,8 +79,22 @@ def _parse_item(line: str) -> CapturedItem | None:
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
-    """The canonical text of an item's inputs, by which a label row finds its captured item."""
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    """The canonical text of an item's inputs, by which a label row finds its captured item.
+
+    Numbers compare at float32 precision: a server decodes FP32 inputs, so 5.1 in a labels file and the
+    5.099999904632568 it captured are one value.
+    """
+    return json.dumps(_float32(inputs), sort_keys=True, separators=(",", ":"))
+
+
+def _float32(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(np.float32(value))
+    if isinstance(value, list):
+        return [_float32(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _float32(item) for key, item in value.items()}
+    return value
 
 
 def read_labels(source: str, base: Path, max_bytes: int) -> tuple[dict[str, Any], str]:
