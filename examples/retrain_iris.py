@@ -51,7 +51,9 @@ def train(features: list[list[float]], labels: list[int], output: Path, worse: b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worse", action="store_true", help="train on shifted labels (a deliberately bad model)")
+    parser.add_argument(
+        "--worse", action="store_true", help="train on shifted labels (a deliberately bad model)"
+    )
     args = parser.parse_args()
     labels_file = os.environ.get("MODELFLEET_LABELS_FILE", "")
     if not labels_file:
