@@ -133,6 +133,13 @@ class Supervisor:
         )
         return [asyncio.create_task(loop.run(client))]
 
+    def _retrain_task(self, client: httpx.AsyncClient) -> list[asyncio.Task[None]]:
+        """Scheduled and error-rate retraining of the models with `retrain:` (modelfleet.drift.triggers)."""
+        from modelfleet.drift.triggers import retrain_scheduler  # here, not above: drift builds on the fleet
+
+        scheduler = retrain_scheduler(self.paths, self.state.spec_path, f"{self.state.router_url}/metrics")
+        return [] if scheduler is None else [asyncio.create_task(scheduler.run(client, time.time))]
+
     def _metrics_urls(self) -> list[tuple[str, str]]:
         return [
             (r.id, f"{r.url}/metrics")
@@ -337,6 +344,7 @@ class Supervisor:
                 self.state.status = "running"
                 self._dirty = True
                 self._operate.extend(self._alert_task(client))
+                self._operate.extend(self._retrain_task(client))
                 if self.on_ready is not None:
                     self.on_ready(self.state)
             self._availability_events(time.time())
