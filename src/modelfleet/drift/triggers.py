@@ -115,6 +115,11 @@ def window_counts(history: deque[tuple[float, int, int]], now: float, window_s: 
     return max(0, total1 - total0), max(0, errors1 - errors0)
 
 
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
 def thread_runner(spec_path: Path, state_root: Path) -> Runner:
     """Runs each start as `run_retrain` in a daemon thread (its errors are recorded by the run itself)."""
 
@@ -135,6 +140,7 @@ class DriftRetrainListener:
         self, paths: FleetPaths, configs: dict[str, RetrainConfig], runner: Runner, clock: Callable[[], float]
     ) -> None:
         self.paths, self.configs, self.runner, self.clock = paths, configs, runner, clock
+        self.started: dict[str, float] = {}  # a run just started may not have written its last-run file yet
 
     def on_assessment(self, assessment: DriftAssessment) -> None:
         config = self.configs.get(assessment.model)
@@ -159,12 +165,13 @@ class RetrainScheduler:
     ) -> None:
         self.paths, self.configs, self.runner, self.metrics_url = paths, configs, runner, metrics_url
         self.history: dict[str, deque[tuple[float, int, int]]] = {name: deque() for name in configs}
+        self.started: dict[str, float] = {}  # a run just started may not have written its last-run file yet
 
     def step(self, now: float, counts: dict[str, tuple[int, int]] | None) -> list[tuple[str, Trigger]]:
         """Decide for every model at ``now`` given the router's cumulative counts (None: not read); start those due."""
         started = []
         for model, config in self.configs.items():
-            last = last_run_at(self.paths, model)
+            last = _latest(last_run_at(self.paths, model), self.started.get(model))
             requests = errors = 0
             if counts is not None and model in counts:
                 self.history[model].append((now, *counts[model]))
@@ -178,6 +185,7 @@ class RetrainScheduler:
                 )
             if decision.start:
                 trigger = Trigger(kind, decision.reason, {"requests": requests, "errors": errors})
+                self.started[model] = now
                 self.runner(model, trigger)
                 started.append((model, trigger))
         return started
