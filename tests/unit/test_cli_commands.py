@@ -23,5 +23,6 @@ def test_every_command_module_registers_its_commands() -> None:
         "bench",
         "tune",
         "report",
+        "drift",
         "retrain",
     }

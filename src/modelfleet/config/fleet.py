@@ -232,6 +232,7 @@ class FleetModelConfig(ModelRuntimeConfig):
 
     def resolve_paths(self, base: Path) -> None:
         self.resolve_path_fields(base, "path")
+        self.drift.resolve_paths(base)
 
 
 class AuthConfig(SpecModel):

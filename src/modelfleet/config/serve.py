@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from modelfleet.config.base import SpecModel
+from modelfleet.config.drift import DriftConfig
 
 
 class BatchingConfig(SpecModel):
@@ -98,6 +99,10 @@ class ModelRuntimeConfig(SpecModel):
         description="Runs through the model's batcher before it reports ready, alternating batch 1 and "
         "max_batch_size (verification sentences for text models, inputs generated from the specs otherwise).",
     )
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig,
+        description="Sampling of served items and drift detection (docs/drift.md).",
+    )
 
     def runtime_fields(self) -> dict[str, object]:
         """These settings alone, to build another spec's model entry from this one."""
@@ -121,6 +126,7 @@ class ModelConfig(ModelRuntimeConfig):
 
     def resolve_paths(self, base: Path) -> None:
         self.resolve_path_fields(base, "path")
+        self.drift.resolve_paths(base)
 
 
 class ServerConfig(SpecModel):

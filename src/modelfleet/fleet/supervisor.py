@@ -27,6 +27,8 @@ import httpx
 
 from modelfleet.config.fleet import LocalConfig
 from modelfleet.config.operate import OperateSettings
+from modelfleet.drift.capture import CAPTURE_DIR_ENV
+from modelfleet.drift.monitor import for_fleet
 from modelfleet.fleet.split import LATENCY_BUCKETS_S
 from modelfleet.fleet.state import (
     FleetPaths,
@@ -72,7 +74,9 @@ class Supervisor:
         self.operate = read_operate_settings(paths)
         self._unavailable: set[str] = set()  # models with no ready replica, told as model_unavailable
         self._healing: set[str] = set()  # restarted processes not yet stable again
-        self._operate: list[asyncio.Task[None]] = []  # the notifier and the alert evaluator
+        self._operate: list[asyncio.Task[None]] = []  # the notifier, the alert evaluator, the drift monitor
+        # Judges the sampling models' windows once the fleet is up; listeners (retraining) register here.
+        self.drift = for_fleet(paths, self.state)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,9 +138,14 @@ class Supervisor:
         return [asyncio.create_task(loop.run(client))]
 
     def _retrain_task(self, client: httpx.AsyncClient) -> list[asyncio.Task[None]]:
-        """Scheduled and error-rate retraining of the models with `retrain:` (modelfleet.drift.triggers)."""
-        from modelfleet.drift.triggers import retrain_scheduler  # here, not above: drift builds on the fleet
+        """Retraining of the models with `retrain:` (modelfleet.drift.triggers): the drift monitor's listener,
+        and the loop for scheduled and error-rate triggers."""
+        # Imported here, not above: the retraining pipeline imports the local fleet, which imports this module.
+        from modelfleet.drift.triggers import drift_listener, retrain_scheduler
 
+        listener = drift_listener(self.paths, self.state.spec_path)
+        if listener is not None:
+            self.drift.add_listener(listener)
         scheduler = retrain_scheduler(self.paths, self.state.spec_path, f"{self.state.router_url}/metrics")
         return [] if scheduler is None else [asyncio.create_task(scheduler.run(client, time.time))]
 
@@ -168,6 +177,7 @@ class Supervisor:
 
     async def _spawn(self, record: ProcessRecord) -> asyncio.subprocess.Process:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODELFLEET_FLEET": self.state.fleet}
+        env[CAPTURE_DIR_ENV] = str(self.paths.capture_dir)  # models with drift.capture on write there
         self._log(record, f"starting {record.id}: {' '.join(record.command)}")
         with open(record.log_file, "ab") as log:
             # Each process leads its own process group, so a crashed server's worker processes can be
@@ -345,6 +355,8 @@ class Supervisor:
                 self._dirty = True
                 self._operate.extend(self._alert_task(client))
                 self._operate.extend(self._retrain_task(client))
+                if self.drift.configs:
+                    self._operate.append(asyncio.create_task(self.drift.run(client)))
                 if self.on_ready is not None:
                     self.on_ready(self.state)
             self._availability_events(time.time())

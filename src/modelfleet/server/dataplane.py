@@ -12,6 +12,8 @@ from modelfleet.config.serve import ModelConfig
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, Unavailable
 from modelfleet.protocol.codec import InferRequest, InferResponse
 from modelfleet.protocol.wire import ModelMetadata, ModelState, RepositoryIndexEntry, ServerMetadata
+from modelfleet.server.drift import ServedDrift
+from modelfleet.server.metrics import ServerMetrics
 from modelfleet.server.openapi import openapi_document
 from modelfleet.server.repository import LoadedModel, ModelRepository
 from modelfleet.types import Arrays, TensorSpec
@@ -39,6 +41,7 @@ class DataPlane:
         self.load_error: ModelfleetError | None = None
         self._loading: asyncio.Task[None] | None = None
         self._peers_ready = peers_ready
+        self.drift = ServedDrift()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, on_fatal: Callable[[ModelfleetError], None] | None = None) -> None:
@@ -50,6 +53,7 @@ class DataPlane:
             try:
                 entry = await self.repository.load(config)
                 self._known[entry.name] = config
+                self.drift.prepare(entry)  # a reference file that does not fit fails the load
             except ModelfleetError as exc:
                 self.load_error = exc
                 if on_fatal is not None:
@@ -87,6 +91,7 @@ class DataPlane:
             await asyncio.gather(self._loading, return_exceptions=True)
         await self.repository.drain(drain_timeout_s)
         await self.repository.close()
+        self.drift.close()
 
     # -- health and metadata --------------------------------------------------------------------
     def ready(self) -> bool:
@@ -149,6 +154,7 @@ class DataPlane:
             config = ModelConfig(ref=ref)
         entry = await self.repository.load(config)
         self._known[entry.name] = config
+        self.drift.prepare(entry)
 
     async def unload_model(self, name: str, drain_timeout_s: float) -> None:
         for version in self.repository.versions(name):
@@ -175,9 +181,26 @@ class DataPlane:
             if client_timeout_s is not None:
                 budget_s = min(budget_s, client_timeout_s)
         outputs = await entry.batcher.submit(inputs, items, loop.time() + budget_s)
+        self.drift.offer(entry, request.inputs, outputs, items)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}
         return InferResponse(entry.name, entry.version, outputs, request.id)
+
+    async def drift_document(
+        self, name: str, version: str | None, metrics: ServerMetrics, window: bool, reference: bool
+    ) -> dict[str, Any]:
+        """GET /v2/models/{name}/drift: this replica's drift window and its own assessment."""
+        entry = self._entry(name, version, ready=True)
+        if not entry.config.drift.sampling:
+            why = "drift.sensitive" if entry.config.drift.sensitive else "drift.sample_rate 0"
+            return {
+                "model": entry.name,
+                "version": entry.version,
+                "sampling": False,
+                "reason": f"sampling is off ({why})",
+            }
+        tracker = self.drift.tracker(entry) or self.drift.track(entry)
+        return await tracker.document(metrics, window, reference)
 
 
 def _validate_inputs(entry: LoadedModel, request: InferRequest) -> tuple[Arrays, int]:

@@ -217,13 +217,24 @@ class V2App:
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
         action = rest[0] if rest else ""
-        if len(rest) > 1 or action not in ("", "ready", "infer"):
+        if len(rest) > 1 or action not in ("", "ready", "infer", "drift"):
             raise NotFound(f"no route {method} /{'/'.join(parts)}")
         if action == "infer":
             if method != "POST":
                 raise InvalidInput("use POST for /infer")
             await self._authorize(scope, f"infer:{name}")
             await self._infer(scope, receive, send, name, version)
+        elif action == "drift":
+            # Auth like /metrics (the fleet's drift monitor reads it as it scrapes), but the window holds
+            # served data, so with auth on it always needs the `read` scope.
+            await self._authorize(scope, "read")
+            if method != "GET":
+                raise InvalidInput("use GET for /drift")
+            query = bytes(scope.get("query_string", b"")).decode("latin-1")
+            document = await self.dataplane.drift_document(
+                name, version, self.metrics, "window=0" not in query, "reference=1" in query
+            )
+            await _json(send, 200, document)
         elif action == "ready":
             await self._authorize(scope, "read")
             ready = self.dataplane.model_ready(name, version)

@@ -20,6 +20,7 @@ answers with fresh figures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -174,6 +175,36 @@ class ServerMetrics:
             ["model", "reason"],
             registry=registry,
         )
+        # Drift (docs/drift.md): set when this replica judges its window (GET /v2/models/{name}/drift).
+        self.drift_score = Gauge(
+            "modelfleet_drift_score",
+            "Last drift statistic per feature and test (KS D, chi-square, normalised Wasserstein, JS, MMD²).",
+            ["model", "feature", "test"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
+        self.drift_p_value = Gauge(
+            "modelfleet_drift_p_value",
+            "Last p-value of a drift test (p-value tests only).",
+            ["model", "feature", "test"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
+        self.drift_detected = Gauge(
+            "modelfleet_drift_detected",
+            "1 when the last judged window of the model drifted from its reference.",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.drift_window_items = Gauge(
+            "modelfleet_drift_window_items",
+            "Sampled items in the model's drift window.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._drift_series: dict[str, set[tuple[str, str]]] = {}
         # A pool's exposition is merged from the workers' files, where process figures have no place.
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
@@ -202,6 +233,17 @@ class ServerMetrics:
             self.requests.remove(model, outcome)
         for reason in SHED_REASONS:
             self.shed.remove(model, reason)
+        for feature, test in self._drift_series.pop(model, set()):
+            for gauge in (self.drift_score, self.drift_p_value):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model, feature, test)
+        for single in (self.drift_detected, self.drift_window_items):
+            with contextlib.suppress(KeyError):
+                single.remove(model)
+
+    def note_drift_series(self, model: str, feature: str, test: str) -> None:
+        """Remember a drift series so `release` can drop it (features are only known once judged)."""
+        self._drift_series.setdefault(model, set()).add((feature, test))
 
     def for_model(self, model: str) -> ModelMetrics:
         """The children of a served model, or those of `unknown` for any other name: never a new label."""
