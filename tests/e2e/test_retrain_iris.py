@@ -1,17 +1,18 @@
-"""Retraining end to end with the iris example on a real local fleet (supervisor, router, a server reading a
-real registry) and `modelfleet retrain` in a subprocess:
+"""Retraining end to end with the iris example on a real local fleet (supervisor with its drift monitor,
+router, a server sampling and capturing its traffic, reading a real registry):
 
-v1 (trained on iris) serves traffic from a shifted distribution, which it mostly gets wrong; the served
-items are captured; a run whose hook deliberately trains a worse model is rejected by the accuracy gate
-and v1 keeps serving; a run with the good hook passes the gates, a rollout promotes v2, traffic is then
-served by v2, and `registry history` / `registry show` name v1, the trigger and the window.
-
-The capture files are written here from the answers the fleet gave (what the servers' capture writes,
-drift/types.py CapturedItem lines); the drift trigger itself is unit-tested in tests/unit/test_retrain_triggers.py.
+v1 (trained on iris) serves traffic from a shifted distribution, which it mostly gets wrong; the monitor
+judges the window drifted against the unshifted reference and emits drift_detected; its retraining listener
+runs the example hook on the captured window, the gates pass, a rollout promotes v2 and traffic is then
+served by v2; `registry history` names v1, the drift trigger and the window. A second run, by hand through
+`modelfleet retrain`, whose hook deliberately trains a worse model, is rejected by the accuracy gate and the
+serving version stays.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import sys
@@ -30,7 +31,10 @@ from tests.support.fleet_specs import write_fleet_spec
 from modelfleet.fleet.local import start_fleet, stop_fleet
 from modelfleet.fleet.state import FleetPaths
 from modelfleet.operate.events import read_events
+from modelfleet.errors import NotFound
 from modelfleet.registry import Registry
+from modelfleet.registry.models import RetrainRecord
+from modelfleet.registry.retraining import retraining_runs
 
 pytestmark = pytest.mark.timeout(180)
 EXAMPLE_HOOK = Path(__file__).resolve().parents[2] / "examples" / "retrain_iris.py"
@@ -51,7 +55,7 @@ def _body(rows: np.ndarray[Any, Any]) -> dict[str, Any]:
 
 
 class Traffic:
-    """One closed-loop client sending shifted rows, so a rollout's steps have requests to judge."""
+    """One closed-loop client cycling through the shifted rows, so a rollout's steps have requests to judge."""
 
     def __init__(self, url: str, rows: np.ndarray[Any, Any]) -> None:
         self.url, self.rows = url, rows
@@ -61,11 +65,13 @@ class Traffic:
 
     def _loop(self) -> None:
         with httpx.Client(timeout=8.0) as client:
-            while not self._stop.is_set():
-                response = client.post(self.url, json=_body(self.rows[:5]))
+            for start in itertools.cycle(range(0, len(self.rows), 5)):
+                if self._stop.is_set():
+                    return
+                response = client.post(self.url, json=_body(self.rows[start : start + 5]))
                 if response.status_code == 200:
                     self.versions.append(str(response.json().get("model_version")))
-                time.sleep(0.01)
+                time.sleep(0.05)
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -83,6 +89,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Iter
     v1 = registry.add(iris_artifact, actor="test")
     registry.promote(v1.ref, actor="test", reason="first")
     features, labels = _shifted_iris()
+    from sklearn.datasets import load_iris
+
+    np.savetxt(
+        root / "reference.csv", load_iris(return_X_y=True)[0], delimiter=",", header="a,b,c,d", comments=""
+    )
     labels_file = root / "labels.jsonl"
     labels_file.write_text(
         "".join(
@@ -96,6 +107,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Iter
         "labels": "labels.jsonl",
         "timeout_s": 60,
         "min_window_items": 100,
+        "triggers": {"on_drift": True, "cooldown_s": 3600},
         "holdout_fraction": 0.3,
         "gates": {"p99_slack_ms": 50, "latency_runs": 20},
         "rollout": {
@@ -110,7 +122,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Iter
             },
         },
     }
-    model = {"name": "iris", "ref": "iris@production", "warmup_runs": 1, "retrain": retrain}
+    drift = {
+        "sample_rate": 1.0,
+        "window_items": 500,
+        "min_window_items": 150,  # judged once every shifted row is in, so the capture holds them all
+        "min_reference_items": 50,
+        "check_interval_s": 0.5,
+        "capture": {"enabled": True, "flush_interval_s": 0.1},
+        "reference": {"source": "file", "path": "reference.csv"},
+    }
+    model = {"name": "iris", "ref": "iris@production", "warmup_runs": 1, "drift": drift, "retrain": retrain}
     spec_file = write_fleet_spec(root / "fleet.yaml", {}, models=[model])
     state_root = root / "state"
     env = {**os.environ, "MODELFLEET_REGISTRY": str(registry.root), "MODELFLEET_STATE_DIR": str(state_root)}
@@ -131,59 +152,45 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, iris_artifact: Path) -> Iter
             stop_fleet(spec_file, state_root)
 
 
-def _serve_and_capture(fleet: dict[str, Any]) -> float:
-    """Send every shifted row through the router, write what was served as capture lines; v1's accuracy."""
+def _serve(fleet: dict[str, Any]) -> float:
+    """Send every shifted row through the router, 5 a request (all sampled); v1's accuracy on them."""
     features, labels = fleet["features"], fleet["labels"]
-    folder = fleet["paths"].capture_dir / "iris"
-    folder.mkdir(parents=True, exist_ok=True)
-    lines, predicted = [], []
+    predicted = []
     with httpx.Client(timeout=10.0) as client:
-        for start in range(0, len(features), 10):
-            rows = features[start : start + 10]
-            answer = client.post(fleet["url"], json=_body(rows)).json()
-            served = next(o["data"] for o in answer["outputs"] if o["name"] == "label")
-            predicted.extend(served)
-            for row, label in zip(rows, served, strict=True):
-                item = {
-                    "at": time.time(),
-                    "model": "iris",
-                    "version": int(answer["model_version"]),
-                    "inputs": {"input": [float(np.float32(v)) for v in row]},
-                    "outputs": {"label": label},
-                }
-                lines.append(json.dumps(item) + "\n")
-    (folder / "capture-000001.jsonl").write_text("".join(lines), encoding="utf-8")
+        for start in range(0, len(features), 5):
+            answer = client.post(fleet["url"], json=_body(features[start : start + 5])).json()
+            predicted.extend(next(o["data"] for o in answer["outputs"] if o["name"] == "label"))
     return float(np.mean(np.array(predicted) == labels))
 
 
-def test_worse_model_is_rejected_then_retrained_model_is_rolled_out(fleet: dict[str, Any]) -> None:
-    v1_accuracy = _serve_and_capture(fleet)
-    assert v1_accuracy < 0.8  # the shift really hurts v1, so a retrained model has room to win
+def _finished_run(registry: Registry, timeout_s: float) -> RetrainRecord:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(NotFound):
+            done = [r for r in retraining_runs(registry, "iris") if r.outcome != "skipped"]
+            if done:
+                return done[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no retraining run finished within {timeout_s:g} s")
 
-    worse = run(
-        "retrain", str(fleet["spec"]), "iris", "--json", env={**fleet["env"], "RETRAIN_IRIS_WORSE": "1"}
-    )
-    assert worse.returncode == 1, worse.stderr
-    record = json.loads(worse.stdout)
-    assert record["outcome"] == "rejected" and record["new_version"] == 2
-    assert "gate failed: accuracy" in record["reason"]
-    assert fleet["registry"].get("iris@production").version == 1  # v1 keeps serving
-    with httpx.Client(timeout=10.0) as client:
-        assert client.post(fleet["url"], json=_body(fleet["features"][:3])).json()["model_version"] == "1"
 
+def test_drift_retrains_and_rolls_out_then_a_worse_model_is_rejected(fleet: dict[str, Any]) -> None:
+    registry = fleet["registry"]
+    assert _serve(fleet) < 0.8  # the shift really hurts v1, so a retrained model has room to win
     with Traffic(fleet["url"], fleet["features"]) as traffic:
-        good = run("retrain", str(fleet["spec"]), "iris", "--json", env=fleet["env"])
-        assert good.returncode == 0, good.stderr
-        record = json.loads(good.stdout)
-        assert record["outcome"] == "promoted", record["reason"]
-        assert record["new_version"] == 3 and record["parent_version"] == 1 and record["rollout"]
+        record = _finished_run(registry, timeout_s=150)
+        assert record.outcome == "promoted", record.reason
+        assert record.trigger["kind"] == "drift" and "drift" in record.trigger["summary"]
+        assert record.parent_version == 1 and record.new_version == 2 and record.rollout
         deadline = time.monotonic() + 10
-        while traffic.versions[-1:] != ["3"] and time.monotonic() < deadline:
+        while traffic.versions[-1:] != ["2"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert traffic.versions[-1] == "3"  # the router now serves v3 from the fleet's own replica
-    accuracy = next(g for g in record["gates"] if g["name"] == "accuracy")
+        assert traffic.versions[-1] == "2"  # the router now serves v2 from the fleet's own replica
+    events = read_events(fleet["paths"].events_file)[0]
+    assert any(e.kind == "drift_detected" and e.model == "iris" for e in events)
+    accuracy = next(g for g in record.gates if g["name"] == "accuracy")
     assert accuracy["candidate"] > accuracy["current"]
-    assert [step["step"] for step in record["steps"]] == [
+    assert [step.step for step in record.steps] == [
         "snapshot",
         "hook",
         "build",
@@ -191,21 +198,34 @@ def test_worse_model_is_rejected_then_retrained_model_is_rolled_out(fleet: dict[
         "gates",
         "promote",
     ]
+    v2 = registry.get("iris:2")
+    assert v2.aliases == ["production"] and v2.lineage.parent_version == 1
+    assert v2.lineage.retraining is not None and v2.lineage.retraining.trigger["kind"] == "drift"
+    assert (
+        v2.lineage.retraining.window["sha256"] == record.window["sha256"] == v2.lineage.training_data_sha256
+    )
+    assert v2.lineage.retraining.hook_exit_code == 0
 
-    v3 = fleet["registry"].get("iris:3")
-    assert v3.aliases == ["production"] and v3.lineage.parent_version == 1
-    assert v3.lineage.retraining is not None and v3.lineage.retraining.trigger["kind"] == "manual"
-    assert v3.lineage.retraining.window["sha256"] == record["window"]["sha256"]
-    assert v3.lineage.retraining.hook_exit_code == 0
+    worse = run(
+        "retrain", str(fleet["spec"]), "iris", "--json", env={**fleet["env"], "RETRAIN_IRIS_WORSE": "1"}
+    )
+    assert worse.returncode == 1, worse.stderr
+    rejected = json.loads(worse.stdout)
+    assert (
+        rejected["outcome"] == "rejected" and rejected["new_version"] == 3 and rejected["parent_version"] == 2
+    )
+    assert "gate failed: accuracy" in rejected["reason"]
+    assert registry.get("iris@production").version == 2  # the serving version stays
+    with httpx.Client(timeout=10.0) as client:
+        assert client.post(fleet["url"], json=_body(fleet["features"][:3])).json()["model_version"] == "2"
 
     history = run("registry", "history", "iris", env=fleet["env"])
     assert history.returncode == 0, history.stderr
     text = " ".join(history.stdout.split())
-    assert (
-        f"retraining {record['id']} (manual: modelfleet retrain) from version 1: promoted → version 3" in text
-    )
-    assert f"sha256 {record['window']['sha256']}" in text and "rejected" in text
-
-    events = [e for e in read_events(fleet["paths"].events_file)[0] if e.kind == "retraining"]
-    outcomes = [e.details.get("outcome") for e in events if "outcome" in e.details]
-    assert outcomes == ["rejected", "promoted"]
+    assert f"retraining {record.id} (drift: " in text and "from version 1: promoted → version 2" in text
+    assert f"sha256 {record.window['sha256']}" in text
+    assert f"retraining {rejected['id']} (manual: modelfleet retrain) from version 2: rejected" in text
+    outcomes = [
+        e.details.get("outcome") for e in read_events(fleet["paths"].events_file)[0] if e.kind == "retraining"
+    ]
+    assert [o for o in outcomes if o] == ["promoted", "rejected"]

@@ -29,16 +29,13 @@ def _write_capture(folder: Path, name: str, items: list[CapturedItem], tail: str
     (folder / name).write_text(lines + tail, encoding="utf-8")
 
 
-def test_read_captured_keeps_the_most_recent_items_oldest_first_and_skips_a_cut_line(tmp_path: Path) -> None:
+def test_the_window_is_the_most_recent_items_oldest_first_without_a_cut_line(tmp_path: Path) -> None:
     _write_capture(
         tmp_path, "capture-000002.jsonl", [_item(3.0, [3.0]), _item(4.0, [4.0])], tail='{"at": 5.0, "mo'
     )
     _write_capture(tmp_path, "capture-000001.jsonl", [_item(1.0, [1.0]), _item(2.0, [2.0])])
-    (tmp_path / "other.jsonl").write_text("not a capture file\n")
-    items, unreadable = window_io.read_captured(tmp_path, max_items=3)
-    assert [i.at for i in items] == [2.0, 3.0, 4.0]
-    assert unreadable == 1
-    assert window_io.read_captured(tmp_path / "missing", 10) == ([], 0)
+    assert [i.at for i in window_io.recent_items(tmp_path, max_items=3)] == [2.0, 3.0, 4.0]
+    assert window_io.recent_items(tmp_path / "missing", 10) == []
 
 
 def test_labels_match_by_inputs_at_float32_precision(tmp_path: Path) -> None:

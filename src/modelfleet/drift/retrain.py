@@ -2,7 +2,7 @@
 
 `run_retrain` (what `modelfleet retrain FLEET MODEL` and the triggers call):
 
-1. snapshot the captured window (`capture_dir/<model>/capture-*.jsonl`) and its labels into the run's folder
+1. snapshot the captured window (`capture_dir/<model>/capture-*.jsonl`, drift/capture.py) and its labels into the run's folder
    `retrain_dir/<run>/`, the most recent `holdout_fraction` held out (drift/window_io.py);
 2. run the hook under its contract (drift/hook.py): a timeout kills it, a non-zero exit rejects the run;
 3. build its model source into `retrain_dir/<run>/artifact` (build_artifact, outputs verified);
@@ -341,7 +341,7 @@ def _pipeline(run: _Run, labels_override: str | None, api_key: str | None) -> tu
 def _snapshot(run: _Run, labels_source: str | None, spec_dir: Path) -> window_io.Window:
     job, config = run.job, run.job.config
     folder = job.paths.capture_dir / job.model.name
-    items, unreadable = window_io.read_captured(folder, config.max_window_items)
+    items = window_io.recent_items(folder, config.max_window_items)
     if not items:
         raise InvalidInput(
             f"no captured data for model {job.model.name!r} in {folder}: turn on the model's capture and let it "
@@ -358,7 +358,7 @@ def _snapshot(run: _Run, labels_source: str | None, spec_dir: Path) -> window_io
         by_inputs, labels_sha256 = window_io.read_labels(labels_source, spec_dir, config.max_labels_bytes)
         labels = window_io.match_labels(items, by_inputs, labels_source)
     window = window_io.snapshot(items, labels, run.dir, config.holdout_fraction)
-    run.window = {**window.summary, "unreadable_lines": unreadable, "labels_source": labels_source}
+    run.window = {**window.summary, "labels_source": labels_source}
     if labels_sha256 is not None:
         run.window["labels_file_sha256"] = labels_sha256
     return window

@@ -1,6 +1,6 @@
 """Capture files and labels → the window a retraining hook reads, with its most recent part held out.
 
-Capture files are `capture_dir/<model>/capture-NNNNNN.jsonl`, one CapturedItem a line (drift/types.py).
+Capture files are `capture_dir/<model>/capture-NNNNNN[-pPID].jsonl`, one CapturedItem a line (drift/capture.py).
 A run snapshots them into its own folder, so the hook and the gates read a fixed window however the
 capture rotates meanwhile:
 
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from modelfleet.drift.capture import read_captured
 from modelfleet.drift.types import CapturedItem
 from modelfleet.errors import InvalidInput, NotFound, Unavailable
 
@@ -44,38 +45,9 @@ class Window:
     summary: dict[str, Any]  # sha256, items, train_items, holdout_items, first_at, last_at, labels_sha256
 
 
-def read_captured(folder: Path, max_items: int) -> tuple[list[CapturedItem], int]:
-    """The most recent ``max_items`` captured items under ``folder``, oldest first, and how many lines were unreadable.
-
-    A line cut short by a crash mid-write (the last of a file) is skipped, not fatal.
-    """
-    items: list[CapturedItem] = []
-    unreadable = 0
-    for path in sorted(folder.glob("capture-*.jsonl")) if folder.is_dir() else []:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                item = _parse_item(line)
-                if item is None:
-                    unreadable += line.strip() != ""
-                else:
-                    items.append(item)
-    items.sort(key=lambda item: item.at)
-    return items[-max_items:], unreadable
-
-
-def _parse_item(line: str) -> CapturedItem | None:
-    try:
-        data = json.loads(line)
-        item = CapturedItem(
-            at=float(data["at"]),
-            model=str(data["model"]),
-            version=None if data.get("version") is None else int(data["version"]),
-            inputs=dict(data["inputs"]),
-            outputs=dict(data.get("outputs") or {}),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-    return item
+def recent_items(folder: Path, max_items: int) -> list[CapturedItem]:
+    """The most recent ``max_items`` captured items under ``folder``, oldest first (cut lines skipped)."""
+    return sorted(read_captured(folder), key=lambda item: item.at)[-max_items:]
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
