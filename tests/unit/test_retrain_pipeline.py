@@ -141,6 +141,7 @@ def test_bad_input_and_failing_hooks_are_recorded_and_promote_nothing(
     if error is HookFailed:
         assert record.hook["exit_code"] == 3 and "out of memory" in record.hook["stderr_tail"]
     [started, ended] = [e for e in read_events(paths.events_file)[0] if e.kind == "retraining"]
+    assert started.severity == "info" and "started" in started.summary
     assert ended.severity == "critical" and ended.details["outcome"] == "failed"
 
 
