@@ -129,16 +129,9 @@ def _print_version(version: ModelVersion) -> None:
             f"  training params: {json.dumps(lineage.training_params, sort_keys=True)}", highlight=False
         )
     if lineage.retraining is not None:
-        made = lineage.retraining
-        window = made.window
-        console.print(
-            f"  retrained by run {made.run} ({made.trigger.get('kind')}: {made.trigger.get('summary')}) from "
-            f"version {lineage.parent_version}\n  window: {window.get('items')} items "
-            f"({window.get('train_items')} train, {window.get('holdout_items')} held out), sha256 "
-            f"{window.get('sha256')}\n  hook: {' '.join(made.hook_command)} (exit {made.hook_exit_code})",
-            highlight=False,
-            soft_wrap=True,
-        )
+        from modelfleet.cli.retrain import print_retraining_lineage
+
+        print_retraining_lineage(version)
     for check in lineage.verification:
         console.print(
             f"  verification: {check.get('metric')} = {check.get('value')} (threshold {check.get('threshold')}, "
@@ -388,30 +381,9 @@ def history_command(
             e.reason,
         )
     console.print(table)
-    _print_retraining(registry, name)
+    from modelfleet.cli.retrain import print_retraining
 
-
-def _print_retraining(registry: Registry, name: str) -> None:
-    """The model's retraining runs with their steps, below its alias history (none: nothing printed)."""
-    from modelfleet.registry.retraining import retraining_runs
-
-    for run in retraining_runs(registry, name):
-        window = run.window
-        console.print(
-            f"retraining {run.id} ({run.trigger.get('kind')}: {run.trigger.get('summary')}) from version "
-            f"{run.parent_version}: {run.outcome}"
-            + (f" → version {run.new_version}" if run.new_version is not None else "")
-            + f" ({run.reason})\n  window: {window.get('items', '-')} items, sha256 {window.get('sha256', '-')}"
-            f"\n  hook: {' '.join(run.hook.get('command', [])) or '-'} (exit {run.hook.get('exit_code', '-')})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        for step in run.steps:
-            console.print(
-                f"  {step.step}: {step.status} ({step.duration_s:g} s) {step.detail}",
-                highlight=False,
-                soft_wrap=True,
-            )
+    print_retraining(registry, name)
 
 
 @registry_app.command("rollouts")

@@ -12,12 +12,15 @@ hook that is missing or not executable) · 3 unknown fleet, model, labels file o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelfleet.cli.common import Actor, console, err_console, print_json
 from modelfleet.errors import GateFailed
+
+if TYPE_CHECKING:
+    from modelfleet.registry import ModelVersion, Registry
 
 
 def register(app: typer.Typer) -> None:
@@ -79,3 +82,42 @@ def retrain_command(
         )
     if record.outcome == "rejected":
         raise GateFailed(f"retraining of {model} rejected: {record.reason}")
+
+
+def print_retraining_lineage(version: ModelVersion) -> None:
+    """`registry show`: the run that made a retrained version, its trigger, window and hook."""
+    made, parent = version.lineage.retraining, version.lineage.parent_version
+    if made is None:
+        return
+    window = made.window
+    console.print(
+        f"  retrained by run {made.run} ({made.trigger.get('kind')}: {made.trigger.get('summary')}) from "
+        f"version {parent}\n  window: {window.get('items')} items "
+        f"({window.get('train_items')} train, {window.get('holdout_items')} held out), sha256 "
+        f"{window.get('sha256')}\n  hook: {' '.join(made.hook_command)} (exit {made.hook_exit_code})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_retraining(registry: Registry, name: str) -> None:
+    """`registry history`: the model's retraining runs with their steps, below its alias moves."""
+    from modelfleet.registry.retraining import retraining_runs
+
+    for run in retraining_runs(registry, name):
+        window = run.window
+        console.print(
+            f"retraining {run.id} ({run.trigger.get('kind')}: {run.trigger.get('summary')}) from version "
+            f"{run.parent_version}: {run.outcome}"
+            + (f" → version {run.new_version}" if run.new_version is not None else "")
+            + f" ({run.reason})\n  window: {window.get('items', '-')} items, sha256 {window.get('sha256', '-')}"
+            f"\n  hook: {' '.join(run.hook.get('command', [])) or '-'} (exit {run.hook.get('exit_code', '-')})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for step in run.steps:
+            console.print(
+                f"  {step.step}: {step.status} ({step.duration_s:g} s) {step.detail}",
+                highlight=False,
+                soft_wrap=True,
+            )

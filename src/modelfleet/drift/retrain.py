@@ -281,7 +281,9 @@ def _finish(run: _Run, outcome: RetrainOutcome, reason: str) -> RetrainRecord:
     record = run.record(outcome, reason)
     write_atomic(run.dir / "record.json", record.model_dump_json(indent=2) + "\n")
     record_retraining(run.job.registry, record)
-    severity: Severity = {"promoted": "info", "rejected": "warning"}.get(outcome, "critical")  # type: ignore[assignment]
+    severity: Severity = (
+        "info" if outcome == "promoted" else "warning" if outcome == "rejected" else "critical"
+    )
     version = f" version {run.new_version}" if run.new_version is not None else ""
     run.event(
         severity,
