@@ -6,7 +6,7 @@ every layer raises the same errors and only the edges (HTTP routes, CLI) transla
 CLI exit codes (documented in the README):
   0 success · 1 a gate failed (SLO, verification) · 2 bad input or spec · 3 not found ·
   4 integrity or verification failure · 5 unavailable, overloaded or timed out ·
-  6 conflict · 7 unauthorized or forbidden · 10 internal error
+  6 conflict · 7 unauthorized or forbidden · 8 a retraining hook failed · 10 internal error
 """
 
 from __future__ import annotations
@@ -78,6 +78,17 @@ class Unavailable(ModelfleetError):
 class DeadlineExceeded(ModelfleetError):
     http_status = 504
     exit_code = 5
+
+
+class HookFailed(ModelfleetError):
+    """A retraining hook exited non-zero or wrote no model source; nothing was registered or promoted."""
+
+    http_status = 422
+    exit_code = 8
+
+    def __init__(self, message: str, hook_exit: int | None = None) -> None:
+        super().__init__(message)
+        self.hook_exit = hook_exit  # the hook's own exit status, when it ran to an end
 
 
 class Conflict(ModelfleetError):

@@ -25,4 +25,5 @@ def test_every_command_module_registers_its_commands() -> None:
         "report",
         "drift",
         "review",
+        "retrain",
     }

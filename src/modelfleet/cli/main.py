@@ -9,7 +9,20 @@ from typing import Annotated
 import typer
 
 from modelfleet import __version__
-from modelfleet.cli import bench, build, drift, fleet, image, keys, registry, report, review, serve, tune
+from modelfleet.cli import (
+    bench,
+    build,
+    drift,
+    fleet,
+    image,
+    keys,
+    registry,
+    report,
+    retrain,
+    review,
+    serve,
+    tune,
+)
 from modelfleet.cli.common import err_console
 from modelfleet.errors import ModelfleetError
 
@@ -23,7 +36,21 @@ app = typer.Typer(
 
 # Each module defines `register(app)`, in the order --help lists them. Their library imports happen inside
 # the commands, so `modelfleet --help` stays fast and a command's heavy dependencies load only when it runs.
-COMMAND_MODULES = (build, serve, fleet, image, registry, keys, bench, tune, report, review, drift)
+COMMAND_MODULES = (
+    build,
+    serve,
+    fleet,
+    image,
+    registry,
+    keys,
+    bench,
+    tune,
+    report,
+    retrain,
+    review,
+    drift,
+    retrain,
+)
 
 
 @app.callback()

@@ -128,6 +128,10 @@ def _print_version(version: ModelVersion) -> None:
         console.print(
             f"  training params: {json.dumps(lineage.training_params, sort_keys=True)}", highlight=False
         )
+    if lineage.retraining is not None:
+        from modelfleet.cli.retrain import print_retraining_lineage
+
+        print_retraining_lineage(version)
     for check in lineage.verification:
         console.print(
             f"  verification: {check.get('metric')} = {check.get('value')} (threshold {check.get('threshold')}, "
@@ -356,8 +360,9 @@ def history_command(
     encryption_key_file: KeyFile = None,
     as_json: Json = False,
 ) -> None:
-    """Every move of a model's aliases: who, when, from, to and why."""
-    events = _open(root, encryption_key_file, create=False).history(name, alias)
+    """Every move of a model's aliases (who, when, from, to, why), then its retraining runs and their steps."""
+    registry = _open(root, encryption_key_file, create=False)
+    events = registry.history(name, alias)
     if as_json:
         print_json([e.model_dump(mode="json") for e in events])
         return
@@ -376,6 +381,9 @@ def history_command(
             e.reason,
         )
     console.print(table)
+    from modelfleet.cli.retrain import print_retraining
+
+    print_retraining(registry, name)
 
 
 @registry_app.command("rollouts")

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
 from modelfleet.config.observe import TracingConfig, UiConfig
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
+from modelfleet.config.retrain import RetrainConfig
 from modelfleet.config.review import ReviewConfig
 from modelfleet.config.router import RouterConfig
 from modelfleet.config.serve import ModelRuntimeConfig
@@ -211,6 +212,9 @@ class FleetModelConfig(ModelRuntimeConfig):
     )
     slo: SloConfig = Field(
         default_factory=SloConfig, description="Latency and error objective for this model."
+    )
+    retrain: RetrainConfig | None = Field(
+        default=None, description="Retraining hook, triggers and gates (docs/drift.md)."
     )
 
     @field_validator("name")

@@ -142,6 +142,18 @@ class Supervisor:
         )
         return [asyncio.create_task(loop.run(client))]
 
+    def _retrain_task(self, client: httpx.AsyncClient) -> list[asyncio.Task[None]]:
+        """Retraining of the models with `retrain:` (modelfleet.drift.triggers): the drift monitor's listener,
+        and the loop for scheduled and error-rate triggers."""
+        # Imported here, not above: the retraining pipeline imports the local fleet, which imports this module.
+        from modelfleet.drift.triggers import drift_listener, retrain_scheduler
+
+        listener = drift_listener(self.paths, self.state.spec_path)
+        if listener is not None:
+            self.drift.add_listener(listener)
+        scheduler = retrain_scheduler(self.paths, self.state.spec_path, f"{self.state.router_url}/metrics")
+        return [] if scheduler is None else [asyncio.create_task(scheduler.run(client, time.time))]
+
     def _metrics_urls(self) -> list[tuple[str, str]]:
         return [
             (r.id, f"{r.url}/metrics")
@@ -347,6 +359,7 @@ class Supervisor:
                 self.state.status = "running"
                 self._dirty = True
                 self._operate.extend(self._alert_task(client))
+                self._operate.extend(self._retrain_task(client))
                 if self.drift.configs:
                     self._operate.append(asyncio.create_task(self.drift.run(client)))
                 if self.on_ready is not None:

@@ -1,4 +1,4 @@
-"""The registry's SQLite index (WAL): versions, files, aliases, alias history, signatures and rollouts.
+"""The registry's SQLite index (WAL): versions, files, aliases, alias history, signatures, rollouts, retraining runs.
 
 Versions and their files are immutable: triggers refuse UPDATE and DELETE, so no code path (ours or a
 stray SQL shell) can rewrite history. A version row is inserted in the same transaction as its file rows,
@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS rollouts (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, from_version INTEGER NOT NULL, to_version INTEGER NOT NULL,
   outcome TEXT NOT NULL, actor TEXT NOT NULL, started_at TEXT NOT NULL, record_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retraining_runs (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, outcome TEXT NOT NULL, started_at TEXT NOT NULL,
+  record_json TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS retraining_no_update BEFORE UPDATE ON retraining_runs
+  BEGIN SELECT RAISE(ABORT, 'retraining history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS retraining_no_delete BEFORE DELETE ON retraining_runs
+  BEGIN SELECT RAISE(ABORT, 'retraining history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS rollouts_no_update BEFORE UPDATE ON rollouts
   BEGIN SELECT RAISE(ABORT, 'rollout history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS rollouts_no_delete BEFORE DELETE ON rollouts

@@ -30,6 +30,20 @@ class SourceLineage(_Record):
     sha256: str = Field(description="sha256 over the source's files, as the build computed it.")
 
 
+class RetrainingLineage(_Record):
+    """How a retraining run made this version: trigger, data window, hook (modelfleet.drift.retrain)."""
+
+    run: str = Field(description="Retraining run id (also in the model's retraining history).")
+    trigger: dict[str, Any] = Field(
+        description="What started it: kind (drift, error_rate, schedule, manual), summary and details."
+    )
+    window: dict[str, Any] = Field(
+        description="The captured data: sha256, items, train/holdout items, first_at/last_at, labels_sha256."
+    )
+    hook_command: list[str] = Field(description="The hook's argv as run.")
+    hook_exit_code: int = Field(description="The hook's exit status.")
+
+
 class Lineage(_Record):
     """Everything needed to say how a version came to be, and to rebuild or audit it."""
 
@@ -56,6 +70,9 @@ class Lineage(_Record):
     verification: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The build's verification figures (outputs compared with the source framework).",
+    )
+    retraining: RetrainingLineage | None = Field(
+        default=None, description="The retraining run that made it, when one did."
     )
     artifact_created_at: str = Field(description="When the build wrote the artifact (ISO 8601 UTC).")
     artifact_version: str = Field(
@@ -169,6 +186,49 @@ class RolloutRecord(_Record):
     shadow: dict[str, Any] | None = Field(
         default=None, description="Shadow comparison: mirrored, compared, label_agreement, cosine_mean/min."
     )
+
+
+RetrainOutcome = Literal["promoted", "rejected", "failed", "skipped"]
+
+
+class RetrainStep(_Record):
+    """One step of a retraining run: snapshot, hook, build, register, gates, promote."""
+
+    step: str = Field(description="snapshot, hook, build, register, gates or promote.")
+    status: Literal["ok", "failed"] = Field(description="How it ended.")
+    detail: str = Field(description="One line: what it did or why it failed.")
+    duration_s: float = Field(description="How long it took.")
+
+
+class RetrainRecord(_Record):
+    """A retraining run of one fleet model, kept with the registry model's history."""
+
+    id: str = Field(description="Run id (also its folder under the fleet's retrain_dir).")
+    name: str = Field(description="Model name in the registry.")
+    fleet: str = Field(description="Fleet whose model was retrained.")
+    fleet_model: str = Field(description="Model name in the fleet.")
+    trigger: dict[str, Any] = Field(description="What started it: kind, summary, details.")
+    parent_version: int | None = Field(description="Version served when it began.")
+    new_version: int | None = Field(default=None, description="Version it registered, if it got that far.")
+    outcome: RetrainOutcome = Field(
+        description="promoted, rejected (a gate or the rollout said no), failed (an error) or skipped "
+        "(another run of the model was under way)."
+    )
+    reason: str = Field(description="Why it ended so.")
+    actor: str = Field(description="Who ran it.")
+    started_at: str = Field(description="When it began (ISO 8601 UTC).")
+    finished_at: str = Field(description="When it ended (ISO 8601 UTC).")
+    window: dict[str, Any] = Field(
+        default_factory=dict, description="The data window (see RetrainingLineage)."
+    )
+    hook: dict[str, Any] = Field(
+        default_factory=dict, description="command, exit_code, duration_s and stderr_tail of the hook."
+    )
+    gates: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each gate: name, current, candidate, bound, passed."
+    )
+    rollout: str | None = Field(default=None, description="Rollout id, when promotion went through one.")
+    steps: list[RetrainStep] = Field(default_factory=list, description="Steps run, in order.")
 
 
 class BlobProblem(_Record):

@@ -49,6 +49,7 @@ from modelfleet.registry.models import (
     ImportReport,
     ModelSummary,
     ModelVersion,
+    RetrainingLineage,
     SignatureRecord,
     VerifyReport,
 )
@@ -219,6 +220,7 @@ class Registry:
         training_data_uri: str | None = None,
         training_params: dict[str, Any] | None = None,
         parent_version: int | None = None,
+        retraining: RetrainingLineage | None = None,
         progress: Progress | None = None,
     ) -> ModelVersion:
         """Register an artifact folder as the model's next version, verifying every file against its manifest.
@@ -229,7 +231,13 @@ class Registry:
         artifact_dir = Path(artifact_dir)
         with self.audit.operation("registry.add", actor, artifact=str(artifact_dir)) as learned:
             with storage_errors(self.root, f"register {artifact_dir}"):
-                lineage_args = (source_uri, training_data_sha256, training_data_uri, training_params)
+                lineage_args = (
+                    source_uri,
+                    training_data_sha256,
+                    training_data_uri,
+                    training_params,
+                    retraining,
+                )
                 record = self._add(artifact_dir, actor, name, lineage_args, parent_version, learned, progress)
             learned.update(version=record.version, manifest_sha256=record.manifest_sha256)
         return record
@@ -239,12 +247,14 @@ class Registry:
         artifact_dir: Path,
         actor: str,
         name: str | None,
-        lineage_args: tuple[str | None, str | None, str | None, dict[str, Any] | None],
+        lineage_args: tuple[
+            str | None, str | None, str | None, dict[str, Any] | None, RetrainingLineage | None
+        ],
         parent_version: int | None,
         learned: dict[str, object],
         progress: Progress | None,
     ) -> ModelVersion:
-        source_uri, training_data_sha256, training_data_uri, training_params = lineage_args
+        source_uri, training_data_sha256, training_data_uri, training_params, retraining = lineage_args
         manifest = read_manifest(artifact_dir)
         model_name = check_model_name(name or manifest.name)
         learned["model"] = model_name
@@ -259,7 +269,7 @@ class Registry:
                 raise NotFound(f"parent version {model_name}:{parent_version} is not in the registry")
         record_lineage = lineage.build_lineage(
             manifest, source_uri, training_data_sha256, training_data_uri, training_params, parent_version
-        )
+        ).model_copy(update={"retraining": retraining})
         with self._lock(exclusive=False):
             for number, (relative, sha256, _size) in enumerate(planned, start=1):
                 if progress is not None:
