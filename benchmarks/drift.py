@@ -262,6 +262,10 @@ def main() -> None:
     parser.add_argument(
         "--short", action="store_true", help="Fewer trials and 5 s load points (< 2 minutes)."
     )
+    parser.add_argument(
+        "--trials-scale", type=float, default=1.0, help="multiply the full mode's trial counts"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="serving-cost rounds (full mode: 3)")
     args = parser.parse_args()
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -271,6 +275,11 @@ def main() -> None:
     else:
         tab_trials, text_trials, duration_s, warmup_s, rounds, pool = 400, 100, 20.0, 5.0, 3, 2000
         reference_sizes, window_sizes, text_windows = [150, 1000, 10_000], [100, 300, 1000], [100, 200, 400]
+        tab_trials, text_trials = (
+            round(tab_trials * args.trials_scale),
+            round(text_trials * args.trials_scale),
+        )
+        rounds = args.rounds or rounds
     shifts = [0.0, 0.1, 0.25, 0.5, 1.0]
     mixes = [0.0, 0.1, 0.25, 0.5, 1.0]
     print("tabular detection …", flush=True)
@@ -310,6 +319,10 @@ mixing the given share of source B (different vocabulary) into source A. 0 % is 
 Ratio of the default rate to sampling off: {ratios["sampling 0.05 (default)"]:.3f}× (target >= 0.95×).
 """
     command = "python benchmarks/drift.py" + (" --short" if args.short else "")
+    if not args.short and (args.trials_scale != 1.0 or args.rounds):
+        command += f" --trials-scale {args.trials_scale:g}" + (
+            f" --rounds {args.rounds}" if args.rounds else ""
+        )
     print(f"wrote {write_result('drift', command, body)}")
 
 

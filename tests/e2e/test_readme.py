@@ -58,7 +58,7 @@ def test_library_example_runs(tmp_path: Path) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
-    cosine, serve, fleet, rule, points = result.stdout.strip().splitlines()[-5:]
+    cosine, serve, fleet, rule, secure_endpoint, points = result.stdout.strip().splitlines()[-6:]
     assert float(cosine) >= 0.98  # the int8 build's min cosine similarity
     assert (tmp_path / "registry").is_dir()
     assert serve == "all-MiniLM-L6-v2@production registry 0"  # the serve merge: refs, --registry, --port
@@ -66,4 +66,5 @@ def test_library_example_runs(tmp_path: Path) -> None:
     assert rule.startswith(  # the first alert rule: errors burning the budget 14.4x over 1 h and 5 min
         '(sum(rate(modelfleet_router_requests_total{fleet="demo",model="minilm",code=~"5.."}[1h]))'
     ) and rule.endswith("[5m]))) > 0.144")
+    assert secure_endpoint == "NONE"  # the review of the spec: auth on by default, checked in its manifests
     assert points == "[1, 4]"  # the bench merge: a sweep of two closed-loop points

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from tests.support.fleet_specs import write_fleet_spec
@@ -57,6 +59,14 @@ def fleet(iris_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "path": str(iris_artifact),
         "warmup_runs": 1,
         "batching": {"max_batch_size": 1, "max_queue_items": 1},
+        # The supervisor's own key lets its drift monitor read the (always protected) drift windows.
+        "drift": {
+            "sample_rate": 1.0,
+            "check_interval_s": 0.2,
+            "min_window_items": 5,
+            "min_reference_items": 5,
+            "reference": {"source": "served", "served_items": 10},
+        },
     }
     # 16 in flight against one waiting place gives 503s at any machine speed. The refusal bound is wide
     # because this box has 2 cores shared by many test runs (load average 12 when it was written, when a
@@ -104,6 +114,26 @@ def _finding(result: ReviewResult, check: str) -> Finding:
 def _review(fleet: LiveFleet, spec: Path | None = None, **options: object) -> ReviewResult:
     inputs, sources, _ = gather(str(spec or fleet.spec), state_root=fleet.state_root, **options)  # type: ignore[arg-type]
     return run_review(inputs, str(spec or fleet.spec), sources)
+
+
+def test_with_auth_on_the_supervisor_reads_its_fleet_with_its_own_read_key(fleet: LiveFleet) -> None:
+    from modelfleet.security.keys import KeyStore
+
+    store = KeyStore(fleet.spec.parent / "keys.json")
+    own = [
+        r for r in store.list_keys() if r.name == "modelfleet-supervisor:testfleet" and r.revoked_at is None
+    ]
+    assert len(own) == 1 and own[0].scopes == ["read"] and own[0].expires_at is not None
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+    headers = {"Authorization": f"Bearer {fleet.key}"}
+    for _ in range(20):  # 10 become the served reference, the rest the window
+        answer = httpx.post(f"{fleet.router_url}/v2/models/iris/infer", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+    history = FleetPaths.for_fleet("testfleet", fleet.state_root).drift_dir / "iris.jsonl"
+    deadline = time.monotonic() + 15
+    while not history.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert history.exists(), "the drift monitor judged nothing: its reads of the drift window were refused"
 
 
 def test_live_probes_answer_the_endpoint_questions(fleet: LiveFleet) -> None:

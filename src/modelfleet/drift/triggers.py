@@ -120,13 +120,21 @@ def _latest(*times: float | None) -> float | None:
     return max(known) if known else None
 
 
-def thread_runner(spec_path: Path, state_root: Path) -> Runner:
-    """Runs each start as `run_retrain` in a daemon thread (its errors are recorded by the run itself)."""
+def thread_runner(spec_path: Path, state_root: Path, api_key: str | None = None) -> Runner:
+    """Runs each start as `run_retrain` in a daemon thread (its errors are recorded by the run itself);
+    ``api_key``: the supervisor's own key when auth is on (the rollout reads the router's status)."""
 
     def run(model: str, trigger: Trigger) -> None:
         def body() -> None:
             with contextlib.suppress(ModelfleetError):
-                run_retrain(spec_path, model, trigger, state_root=state_root, actor="modelfleet-supervisor")
+                run_retrain(
+                    spec_path,
+                    model,
+                    trigger,
+                    state_root=state_root,
+                    api_key=api_key,
+                    actor="modelfleet-supervisor",
+                )
 
         threading.Thread(target=body, name=f"retrain-{model}", daemon=True).start()
 
@@ -209,7 +217,9 @@ def retrain_configs(spec_path: Path) -> dict[str, RetrainConfig]:
     return {m.name: m.retrain for m in load_fleet_spec(spec_path).models if m.retrain is not None}
 
 
-def retrain_scheduler(paths: FleetPaths, spec_path: str | Path, metrics_url: str) -> RetrainScheduler | None:
+def retrain_scheduler(
+    paths: FleetPaths, spec_path: str | Path, metrics_url: str, api_key: str | None = None
+) -> RetrainScheduler | None:
     """The supervisor's scheduler for models with a schedule or an error-rate trigger; None when none has one."""
     configs = {
         name: config
@@ -220,12 +230,16 @@ def retrain_scheduler(paths: FleetPaths, spec_path: str | Path, metrics_url: str
     }
     if not configs:
         return None
-    return RetrainScheduler(paths, configs, thread_runner(Path(spec_path), paths.root.parent), metrics_url)
+    runner = thread_runner(Path(spec_path), paths.root.parent, api_key)
+    return RetrainScheduler(paths, configs, runner, metrics_url)
 
 
-def drift_listener(paths: FleetPaths, spec_path: str | Path) -> DriftRetrainListener | None:
+def drift_listener(
+    paths: FleetPaths, spec_path: str | Path, api_key: str | None = None
+) -> DriftRetrainListener | None:
     """The listener the fleet's drift monitor registers, for models with `retrain.triggers.on_drift`."""
     configs = {name: c for name, c in retrain_configs(Path(spec_path)).items() if c.triggers.on_drift}
     if not configs:
         return None
-    return DriftRetrainListener(paths, configs, thread_runner(Path(spec_path), paths.root.parent), time.time)
+    runner = thread_runner(Path(spec_path), paths.root.parent, api_key)
+    return DriftRetrainListener(paths, configs, runner, time.time)

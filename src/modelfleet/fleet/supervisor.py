@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -29,7 +30,9 @@ from modelfleet.config.fleet import LocalConfig
 from modelfleet.config.operate import OperateSettings
 from modelfleet.drift.capture import CAPTURE_DIR_ENV
 from modelfleet.drift.monitor import for_fleet
+from modelfleet.errors import ModelfleetError
 from modelfleet.fleet.buckets import latency_edges_s
+from modelfleet.fleet.sizing import load_fleet_spec
 from modelfleet.fleet.state import (
     FleetPaths,
     FleetState,
@@ -40,6 +43,7 @@ from modelfleet.fleet.state import (
     router_trust,
     write_state,
 )
+from modelfleet.fleet.supervisor_key import SupervisorKey, open_supervisor_key
 from modelfleet.operate.alerting import AlertLoop, Sample
 from modelfleet.operate.events import Event, append_event
 from modelfleet.operate.notify import Notifier
@@ -47,6 +51,7 @@ from modelfleet.operate.rules import LOCAL_RESTARTS, build_rules
 from modelfleet.supervision import RestartPolicy
 
 _HEALTH_TIMEOUT_S = 2.0
+log = logging.getLogger("modelfleet.fleet")
 
 
 def restart_policy(config: LocalConfig) -> RestartPolicy:
@@ -77,6 +82,7 @@ class Supervisor:
         self._operate: list[asyncio.Task[None]] = []  # the notifier, the alert evaluator, the drift monitor
         # Judges the sampling models' windows once the fleet is up; listeners (retraining) register here.
         self.drift = for_fleet(paths, self.state)
+        self.key: SupervisorKey | None = None  # opened by run(), with auth on
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -86,7 +92,29 @@ class Supervisor:
         self.state.supervisor_pid = os.getpid()
         self.state.status = "starting"
         self._save()
-        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=router_trust(self.paths)) as client:
+        self.key = self._open_key()
+        try:
+            await self._supervise()
+        finally:
+            if self.key is not None:
+                with contextlib.suppress(ModelfleetError, OSError):
+                    self.key.revoke()
+
+    def _open_key(self) -> SupervisorKey | None:
+        """The supervisor's `read` key when the fleet's auth is on (fleet/supervisor_key.py), else None."""
+        try:
+            auth = load_fleet_spec(self.state.spec_path).auth
+            if not auth.enabled or auth.keys_file is None:
+                return None
+            return open_supervisor_key(auth.keys_file, self.state.fleet)
+        except (ModelfleetError, OSError) as exc:  # the fleet still runs; its own reads get 401s, and say so
+            log.error("no supervisor key (alerts, drift and retraining cannot read the fleet): %s", exc)
+            return None
+
+    async def _supervise(self) -> None:
+        headers = {} if self.key is None else self.key.headers
+        verify = router_trust(self.paths)
+        async with httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S, verify=verify, headers=headers) as client:
             watchers = [asyncio.create_task(self._keep_running(record)) for record in self.state.processes]
             health = asyncio.create_task(self._health_loop(client))
             self._operate = self._notifier_tasks()
@@ -148,10 +176,13 @@ class Supervisor:
         # Imported here, not above: the retraining pipeline imports the local fleet, which imports this module.
         from modelfleet.drift.triggers import drift_listener, retrain_scheduler
 
-        listener = drift_listener(self.paths, self.state.spec_path)
+        api_key = None if self.key is None else self.key.key
+        listener = drift_listener(self.paths, self.state.spec_path, api_key)
         if listener is not None:
             self.drift.add_listener(listener)
-        scheduler = retrain_scheduler(self.paths, self.state.spec_path, f"{self.state.router_url}/metrics")
+        scheduler = retrain_scheduler(
+            self.paths, self.state.spec_path, f"{self.state.router_url}/metrics", api_key
+        )
         return [] if scheduler is None else [asyncio.create_task(scheduler.run(client, time.time))]
 
     def _metrics_urls(self) -> list[tuple[str, str]]:
