@@ -183,6 +183,15 @@ class ModelRepository:
     def default_version(self, name: str) -> str:
         return self.get(name).version
 
+    def current_version(self, name: str) -> str:
+        """The version unversioned requests get: the loaded default, else a lazy name's registered one."""
+        if self._entries.get(name) or not self._lazy.get(name):
+            return self.default_version(name)
+        return next(iter(self._lazy[name]))
+
+    def is_loaded(self, name: str, version: str) -> bool:
+        return version in self._entries.get(name, {})
+
     def note(self, name: str, version: str, reason: str) -> None:
         """Attach a reason to a serving version (e.g. why its replacement failed) for the repository index."""
         self.get(name, version).reason = reason
