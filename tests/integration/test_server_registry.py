@@ -179,3 +179,33 @@ def test_a_model_registered_under_another_name_is_served_and_followed_under_that
             time.sleep(0.1)
         response = httpx.post(f"{server.url}/v2/models/emb/infer", json=BODY)
         assert response.status_code == 200 and response.json()["model_version"] == "2"
+
+
+def test_a_lazy_model_follows_its_alias_loaded_or_not(tmp_path: Path, registry: Registry) -> None:
+    spec_path = _spec(tmp_path, registry.root, "iris@production")
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["residency"] = {"memory_budget_bytes": 512 * 2**20}
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    def index_until(server_url: str, wanted: list[tuple[str, str, str]]) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            index = httpx.post(f"{server_url}/v2/repository/index").json()
+            seen = [(e["name"], e["version"], e["state"]) for e in index]
+            if seen == wanted or time.monotonic() > deadline:
+                assert seen == wanted
+                return
+            time.sleep(0.1)
+
+    with serve(["--spec", str(spec_path)], tmp_path) as server:
+        index_until(server.url, [("iris", "1", "UNAVAILABLE")])
+        # Not loaded: the move registers the new version in place of the old, nothing is loaded.
+        registry.promote("iris:2", actor="test", reason="better model")
+        index_until(server.url, [("iris", "2", "UNAVAILABLE")])
+        response = httpx.post(f"{server.url}/v2/models/iris/infer", json=BODY, timeout=30)
+        assert response.status_code == 200 and response.json()["model_version"] == "2"  # its cold load
+        # Loaded: the next version loads beside it and takes over, and stays registered for evictions.
+        registry.promote("iris:3", actor="test", reason="even better")
+        index_until(server.url, [("iris", "3", "READY")])
+        response = httpx.post(f"{server.url}/v2/models/iris/infer", json=BODY, timeout=30)
+        assert response.status_code == 200 and response.json()["model_version"] == "3"

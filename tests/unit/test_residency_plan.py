@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from modelfleet.config.base import parse_spec
 from modelfleet.config.fleet import FleetSpec
+from modelfleet.errors import SpecError
 from modelfleet.fleet.plan import plan_fleet
 
 
@@ -43,3 +46,17 @@ def test_busy_models_go_to_the_least_demanded_group_they_fit_in() -> None:
     assert len(plan.groups) == 2
     for group in plan.groups:
         assert sum(1 for name in group.model_names if name.startswith("hot")) == 1
+
+
+def test_a_pools_residency_reaches_every_servers_spec_and_must_fit_its_memory() -> None:
+    residency = {"memory_budget_bytes": 500 * 2**20, "pinned": ["t0"], "max_cold_requests": 32}
+    models = [{"name": f"t{i}", "path": f"/m/{i}"} for i in range(3)]
+    plan = plan_fleet(_fleet(models, residency=residency), {f"t{i}": 400 for i in range(3)})
+    specs = [group.serve_spec("127.0.0.1", 0) for group in plan.groups]
+    assert len(specs) == 2
+    for spec in specs:
+        assert spec.residency.memory_budget_bytes == 500 * 2**20
+        assert spec.residency.pinned == ["t0"] and spec.residency.max_cold_requests == 32
+    # 1256 MiB less 256 overhead leave 1000 MiB for models: a larger budget is refused with both settings.
+    with pytest.raises(SpecError, match=r"residency\.memory_budget_bytes .*resources\.memory_mib"):
+        _fleet(models, residency={"memory_budget_bytes": 1001 * 2**20})

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from modelfleet.config.base import DNS_SUBDOMAIN, MAX_SECRET_NAME_CHARS, SpecModel
 from modelfleet.config.observe import TracingConfig, UiConfig
 from modelfleet.config.operate import AlertsConfig, NotificationsConfig
+from modelfleet.config.residency import ResidencyConfig
 from modelfleet.config.retrain import RetrainConfig
 from modelfleet.config.review import ReviewConfig
 from modelfleet.config.router import RouterConfig
@@ -158,6 +159,22 @@ class PoolConfig(SpecModel):
     autoscaling: AutoscalingConfig = Field(
         default_factory=AutoscalingConfig, description="Horizontal autoscaling bounds and target."
     )
+    residency: ResidencyConfig = Field(
+        default_factory=ResidencyConfig,
+        description="Each replica's memory budget for loaded models (the serve spec's `residency`, passed "
+        "to every server of the pool); unset, every model loads at start and stays loaded.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> PoolConfig:
+        budget = self.residency.memory_budget_bytes
+        room = (self.resources.memory_mib - self.server_overhead_mib) * 2**20
+        if budget is not None and budget > room:
+            raise ValueError(
+                f"pool {self.name!r}: residency.memory_budget_bytes {budget} is over the {room} bytes a "
+                "replica has for models (resources.memory_mib - server_overhead_mib)"
+            )
+        return self
 
     @field_validator("name")
     @classmethod

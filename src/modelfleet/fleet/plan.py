@@ -72,7 +72,13 @@ class ServerGroup:
             if keys_file is None
             else ServeAuthConfig(enabled=True, keys_file=keys_file, protect_metrics=protect_metrics)
         )
-        return ServeSpec(server=server, models=models, auth=auth, tracing=tracing or TracingConfig())
+        return ServeSpec(
+            server=server,
+            models=models,
+            auth=auth,
+            tracing=tracing or TracingConfig(),
+            residency=self.pool.residency,
+        )
 
 
 @dataclass(frozen=True, slots=True)

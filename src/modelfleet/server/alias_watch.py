@@ -4,6 +4,9 @@ The switch is atomic for clients: unversioned requests go to the old version unt
 then to the new one; requests already queued on the old version finish there before it is unloaded.
 A new version that fails to load or verify is reported (repository index reason, log) and the old one
 keeps serving; that version is not retried until the alias moves again.
+
+A lazy model (a memory budget is set) follows too: the new version is registered in place of the old,
+so the next cold load opens it (and, while the old one is loaded, it loads beside it and takes over).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class AliasWatcher:
             name = served_name(config)
             assert name is not None and config.ref is not None
             try:
-                serving = self._repository.default_version(name)
+                serving = self._repository.current_version(name)
                 wanted = await asyncio.to_thread(self._source.current_version, config.ref)
             except (NotFound, Unavailable):
                 continue  # not loaded yet (or lazy and not loaded now), or the alias was removed: keep what serves
@@ -68,16 +71,26 @@ class AliasWatcher:
 
     async def _switch(self, config: ModelConfig, name: str, serving: str, wanted: str) -> None:
         log.warning("%s moved: loading %s version %s beside version %s", config.ref, name, wanted, serving)
+        repository = self._repository
+        pinned = pinned_config(config, wanted)
+        lazy = repository.is_lazy(name)
         try:
-            await self._repository.load(pinned_config(config, wanted))
+            if lazy:  # registered to load on demand in place of the old one (pinned: loaded now)
+                await repository.add(pinned)
+            if not lazy or (repository.is_loaded(name, serving) and not repository.is_loaded(name, wanted)):
+                await repository.load(pinned)
         except ModelfleetError as exc:
             self._failed[name] = wanted
-            self._repository.note(name, serving, f"update to version {wanted} failed: {exc.message}")
+            if lazy:
+                await repository.unload(name, wanted)  # the old registration keeps serving
+            if repository.is_loaded(name, serving):
+                repository.note(name, serving, f"update to version {wanted} failed: {exc.message}")
             log.error(
                 "%s version %s did not load; version %s keeps serving: %s", name, wanted, serving, exc.message
             )
             return
         self._failed.pop(name, None)
-        self._repository.set_default(name, wanted)
-        await self._repository.unload(name, serving)
+        if repository.is_loaded(name, wanted):
+            repository.set_default(name, wanted)
+        await repository.unload(name, serving)
         log.warning("%s now serves version %s", name, wanted)

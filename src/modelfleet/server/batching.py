@@ -128,6 +128,17 @@ class BatchObserver(Protocol):
     def on_shed(self, reason: ShedReason) -> None: ...
 
 
+class SharedRuns(Protocol):
+    """The run queue of a session shared by several names (server/lanes.py): `submit` resolves with the
+    batch's outputs and the seconds it waited behind other names' runs; `wait_s` estimates that wait now."""
+
+    def submit(
+        self, inputs: Arrays, items: int, signature: tuple[Any, ...], max_items: int
+    ) -> asyncio.Future[tuple[Arrays, float]]: ...
+
+    def wait_s(self, now: float) -> float: ...
+
+
 class _NullObserver:
     def on_batch(self, items: int, requests: int, compute_s: float, queue_s: list[float]) -> None:
         pass
@@ -284,6 +295,12 @@ class Batcher:
         # Set by the first request that carries an InferTiming (tracing is on for the whole process):
         # until then a run takes no timestamps beyond its own.
         self._traced = False
+        self._lane: SharedRuns | None = None
+
+    def share_runs(self, lane: SharedRuns) -> None:
+        """Run batches on `lane`, the run queue of a session other names share, not in this batcher's
+        own thread: their runs then never overlap on the session, and merge when they can."""
+        self._lane = lane
 
     @property
     def busy(self) -> bool:
@@ -352,9 +369,10 @@ class Batcher:
             )
         # An idle model always admits: a cold model has nothing to go by, and a stale estimate (a model
         # that was slow and is fast again) is only corrected by runs, so refusing on it would persist.
-        if (queued == 0 and self._inflight == 0) or not known:
+        lane_s = self._lane.wait_s(now) if self._lane is not None else 0.0
+        if (queued == 0 and self._inflight == 0 and lane_s == 0.0) or not known:
             return
-        finish_s = self._expected_finish_s(items, now)
+        finish_s = self._expected_finish_s(items, now, lane_s)
         # Waiting for the loop, before admission and again for the answer, counts against the deadline.
         # Not against the queue-wait target: that bounds the model's own queue, and with the lag in it a
         # busy machine made a fast model (iris, 0.1 ms runs) refuse two closed-loop clients.
@@ -369,7 +387,7 @@ class Batcher:
         target_s = self.queue_wait_limit_s()
         limit_s = target_s
         if now >= self._overloaded_until:  # not overloaded: a burst may pass the target
-            if queued + items <= self.max_batch_size:
+            if queued + items <= self.max_batch_size and lane_s == 0.0:
                 # It runs in the next batch, and no queue stands: refusing it shortens no wait by more
                 # than its own items' share of one run. Without this, 32 closed-loop clients of a
                 # question-answering model (one ~25 ms run per window) got 25,629 503s in 8 s, each
@@ -385,7 +403,7 @@ class Batcher:
                 finish_s - target_s,
             )
 
-    def _expected_finish_s(self, items: int, now: float) -> float:
+    def _expected_finish_s(self, items: int, now: float, lane_s: float = 0.0) -> float:
         """Seconds until a new request of `items` would have its result: batch-aware, O(instances).
 
         The queue runs as full batches of `max_batch_size` and then the batch this request joins; they
@@ -393,9 +411,14 @@ class Batcher:
         for its size. A run in flight that is overdue by x is assumed to need x more, and a run that has
         taken k times its expected time slows every estimate by k - 1 (thread-scheduling jitter, up to 2x
         on a small run, changes nothing; a model that became 10x slower sheds before its first slow run ends).
+        On a shared lane, the lane's wait (`lane_s`, every name's runs ahead, its own included) replaces
+        this batcher's runs in flight.
         """
         service = self.service
-        remaining_s, busy, slowdown = self._in_flight(now)
+        if self._lane is not None:
+            remaining_s, busy, slowdown = lane_s * self._instances, self._instances, 1.0
+        else:
+            remaining_s, busy, slowdown = self._in_flight(now)
         full_runs, partial = divmod(self._queued_items, self.max_batch_size)
         own = partial + items
         if partial and own > self.max_batch_size:  # does not fit the partial batch: it starts the next
@@ -528,7 +551,14 @@ class Batcher:
         self._run_items[instance] = total_items
         run_started = time.monotonic() if self._traced else 0.0
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+            if self._lane is None:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+            else:  # its wait behind other names' runs is its requests' queue time, not compute
+                outputs, waited_s = await self._lane.submit(
+                    merged, total_items, batch[0].signature, self.max_batch_size
+                )
+                started += waited_s
+                queue_s = [wait_s + waited_s for wait_s in queue_s]
         except ModelfleetError as exc:
             _fail_all(batch, exc)
             return

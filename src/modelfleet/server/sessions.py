@@ -19,6 +19,7 @@ import psutil
 
 from modelfleet.manifest import Manifest, read_manifest
 from modelfleet.runtime.base import Model
+from modelfleet.server.lanes import RunLane
 
 # Manifest fields that name or describe a build rather than what a session computes.
 _IDENTITY_FIELDS = {"name", "version", "created_at", "source", "verification", "libraries"}
@@ -77,6 +78,18 @@ class Session:
     size_bytes: int = 0  # RSS growth over its open and first warm-up, at least its model file's size
     load_s: float = 0.0
     warmup_runs: tuple[tuple[int, float], ...] = ()  # the first name's warm-up: seeds later names' batchers
+    lane: RunLane | None = None  # the names' one run queue, from the second name on (server/lanes.py)
+
+    def shared_lane(self, workers: int) -> RunLane:
+        """The run queue every name on this session runs its batches on, made when a second name joins."""
+        if self.lane is None:
+            self.lane = RunLane(self.model.predict, workers, self.key[:12])
+        return self.lane
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
+        self.model.close()
 
 
 class SessionPool:
@@ -133,12 +146,12 @@ class SessionPool:
         if session.users > 0:
             return False
         del self._sessions[key]
-        session.model.close()
+        session.close()
         return True
 
     def close(self) -> None:
         for session in self._sessions.values():
-            session.model.close()
+            session.close()
         self._sessions.clear()
 
 
