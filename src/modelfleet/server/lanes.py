@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.server.batching import ServiceEstimate
+from modelfleet.server.estimates import ServiceEstimate
 from modelfleet.types import Arrays
 
 
