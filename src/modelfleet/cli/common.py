@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,15 @@ def typed_flags(ctx: typer.Context, keys: Iterable[str]) -> dict[str, object]:
 
 
 # Who an audited action is recorded for: --actor, $MODELFLEET_ACTOR, else the login name.
+# Where local fleets keep their state: every command that finds a fleet by name takes it.
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="MODELFLEET_STATE_DIR",
+        help="Folder holding local fleets' state (pid files, ports, logs, restarts).",
+    ),
+]
 Actor = Annotated[
     str | None,
     typer.Option("--actor", envvar="MODELFLEET_ACTOR", help="Who to record [default: your user name]."),

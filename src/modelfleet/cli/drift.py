@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import console
+from modelfleet.cli.common import StateDir, console
 
 drift_app = typer.Typer(
     name="drift", help="Drift of served traffic from each model's reference.", no_args_is_help=True
@@ -23,12 +23,7 @@ def report_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the history and last assessment as JSON instead.")
     ] = False,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir", envvar="MODELFLEET_STATE_DIR", help="Folder holding local fleets' state."
-        ),
-    ] = None,
+    state_dir: StateDir = None,
 ) -> None:
     """Per-feature reference vs current histograms and scores over time, from the fleet's drift monitor.
 

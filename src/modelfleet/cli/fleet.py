@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from modelfleet.cli.common import console, err_console, print_json, warn
+from modelfleet.cli.common import StateDir, console, err_console, print_json, warn
 from modelfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -27,14 +27,6 @@ fleet_app = typer.Typer(
 
 SpecFile = Annotated[Path, typer.Argument(help="Fleet spec (YAML).")]
 FleetRef = Annotated[str, typer.Argument(help="Fleet name or spec file.")]
-StateDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        envvar="MODELFLEET_STATE_DIR",
-        help="Folder holding local fleets' state (pid files, ports, logs, restarts).",
-    ),
-]
 Kubeconfig = Annotated[
     Path | None,
     typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG or ~/.kube/config)."),

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import Actor, console, err_console, print_json
+from modelfleet.cli.common import Actor, StateDir, console, err_console, print_json
 from modelfleet.errors import GateFailed
 
 
@@ -42,10 +42,7 @@ def rollout_command(
         int | None,
         typer.Option("--min-requests", help="Canary requests a step needs before it is judged [50]."),
     ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option("--state-dir", envvar="MODELFLEET_STATE_DIR", help="Folder holding local fleets."),
-    ] = None,
+    state_dir: StateDir = None,
     registry: Annotated[
         Path | None,
         typer.Option(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelfleet.cli.common import Actor, console, err_console, print_json
+from modelfleet.cli.common import Actor, StateDir, console, err_console, print_json
 from modelfleet.errors import GateFailed
 
 if TYPE_CHECKING:
@@ -34,10 +34,7 @@ def retrain_command(
         str | None,
         typer.Option("--labels", help="Labels file or http(s) URL (JSON lines), instead of retrain.labels."),
     ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option("--state-dir", envvar="MODELFLEET_STATE_DIR", help="Folder holding local fleets."),
-    ] = None,
+    state_dir: StateDir = None,
     registry: Annotated[
         Path | None,
         typer.Option("--registry", envvar="MODELFLEET_REGISTRY", help="Registry folder the fleet uses."),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from modelfleet.cli.common import console, err_console
+from modelfleet.cli.common import StateDir, console, err_console
 from modelfleet.errors import InvalidInput
 
 
@@ -59,10 +59,7 @@ def review_command(
             "--probe-key", help="A key WITHOUT the model's infer scope (403 probe).", show_default=False
         ),
     ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option("--state-dir", envvar="MODELFLEET_STATE_DIR", help="Local fleets' state folder."),
-    ] = None,
+    state_dir: StateDir = None,
 ) -> None:
     """Answer the Well-Architected questions with evidence; exit 1 while a HIGH (or --fail-on medium) risk remains."""
     from modelfleet.review.api import review
