@@ -266,6 +266,9 @@ def main() -> None:
         "--trials-scale", type=float, default=1.0, help="multiply the full mode's trial counts"
     )
     parser.add_argument("--rounds", type=int, default=None, help="serving-cost rounds (full mode: 3)")
+    parser.add_argument(
+        "--text-trials", type=int, default=None, help="MiniLM trials per cell (full mode: 100)"
+    )
     args = parser.parse_args()
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -280,6 +283,7 @@ def main() -> None:
             round(text_trials * args.trials_scale),
         )
         rounds = args.rounds or rounds
+        text_trials = args.text_trials or text_trials
     shifts = [0.0, 0.1, 0.25, 0.5, 1.0]
     mixes = [0.0, 0.1, 0.25, 0.5, 1.0]
     print("tabular detection …", flush=True)

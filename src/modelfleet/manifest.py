@@ -18,6 +18,8 @@ from modelfleet.errors import IntegrityError, InvalidInput, NotFound
 from modelfleet.types import Datatype, TensorSpec
 
 MANIFEST_FILE = "manifest.json"
+# The build's verification inputs, one JSON line an item, for drift detection's `reference.source: build`.
+DRIFT_REFERENCE_FILE = "drift_reference.jsonl"
 MANIFEST_SCHEMA_VERSION = 1
 _HASH_CHUNK_BYTES = 1 << 20
 

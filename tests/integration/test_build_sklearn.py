@@ -149,3 +149,15 @@ def test_force_rebuild_replaces_the_artifact(iris_artifact: Path, tmp_path: Path
     )
     assert (first.version, read_manifest(output).version, second.version) == ("1", "2", "2")
     assert _leftovers(tmp_path) == []
+
+
+def test_a_tabular_build_keeps_its_verification_inputs_as_the_drift_reference(iris_artifact: Path) -> None:
+    from modelfleet.drift.reference import artifact_reference
+    from modelfleet.manifest import DRIFT_REFERENCE_FILE, read_manifest
+
+    manifest = read_manifest(iris_artifact)
+    assert DRIFT_REFERENCE_FILE in manifest.files  # hashed and verified like every file of the artifact
+    reference = artifact_reference(iris_artifact, [field.spec() for field in manifest.inputs], max_items=1000)
+    assert reference is not None
+    rows = np.asarray(reference.inputs["input"])
+    assert rows.ndim == 2 and rows.shape[1] == 4 and len(rows) >= 10

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
+
 from modelfleet import __version__
 from modelfleet.build.atomic import check_output_free, staged_output
 from modelfleet.build.exported import ExportedModel, no_progress
@@ -17,7 +20,7 @@ from modelfleet.build.quantize import quantize_int8
 from modelfleet.build.sources import ResolvedSource, hash_source, resolve_source
 from modelfleet.build.verify import check_target_available, open_session, require_passed
 from modelfleet.errors import InvalidInput
-from modelfleet.manifest import MANIFEST_FILE, Manifest, Source, hash_tree
+from modelfleet.manifest import DRIFT_REFERENCE_FILE, MANIFEST_FILE, Manifest, Source, hash_tree
 from modelfleet.types import ModelRef, Progress
 
 MODEL_FILE = "model.onnx"
@@ -77,6 +80,7 @@ def build_artifact(
         report("verifying")
         verifications = exported.verify(open_session(model_path, options.target, options.optimization), stage)
         require_passed(verifications)
+        _write_drift_reference(exported, stage)
         report("writing artifact")
         shutil.rmtree(work)
         extra: dict[str, Any] = {
@@ -113,6 +117,25 @@ def build_artifact(
         )
         (stage / MANIFEST_FILE).write_bytes(manifest.to_json_bytes())
     return manifest
+
+
+def _write_drift_reference(exported: ExportedModel, stage: Path) -> None:
+    """The verification inputs as the artifact's drift reference, when they are what clients send.
+
+    Only for models without pre-processing (tabular and plain ONNX graphs): there the verification feed is
+    the served inputs themselves; a text model's feed is token ids, which no client sends, so text models
+    take a `served` or `file` reference instead (docs/drift.md).
+    """
+    if exported.preprocessing is not None or not exported.calibration_feeds:
+        return
+    feed = exported.calibration_feeds[0]
+    if {field.name for field in exported.inputs} != set(feed):
+        return
+    rows = len(next(iter(feed.values())))
+    with (stage / DRIFT_REFERENCE_FILE).open("wb") as handle:
+        for row in range(rows):
+            item = {name: np.asarray(values[row]).tolist() for name, values in feed.items()}
+            handle.write(orjson.dumps({"inputs": item}) + b"\n")
 
 
 def library_versions(distributions: tuple[str, ...]) -> dict[str, str]:

@@ -17,9 +17,10 @@ import orjson
 
 from modelfleet.drift.sampling import Window
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.manifest import DRIFT_REFERENCE_FILE
 from modelfleet.types import Datatype, TensorSpec
 
-ARTIFACT_REFERENCE_FILE = "drift_reference.jsonl"
+ARTIFACT_REFERENCE_FILE = DRIFT_REFERENCE_FILE
 _SETTING = "model drift.reference.path"
 
 
