@@ -26,6 +26,7 @@ from pathlib import Path
 from modelfleet.bench import run_bench
 from modelfleet.bench.options import spec_from_sources
 from modelfleet.bench.results import BenchResult
+from modelfleet.manifest import read_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import free_port, server_process, write_result
@@ -102,6 +103,7 @@ def main() -> None:
         given = {**build_artifacts(work, "minilm" in wanted and "minilm" not in given), **given}
     http_port, grpc_port = free_port(), free_port()
     command = [*MODELFLEET, "--port", str(http_port), "--grpc-port", str(grpc_port), "--max-batch-size", "32"]
+    served = {name: read_manifest(given[name]).name for name in wanted}  # a given artifact keeps its own name
     for name in wanted:
         command += ["--model", str(given[name])]
     targets = {
@@ -114,7 +116,7 @@ def main() -> None:
             for concurrency in concurrencies:
                 for label, (protocol, target) in targets.items():
                     print(f"{model} · concurrency {concurrency} · {label} …", flush=True)
-                    result = measure(target, protocol, model, concurrency, duration_s, warmup_s)
+                    result = measure(target, protocol, served[model], concurrency, duration_s, warmup_s)
                     rows.setdefault((model, concurrency), {})[label] = _figures(result)
     load_end = os.getloadavg()
     rest_label, grpc_label = list(targets)
