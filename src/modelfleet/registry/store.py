@@ -231,14 +231,8 @@ class Registry:
         artifact_dir = Path(artifact_dir)
         with self.audit.operation("registry.add", actor, artifact=str(artifact_dir)) as learned:
             with storage_errors(self.root, f"register {artifact_dir}"):
-                lineage_args = (
-                    source_uri,
-                    training_data_sha256,
-                    training_data_uri,
-                    training_params,
-                    retraining,
-                )
-                record = self._add(artifact_dir, actor, name, lineage_args, parent_version, learned, progress)
+                extras = (source_uri, training_data_sha256, training_data_uri, training_params, retraining)
+                record = self._add(artifact_dir, actor, name, extras, parent_version, learned, progress)
             learned.update(version=record.version, manifest_sha256=record.manifest_sha256)
         return record
 
