@@ -24,6 +24,9 @@ from modelfleet.bench.results import BenchResult
 from modelfleet.config.bench import BenchSpec
 from modelfleet.errors import InvalidInput, NotFound, Unavailable
 
+# Timing-sensitive: run alone, after the parallel run (Makefile `test`), so another worker cannot skew it.
+pytestmark = pytest.mark.serial
+
 RELAXED = {"late_send_threshold_s": 0.25, "max_late_fraction": 0.5}
 
 

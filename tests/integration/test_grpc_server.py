@@ -185,7 +185,12 @@ def test_grpc_health_service_reports_serving(plain: GrpcServer) -> None:
     with grpc.insecure_channel(plain.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "inference.GRPCInferenceService"):
+            # Health mirrors readiness every HEALTH_INTERVAL_S: a server just ready over HTTP may lag by that.
+            deadline = time.monotonic() + 10
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            while reply.status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+                time.sleep(0.1)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 

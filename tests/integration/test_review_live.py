@@ -26,7 +26,7 @@ from modelfleet.review.api import gather
 from modelfleet.review.engine import run_review
 from modelfleet.review.types import Finding, ReviewResult
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.serial]  # timing: run alone (Makefile)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS = ROOT / "benchmarks" / "results" / "chaos.json"

@@ -18,6 +18,9 @@ from tests.support.servers import RunningServer, serve
 
 from modelfleet.build import BUNDLED_MODEL_NAME as MINILM
 
+# Timing-sensitive: run alone, after the parallel run (Makefile `test`), so another worker cannot skew it.
+pytestmark = pytest.mark.serial
+
 BODY = {
     "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a short sentence to embed"]}]
 }

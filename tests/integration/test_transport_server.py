@@ -185,6 +185,7 @@ def test_a_huge_header_is_cut_off_after_about_one_read() -> None:
     assert server.connections.refused == {"max_header_bytes": 1}
 
 
+@pytest.mark.serial  # asserts answers within 0.5 s while 200 slow clients trickle: run alone
 def test_slow_header_clients_are_closed_while_others_are_answered_fast() -> None:
     server = Served(LIMITS)
     try:
