@@ -40,13 +40,7 @@ class Workload:
             yield f"{self.template}/spec/containers/{index}", container
 
     def ev(self, pointer: str, observed: str, expected: str) -> Evidence:
-        return Evidence(
-            where=self.doc.where(pointer),
-            observed=observed,
-            expected=expected,
-            file=self.doc.file,
-            pointer=pointer,
-        )
+        return self.doc.evidence(pointer, observed, expected)
 
 
 def get_path(obj: Any, *path: str) -> Any:
@@ -187,12 +181,10 @@ def disruption_budget(inputs: ReviewInputs) -> Outcome:
             )
         else:
             passes.append(
-                Evidence(
-                    match.where("/spec/selector"),
+                match.evidence(
+                    "/spec/selector",
                     f"PodDisruptionBudget {match.name} selects {w.doc.name}",
                     "a PodDisruptionBudget",
-                    file=match.file,
-                    pointer="/spec/selector",
                 )
             )
     return Outcome.of(failures, passes)
@@ -215,12 +207,10 @@ def autoscaler_present(inputs: ReviewInputs) -> Outcome:
             )
         else:
             passes.append(
-                Evidence(
-                    hpa[0].where("/spec/scaleTargetRef"),
+                hpa[0].evidence(
+                    "/spec/scaleTargetRef",
                     f"HPA {hpa[0].name} scales {w.doc.name} (min {hpa[1]})",
                     "a HorizontalPodAutoscaler",
-                    file=hpa[0].file,
-                    pointer="/spec/scaleTargetRef",
                 )
             )
     return Outcome.of(failures, passes)
@@ -270,12 +260,10 @@ def server_side_routing(inputs: ReviewInputs) -> Outcome:
         if any(selects(get_path(s.obj, "spec", "selector"), w.labels) for w in serving)
     ]
     evidence = tuple(
-        Evidence(
-            s.where("/spec/selector"),
+        s.evidence(
+            "/spec/selector",
             f"Service {s.name} fronts its own server",
             "one Service for every model (a router)",
-            file=s.file,
-            pointer="/spec/selector",
         )
         for s in services
     )
@@ -302,11 +290,7 @@ def alert_rules(inputs: ReviewInputs) -> Outcome:
         if doc is None:
             failures.append(Evidence(f"manifests: kind {kind}", f"no {kind}", f"a {kind}"))
         else:
-            passes.append(
-                Evidence(
-                    doc.where("/spec"), f"{kind} {doc.name}", f"a {kind}", file=doc.file, pointer="/spec"
-                )
-            )
+            passes.append(doc.evidence("/spec", f"{kind} {doc.name}", f"a {kind}"))
     return Outcome.of(failures, passes)
 
 

@@ -74,12 +74,10 @@ def network_policy(inputs: ReviewInputs) -> Outcome:
         match = [p for p in policies if selects(get_path(p.obj, "spec", "podSelector") or {}, w.labels)]
         if match:
             passes.append(
-                Evidence(
-                    match[0].where("/spec/podSelector"),
+                match[0].evidence(
+                    "/spec/podSelector",
                     f"NetworkPolicies {', '.join(p.name for p in match)} select {w.doc.name}",
                     "a NetworkPolicy",
-                    file=match[0].file,
-                    pointer="/spec/podSelector",
                 )
             )
         else:
@@ -106,23 +104,13 @@ def secrets_not_in_configmaps(inputs: ReviewInputs) -> Outcome:
             if (SECRET_KEY_NAME.search(key) and text.strip()) or SECRET_VALUE.search(text):
                 pointer = f"/data/{key}"
                 failures.append(
-                    Evidence(
-                        doc.where(pointer),
+                    doc.evidence(
+                        pointer,
                         f"ConfigMap {doc.name} key {key} holds a credential",
                         "credentials in Secrets",
-                        file=doc.file,
-                        pointer=pointer,
                     )
                 )
-        passes.append(
-            Evidence(
-                doc.where("/data"),
-                f"ConfigMap {doc.name}: no credential",
-                "credentials in Secrets",
-                file=doc.file,
-                pointer="/data",
-            )
-        )
+        passes.append(doc.evidence("/data", f"ConfigMap {doc.name}: no credential", "credentials in Secrets"))
     if not failures and not passes:
         return Outcome("not_applicable", (), "no ConfigMap")
     return Outcome.of(failures, passes)
@@ -229,15 +217,7 @@ def tls_enabled(inputs: ReviewInputs) -> Outcome:
         if doc.kind == "Ingress" and get_path(doc.obj, "spec", "tls"):
             return Outcome(
                 "pass",
-                (
-                    Evidence(
-                        doc.where("/spec/tls"),
-                        f"Ingress {doc.name} terminates TLS",
-                        "TLS",
-                        file=doc.file,
-                        pointer="/spec/tls",
-                    ),
-                ),
+                (doc.evidence("/spec/tls", f"Ingress {doc.name} terminates TLS", "TLS"),),
             )
         for index, port in enumerate(get_path(doc.obj, "spec", "ports") or []):
             if doc.kind == "Service" and (port.get("port") == 443 or "https" in str(port.get("name", ""))):
@@ -245,25 +225,17 @@ def tls_enabled(inputs: ReviewInputs) -> Outcome:
                 return Outcome(
                     "pass",
                     (
-                        Evidence(
-                            doc.where(pointer),
+                        doc.evidence(
+                            pointer,
                             f"Service {doc.name} serves port {port.get('port')} ({port.get('name')})",
                             "TLS",
-                            file=doc.file,
-                            pointer=pointer,
                         ),
                     ),
                 )
     services = service_docs(inputs.manifests)
     return Outcome.of(
         [
-            Evidence(
-                s.where("/spec/ports"),
-                f"Service {s.name}: no HTTPS port, no Ingress with tls",
-                "TLS",
-                file=s.file,
-                pointer="/spec/ports",
-            )
+            s.evidence("/spec/ports", f"Service {s.name}: no HTTPS port, no Ingress with tls", "TLS")
             for s in services
         ],
         [],

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelfleet.config.fleet import FleetSpec
 from modelfleet.config.review import ReviewConfig
+from modelfleet.review.types import Evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class ManifestDoc:
             return f"rendered {self.kind}/{self.name}#{pointer}"
         suffix = f"[{self.index}]" if self.index else ""
         return f"{self.file}{suffix}#{pointer}"
+
+    def evidence(self, pointer: str, observed: str, expected: str) -> Evidence:
+        """Evidence seen at `pointer` of this object, with the file and pointer SARIF needs for the line."""
+        return Evidence(self.where(pointer), observed, expected, file=self.file, pointer=pointer)
 
 
 @dataclass(frozen=True, slots=True)
