@@ -9,10 +9,12 @@ neighbour delaying our process is exactly what the late-send check exists to rep
 from __future__ import annotations
 
 import csv
+import socket
 import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,70 @@ def test_a_point_connects_before_its_clock_starts() -> None:
     first_request = next(at for kind, at in events if kind == "request")
     connected_before = [at for kind, at in events if kind == "connect" and at < first_request]
     assert len(connected_before) >= 8  # the open loop's floor of warm connections
+
+
+class _Refusing:
+    """A real HTTP server that refuses every request with 503: `retry_after_s` in the body (as a
+    modelfleet server or router sends it) or only a Retry-After header."""
+
+    def __init__(self, body: bytes, retry_after_header: str | None = None) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Head and body go out as two writes: without this, Nagle and delayed ACKs add 40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                if retry_after_header is not None:
+                    self.send_header("Retry-After", retry_after_header)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "honour", "most"),
+    [
+        (b'{"error": "overloaded", "retry_after_s": 0.25}', "1", True, 2 * (1.0 / 0.25 + 2)),
+        (b'{"error": "overloaded"}', "1", True, 2 * (1.0 / 1.0 + 2)),
+        (b'{"error": "overloaded", "retry_after_s": 0.25}', "1", False, None),
+    ],
+)
+def test_closed_loop_users_wait_what_a_refusal_asks_unless_told_not_to(
+    body: bytes, header: str, honour: bool, most: float | None
+) -> None:
+    refusing = _Refusing(body, header)
+    try:
+        spec = {
+            "protocol": "http",
+            "endpoints": [{"url": f"{refusing.url}/x", "body_template": "{}"}],
+            "mode": "closed",
+            "points": [{"concurrency": 2, "duration_s": 1.0}],
+            "warmup_s": 0.0,
+            "honour_retry_after": honour,
+            **RELAXED,
+        }
+        result = run_bench(BenchSpec.model_validate(spec))
+    finally:
+        refusing.server.shutdown()
+    point = result.points[0]
+    assert point.ok == 0 and point.errors == {"http_503": point.sent}
+    if most is not None:  # the body's precise figure wins over the header's whole seconds
+        assert 2 <= point.sent <= most
+    else:  # resent at once: a refusal storm of far more than a waiting client sends
+        assert point.sent > 100

@@ -63,7 +63,7 @@ def test_status_figures_come_from_the_same_counts() -> None:
         "errors": 0,
         "by_status": {},
         "retries": 0,
-        "shed": {"saturated": 0, "retry_budget": 0, "overloaded": 0},
+        "shed": {"saturated": 0, "retry_budget": 0, "overloaded": 0, "window": 0},
         "p50_ms": None,
         "p99_ms": None,
     }
@@ -71,13 +71,19 @@ def test_status_figures_come_from_the_same_counts() -> None:
     metrics.shed("alpha", "retry_budget")
     metrics.shed("alpha", "saturated")
     metrics.shed("alpha", "overloaded")
-    assert metrics.model_figures("alpha")["shed"] == {"saturated": 2, "retry_budget": 1, "overloaded": 1}
+    metrics.shed("alpha", "window")
+    assert metrics.model_figures("alpha")["shed"] == {
+        "saturated": 2,
+        "retry_budget": 1,
+        "overloaded": 1,
+        "window": 1,
+    }
     families = {f.name: f for f in metrics.collect()}
     assert {
         s.labels["reason"]: s.value
         for s in families["modelfleet_router_shed"].samples
         if s.name.endswith("_total")
-    } == {"saturated": 2.0, "retry_budget": 1.0, "overloaded": 1.0}
+    } == {"saturated": 2.0, "retry_budget": 1.0, "overloaded": 1.0, "window": 1.0}
 
 
 def test_a_fleets_slo_thresholds_are_bucket_edges_of_its_router_and_its_alert_rules() -> None:

@@ -7,7 +7,15 @@ import math
 import pytest
 
 from modelfleet.fleet.router_config import Upstream
-from modelfleet.fleet.routing import RetryBudget, RoutingTable, quantile_from_buckets
+from modelfleet.fleet.routing import (
+    WINDOW_CUT,
+    WINDOW_FORGET_S,
+    WINDOW_MIN,
+    Replica,
+    RetryBudget,
+    RoutingTable,
+    quantile_from_buckets,
+)
 
 
 def _table() -> RoutingTable:
@@ -144,3 +152,63 @@ def test_a_held_replica_that_is_not_ready_does_not_count_as_held() -> None:
     assert table.hold_left_s("a", now=5.0) is None  # the answer is "no ready replica", not "held"
     table.hold(first, "a", until=6.0)
     assert table.choose("a", now=5.0) is None and table.hold_left_s("a", now=5.0) == pytest.approx(1.0)
+
+
+def _windowed_pair() -> tuple[RoutingTable, Replica, Replica]:
+    table = RoutingTable(
+        [
+            Upstream(name="a", group="g", url="http://a:1", models=["m", "n"], max_in_flight=64),
+            Upstream(name="b", group="g", url="http://b:1", models=["m", "n"], max_in_flight=64),
+        ]
+    )
+    a, b = table.replicas
+    a.ready = b.ready = True
+    return table, a, b
+
+
+def test_a_refusal_cuts_that_models_window_on_that_replica_to_a_share_of_its_requests_in_flight() -> None:
+    table, a, b = _windowed_pair()
+    for _ in range(10):
+        a.sent("m")
+    a.finished("m", refused=True, now=1.0)  # refused with 10 in flight: the window is 8
+    assert a.windows["m"].size == pytest.approx(10 * WINDOW_CUT)
+    for _ in range(8 - a.in_flight["m"]):
+        a.sent("m")
+    assert a.window_full("m", now=1.0) and table.windowed("m")
+    b.outstanding = 60  # b is busier, but a's window is full: b takes the model
+    assert table.choose("m", now=1.0) is b
+    assert table.choose("n", now=1.0) is a, "another model is not limited by m's window"
+    b.outstanding = 64
+    assert table.choose("m", now=1.0) is None  # the router answers 503 itself (reason "window")
+
+
+def test_the_refusals_of_one_round_trip_cut_the_window_once_and_answers_grow_it_back() -> None:
+    _, a, _ = _windowed_pair()
+    for _ in range(20):
+        a.sent("m")
+    for _ in range(5):  # five refusals of the same burst: one cut
+        a.finished("m", refused=True, now=1.0)
+    assert a.windows["m"].size == pytest.approx(20 * WINDOW_CUT)
+    for _ in range(16):  # a window's worth of sends later, a refusal cuts again
+        a.sent("m")
+    a.finished("m", refused=True, now=1.1)
+    assert a.windows["m"].size == pytest.approx(20 * WINDOW_CUT * WINDOW_CUT)  # min(window, in flight)
+    size = a.windows["m"].size
+    a.finished("m", refused=False, now=1.1)
+    assert a.windows["m"].size == pytest.approx(size + 1 / size)  # one request per round trip
+    for _ in range(2000):  # grown to the replica's limit, the window is dropped
+        a.sent("m")
+        a.finished("m", refused=False, now=1.2)
+    assert "m" not in a.windows
+    assert a.outstanding == sum(a.in_flight.values())
+
+
+def test_a_window_is_floored_at_one_request_and_forgotten_when_no_refusal_renews_it() -> None:
+    _, a, _ = _windowed_pair()
+    a.sent("m")
+    a.finished("m", refused=True, now=5.0)
+    assert a.windows["m"].size == WINDOW_MIN  # one request in flight still goes
+    assert not a.window_full("m", now=5.0)
+    a.sent("m")
+    assert a.window_full("m", now=5.0 + WINDOW_FORGET_S)
+    assert not a.window_full("m", now=5.1 + WINDOW_FORGET_S) and "m" not in a.windows

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
-from modelfleet.server.batching import Batcher
+from modelfleet.server.batching import STANDING_QUEUE_S, Batcher
 from modelfleet.server.estimates import ServiceEstimate
 from modelfleet.types import Arrays
 
@@ -290,8 +290,8 @@ async def test_a_burst_is_served_but_a_standing_queue_is_cut_to_the_wait_target(
         assert 0 < result.retry_after_s < 1.0  # until the backlog has drained to the target
     assert recorder.shed == {"queue_wait": 12 - served}
     await asyncio.sleep(0.3)  # the burst's runs end
-    # Once nothing has been refused for 100 ms a burst is served again.
-    await asyncio.sleep(0.15)
+    # Once nothing has been refused for STANDING_QUEUE_S past the last retry-after, a burst is served again.
+    await asyncio.sleep(STANDING_QUEUE_S + 0.05)
     again = await asyncio.gather(*(_timed(batcher, _rows(1.0), 10.0) for _ in range(4)))
     assert all(isinstance(r, dict) for r, _, _ in again)
     await batcher.close()

@@ -28,6 +28,7 @@ from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc import grpc_service_pb2_grpc as pb_grpc
 from modelfleet.protocol.grpc.status import RETRY_AFTER_MS, http_status
 from modelfleet.transport.client import CONNECTION_ERROR, QUEUED_AT_CAP, SENT, TIMEOUT, OnDone, Origin
+from modelfleet.transport.wire import Response
 from modelfleet.types import Datatype
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -178,14 +179,17 @@ class GrpcPool:
 
     async def _call(self, request: bytes, token: Any, deadline: float) -> None:
         written_at = _now()
+        refusal: Response | None = None
         try:
             await self._infer(request, timeout=max(0.001, deadline - written_at), metadata=self.metadata)
             status = 200
         except grpc.aio.AioRpcError as error:
             status = _outcome(error)
+            if status == 503:  # its retry-after-ms, in the shape the generator reads a REST refusal
+                refusal = _refusal(error)
         finally:
             self._in_flight -= 1
-        self.on_done(token, written_at, _now(), status, None)
+        self.on_done(token, written_at, _now(), status, refusal)
         if self._pending and self._in_flight < self.cap:
             self._start(*self._pending.popleft())
 
@@ -205,6 +209,18 @@ class GrpcPool:
             await self._channel.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _refusal(error: grpc.aio.AioRpcError) -> Response | None:
+    """An UNAVAILABLE's retry-after-ms trailing metadata as a 503 Response with Retry-After in seconds."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_MS:
+            try:
+                seconds = float(value) / 1000
+            except (TypeError, ValueError):
+                return None
+            return Response(503, [(b"retry-after", repr(seconds).encode())], b"")
+    return None
 
 
 def _outcome(error: grpc.aio.AioRpcError) -> int:

@@ -137,6 +137,7 @@ def build_plans(spec: BenchSpec, targets: PreparedTargets) -> list[GeneratorPlan
             track_endpoints=len(targets.endpoints) <= spec.track_endpoints_max,
             seed=spec.seed,
             host=host,
+            max_retry_wait_s=spec.max_retry_wait_s if spec.honour_retry_after else None,
             proc_index=proc,
             procs=procs,
             requests_csv=_csv_path(spec, procs, proc),

@@ -143,6 +143,18 @@ class BenchSpec(SpecModel):
         description="When a point counts as stable; a point with neither `duration_s` nor `requests` runs "
         "until it is, or gives up after `max_windows` windows.",
     )
+    honour_retry_after: bool = Field(
+        default=True,
+        description="Closed loop: a user whose request was refused with 503 waits what the refusal asked "
+        "(the JSON body's retry_after_s, else the Retry-After header; at most max_retry_wait_s) before its "
+        "next request, as a well-behaved client does; false resends at once (a refusal storm).",
+    )
+    max_retry_wait_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Longest a closed-loop user waits after a 503 (honour_retry_after).",
+    )
     timeout_s: float = Field(
         default=10.0,
         gt=0,

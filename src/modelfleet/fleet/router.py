@@ -50,7 +50,13 @@ from modelfleet.errors import ModelfleetError
 from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal
-from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, RouterMetrics
+from modelfleet.fleet.router_metrics import (
+    SHED_OVERLOADED,
+    SHED_RETRY_BUDGET,
+    SHED_SATURATED,
+    SHED_WINDOW,
+    RouterMetrics,
+)
 from modelfleet.fleet.router_ui import RouterDashboard
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.observe.tracing import tracer_for, with_traceparent
@@ -384,7 +390,7 @@ class Router:
         data = encode_request(
             request.method, request.target, self._hosts[replica.name], headers, request.body
         )
-        replica.outstanding += 1
+        replica.sent(model)
         token = (request, model, answer, started, deadline, timeout_s, replica, failed)
         self.pools[replica.name].submit(data, token, deadline)
 
@@ -401,7 +407,13 @@ class Router:
                 503, {"error": message, "retry_after_s": round(held_s, 4)}, max(1, math.ceil(held_s))
             )
         after = f" ({failure})" if failed is not None else ""
-        if self.table.ready_replicas(model) > 0:
+        if self.table.windowed(model):
+            self.metrics.shed(model, SHED_WINDOW)
+            message = (
+                f"model {model!r} is overloaded: every ready replica has as many of its requests in flight as "
+                f"it admitted before refusing more (the router's adaptive window){after}; retry shortly"
+            )
+        elif self.table.ready_replicas(model) > 0:
             self.metrics.shed(model, SHED_SATURATED)
             message = (
                 f"model {model!r}: every ready replica has its limit of requests in flight "
@@ -411,29 +423,37 @@ class Router:
             message = f"model {model!r}: no ready replica{after}; retry shortly"
         return error_response(503, message, self._retry_after)
 
-    def _hold(self, replica: Replica, model: str, request: Request, response: Response, now: float) -> None:
-        """Hold ``model`` on ``replica`` for the retry_after_s of its 503 (at most max_overload_hold_s).
+    def _hold(self, replica: Replica, model: str, request: Request, response: Response, now: float) -> bool:
+        """Whether a 503 is the replica's admission control refusing ``model`` (it carries retry_after_s);
+        if so, hold ``model`` on ``replica`` for that long (at most max_overload_hold_s).
 
         Not for a request that carried its own X-Request-Timeout-Ms: a refusal for a short deadline says
         nothing about requests with the model's own timeout.
         """
-        if self._max_hold_s <= 0 or len(response.body) > _MAX_HOLD_BODY_BYTES:
-            return
-        if request.header(_DEADLINE_HEADER) is not None:
-            return
+        if len(response.body) > _MAX_HOLD_BODY_BYTES or request.header(_DEADLINE_HEADER) is not None:
+            return False
         try:
             document = orjson.loads(response.body)
         except orjson.JSONDecodeError:
-            return
+            return False
         retry_s = document.get("retry_after_s") if isinstance(document, dict) else None
-        if isinstance(retry_s, int | float) and not isinstance(retry_s, bool) and retry_s > 0:
+        if not isinstance(retry_s, int | float) or isinstance(retry_s, bool) or retry_s <= 0:
+            return False
+        if self._max_hold_s > 0:
             self.table.hold(replica, model, now + min(float(retry_s), self._max_hold_s))
+        return True
 
     def _upstream_done(
         self, token: Any, written_at: float, finished_at: float, status: int, response: Response | None
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
-        replica.outstanding -= 1
+        now = _now()
+        refused = (
+            response is not None
+            and response.status == 503
+            and self._hold(replica, model, request, response, now)
+        )
+        replica.finished(model, refused, now)
         if self._tracing is not None:
             self._tracing.attempt_done(id(request), response.status if response is not None else status)
         if self._splits and (split := self._splits.get(model)) is not None:
@@ -463,12 +483,9 @@ class Router:
         response: Response | None,
     ) -> Response | None:
         if response is not None:
-            if status == 503:
-                now = _now()
-                self._hold(replica, model, request, response, now)
             if status == 503 and failed is None:
                 # An overloaded (or not yet ready) replica: once more elsewhere, within the budget.
-                other = self.table.choose(model, exclude=replica, now=now)
+                other = self.table.choose(model, exclude=replica, now=_now())
                 if other is not None and self.budget.try_retry():
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)

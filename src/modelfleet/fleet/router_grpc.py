@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.fleet.router import Router
-from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED
+from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, SHED_WINDOW
 from modelfleet.fleet.routing import Replica
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc.status import RETRY_AFTER_MS, grpc_status, http_status, retry_metadata
@@ -266,7 +266,8 @@ class RouterGrpc:
         failed: Replica | None = None
         while replica is not None:
             current = replica
-            current.outstanding += 1
+            current.sent(model)
+            refused = False
             try:
                 answer: bytes = await self._calls[(current.name, method)](
                     request, timeout=max(0.001, deadline - _now()), metadata=metadata
@@ -274,8 +275,9 @@ class RouterGrpc:
             except grpc.aio.AioRpcError as error:
                 code = error.code()
                 trailing = tuple(error.trailing_metadata() or ())
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    refused = self._after_unavailable(current, model, trailing, client_left_s is not None)
                 if code is grpc.StatusCode.UNAVAILABLE and failed is None:
-                    self._after_unavailable(current, model, trailing, client_left_s is not None)
                     replica = router.table.choose(model, exclude=current, now=_now())
                     if replica is not None and router.budget.try_retry():
                         router.metrics.retried(model)
@@ -288,7 +290,7 @@ class RouterGrpc:
                 await context.abort(code, error.details() or "")
                 raise  # abort raises; this line is for readers and type checkers
             finally:
-                current.outstanding -= 1
+                current.finished(model, refused, _now())
             self._observe(infer, model, grpc.StatusCode.OK, started)
             return answer
         code, message, retry_s = self._unavailable(model, failed)
@@ -299,17 +301,24 @@ class RouterGrpc:
 
     def _after_unavailable(
         self, replica: Replica, model: str, trailing: tuple[Any, ...], own_deadline: bool
-    ) -> None:
-        """A replica's UNAVAILABLE: hold the model there for its retry-after-ms (its admission control),
-        or, with no hint (no connection), count it not ready until a health poll says otherwise."""
+    ) -> bool:
+        """A replica's UNAVAILABLE: hold the model there for its retry-after-ms (its admission control:
+        True, unless the client's own deadline was what it refused), or, with no hint (no connection),
+        count it not ready until a health poll says otherwise."""
         retry_ms = next((value for key, value in trailing if key == RETRY_AFTER_MS), None)
         if retry_ms is None:
             replica.ready = False
-            return
+            return False
+        if own_deadline:
+            return False
+        try:
+            retry_s = float(retry_ms) / 1000
+        except ValueError:
+            return False
         hold_s = self.router.settings.max_overload_hold_s
-        with contextlib.suppress(ValueError):
-            if hold_s > 0 and not own_deadline:
-                self.router.table.hold(replica, model, _now() + min(float(retry_ms) / 1000, hold_s))
+        if hold_s > 0:
+            self.router.table.hold(replica, model, _now() + min(retry_s, hold_s))
+        return True
 
     def _unavailable(self, model: str, failed: Replica | None) -> tuple[grpc.StatusCode, str, float]:
         table, router = self.router.table, self.router
@@ -323,7 +332,13 @@ class RouterGrpc:
                 held_s,
             )
         after = f" ({failed.name} was unavailable)" if failed is not None else ""
-        if table.ready_replicas(model) > 0:
+        if table.windowed(model):
+            router.metrics.shed(model, SHED_WINDOW)
+            message = (
+                f"model {model!r} is overloaded: every ready replica has as many of its requests in flight as "
+                f"it admitted before refusing more (the router's adaptive window){after}; retry shortly"
+            )
+        elif table.ready_replicas(model) > 0:
             router.metrics.shed(model, SHED_SATURATED)
             message = (
                 f"model {model!r}: every ready replica has its limit of requests in flight "

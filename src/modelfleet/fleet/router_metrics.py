@@ -25,7 +25,9 @@ from modelfleet.server.host_metrics import HostCollector
 SHED_SATURATED = "saturated"  # every ready replica at its in-flight limit
 SHED_RETRY_BUDGET = "retry_budget"  # a retry was due but the retry budget was spent
 SHED_OVERLOADED = "overloaded"  # every ready replica refused the model and asked for a retry later
-SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET, SHED_OVERLOADED)
+# every ready replica's adaptive window for the model is full (it refused the model lately)
+SHED_WINDOW = "window"
+SHED_REASONS = (SHED_SATURATED, SHED_RETRY_BUDGET, SHED_OVERLOADED, SHED_WINDOW)
 
 
 class _ModelFigures:

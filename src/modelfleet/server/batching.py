@@ -41,13 +41,15 @@ _MIN_RETRY_AFTER_S = 0.001
 # The automatic queue-wait target never goes below this: under a few milliseconds, event-loop and
 # thread hand-off jitter alone would make a lightly loaded tiny model refuse.
 MIN_AUTO_QUEUE_WAIT_S = 0.010
-# CoDel's interval: a model that has refused nothing for this long past the retry-after of its last refusal
-# is not overloaded, and a burst may take it past its target by up to BURST_BATCH_SHARE of a max batch's
-# compute time; the first refusal ends that,
-# so a sustained overload is held to the target itself. Half a batch: 16 concurrent clients of a model
-# with max_batch_size 32 are served at once, while the backlog let in at the start of an overload adds at
-# most half a full run (MiniLM fp32 here: 33 ms) to the latency of the few requests in it.
-STANDING_QUEUE_S = 0.1
+# A model that has refused nothing for this long past the retry-after of its last refusal is not
+# overloaded, and a burst may take it past its target by up to BURST_BATCH_SHARE of a max batch's compute
+# time; the first refusal ends that, so a sustained overload is held to the target itself. Half a batch:
+# 16 concurrent clients of a model with max_batch_size 32 are served at once, while the backlog let in at
+# the start of an overload adds at most half a full run (MiniLM fp32 here: 33 ms) to the latency of the
+# few requests in it. 1 s, not CoDel's 100 ms: behind the router's adaptive window a replica refuses only
+# about once per window of requests under a sustained overload; at 100 ms it read itself as idle between
+# those refusals and let bursts in (admitted p99 swung between 40 and 240 ms from one second to the next).
+STANDING_QUEUE_S = 1.0
 # Linux's default timer tick (HZ=250): a thread that waits one tick for a core is not a slow model.
 SCHEDULER_QUANTUM_S = 0.004
 BURST_BATCH_SHARE = 0.5

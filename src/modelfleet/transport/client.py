@@ -197,6 +197,37 @@ class _Stop(Exception):
     """Raised from a parser callback after the exchange has ended: httptools stops parsing."""
 
 
+class _RefusalConnection(_Connection):
+    """Status only, except that a 503 keeps its Retry-After header and its body (at most the head limit):
+    what a closed-loop user of the load generator needs to wait as the refusal asks. A 200 costs one
+    status check per header and per body chunk, where keeping every response built a Response for each."""
+
+    __slots__ = ("refusal_body", "retry_after")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        super().__init__(pool)
+        self.retry_after: bytes | None = None
+        self.refusal_body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 11 and self.parser.get_status_code() == 503 and name.lower() == b"retry-after":
+            self.retry_after = value
+
+    def on_body(self, body: bytes) -> None:
+        if self.parser.get_status_code() == 503 and len(self.refusal_body) < 4:
+            self.refusal_body.append(body[:4096])
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 503:
+            headers = [(b"retry-after", self.retry_after)] if self.retry_after is not None else []
+            response = Response(503, headers, b"".join(self.refusal_body))
+            self.retry_after, self.refusal_body = None, []
+            self.pool._on_response(self, status, response)
+        elif status >= 200:
+            self.pool._on_response(self, status, None)
+
+
 class ConnectionPool:
     """Keep-alive connections to one origin, at most ``max_connections`` open (and in flight) at once."""
 
@@ -208,13 +239,18 @@ class ConnectionPool:
         connect_timeout_s: float = 10.0,
         limits: ClientLimits | None = None,
         keep_responses: bool = False,
+        keep_refusals: bool = False,
     ) -> None:
+        """`keep_responses`: on_done gets each Response (headers and body); `keep_refusals` (without it):
+        only a 503's, with its Retry-After header and body, and None for every other status."""
         self.origin = origin
         self.max_connections = max_connections
         self.on_done = on_done
         self.connect_timeout_s = connect_timeout_s
         self.limits = limits or ClientLimits()
-        self._protocol = _KeepingConnection if keep_responses else _Connection
+        self._protocol: type[_Connection] = (
+            _KeepingConnection if keep_responses else _RefusalConnection if keep_refusals else _Connection
+        )
         # Until a kept response's head is complete, only this many bytes may arrive.
         self._head_limit = (
             self.limits.max_header_bytes + _READ_SLACK_BYTES
