@@ -92,6 +92,7 @@ def test_content_key_ignores_names_and_build_records_but_not_content_or_runtime_
     assert content_key(_manifest("a", "2" * 64), 2, True) != key  # other weights
     assert content_key(_manifest("a", "1" * 64, tokenizer_sha="c" * 64), 2, True) != key
     assert content_key(_manifest("a", "1" * 64), 1, True) != key  # a session opened with other threads
+    assert content_key(_manifest("a", "1" * 64), 2, True, prepack_weights=False) != key  # other weight layout
     assert content_key(_manifest("a", "1" * 64), 2, False) != key
 
 

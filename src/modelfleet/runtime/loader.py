@@ -15,11 +15,13 @@ def load_model(
     version: str | None = None,
     verify: bool = True,
     length_grouping: bool = True,
+    prepack_weights: bool = True,
 ) -> Model:
     """Read the manifest, check the sha256 of every file, and open the model for the artifact's target.
 
     `name` and `version` override the manifest's (a registry numbers versions itself); `length_grouping`
-    (text models) splits a batch into runs of similar length, or pads it whole into one run.
+    (text models) splits a batch into runs of similar length, or pads it whole into one run;
+    `prepack_weights` lets ONNX Runtime repack MatMul weights for its kernels (faster; no memory cost measured).
     """
     manifest = read_manifest(artifact_dir)
     if verify:
@@ -33,4 +35,5 @@ def load_model(
         name=name,
         version=version,
         length_grouping=length_grouping,
+        prepack_weights=prepack_weights,
     )

@@ -23,7 +23,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,6 +31,7 @@ import numpy as np
 from modelfleet.errors import DeadlineExceeded, ModelfleetError, Unavailable
 from modelfleet.observe.timing import InferTiming
 from modelfleet.server.estimates import LoopLag, ServiceEstimate, loop_lag
+from modelfleet.server.run_threads import RunThreads
 from modelfleet.types import Arrays
 
 ShedReason = Literal["queue_full", "queue_wait", "deadline", "expired"]
@@ -131,7 +131,7 @@ class Batcher:
         self._queued_items = 0
         self._arrived = asyncio.Event()  # something was queued
         self._full = asyncio.Event()  # a whole batch is waiting
-        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"run-{name}")
+        self._threads = RunThreads(instances, f"run-{name}")
         self._workers: list[asyncio.Task[None]] = []
         self._inflight = 0
         self._inflight_items = 0
@@ -408,7 +408,7 @@ class Batcher:
         run_started = time.monotonic() if self._traced else 0.0
         try:
             if self._lane is None:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+                outputs = await self._threads.run(self._run_batch, merged)
             else:  # its wait behind other names' runs is its requests' queue time, not compute
                 outputs, waited_s = await self._lane.submit(
                     merged, total_items, batch[0].signature, self.max_batch_size
@@ -474,7 +474,7 @@ class Batcher:
                     Unavailable(f"model {self._name} was unloaded", retry_after_s=1.0)
                 )
         self._queued_items = 0
-        self._executor.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
 
 
 def _record_timings(

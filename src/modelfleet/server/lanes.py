@@ -17,13 +17,13 @@ import asyncio
 import collections
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modelfleet.server.estimates import ServiceEstimate
+from modelfleet.server.run_threads import RunThreads
 from modelfleet.types import Arrays
 
 
@@ -48,7 +48,7 @@ class RunLane:
     def __init__(self, run_batch: Callable[[Arrays], Arrays], workers: int, name: str) -> None:
         self._run_batch = run_batch
         self._workers = workers
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"lane-{name}")
+        self._threads = RunThreads(workers, f"lane-{name}")
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_items = 0
         self._max_items = 1
@@ -123,7 +123,7 @@ class RunLane:
             return
         merged = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in jobs[0].inputs}
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+            outputs = await self._threads.run(self._run_batch, merged)
         except Exception:
             outputs = None
         if outputs is None or any(array.shape[:1] != (items,) for array in outputs.values()):
@@ -143,7 +143,7 @@ class RunLane:
     async def _run_alone(self, job: _Job, started: float, loop: asyncio.AbstractEventLoop) -> None:
         run_started = loop.time()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, job.inputs)
+            outputs = await self._threads.run(self._run_batch, job.inputs)
         except Exception as exc:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -159,7 +159,7 @@ class RunLane:
             if not job.future.done():
                 job.future.cancel()
         self._queued_items = 0
-        self._executor.shutdown(wait=False)
+        self._threads.shutdown(wait=False)
 
 
 __all__ = ["RunLane"]

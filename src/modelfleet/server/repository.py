@@ -384,7 +384,9 @@ class ModelRepository:
             self._gauges()
             return session, fresh, named(session, session.model.name, session.model.version), rss_before
         path, registry_version = await asyncio.to_thread(self._resolver, config)
-        key, manifest = await asyncio.to_thread(artifact_key, path, threads, config.length_grouping)
+        key, manifest = await asyncio.to_thread(
+            artifact_key, path, threads, config.length_grouping, config.prepack_weights
+        )
         name = served_name(config) or manifest.name
         version = registry_version or manifest.version
         if self._residency.lazy and self._pool.get(key) is None:
@@ -399,6 +401,7 @@ class ModelRepository:
                 name=name,
                 version=registry_version,
                 length_grouping=config.length_grouping,
+                prepack_weights=config.prepack_weights,
             ),
         )
         self._gauges()

@@ -25,18 +25,22 @@ from modelfleet.server.lanes import RunLane
 _IDENTITY_FIELDS = {"name", "version", "created_at", "source", "verification", "libraries"}
 
 
-def content_key(manifest: Manifest, intra_op_threads: int, length_grouping: bool) -> str:
+def content_key(
+    manifest: Manifest, intra_op_threads: int, length_grouping: bool, prepack_weights: bool = True
+) -> str:
     """What two loads must agree on to share one open model: every file's sha256 (the model file and
     the tokenizer's), the pre- and post-processing, and the runtime options the session is opened with."""
     described = manifest.model_dump(mode="json", exclude=_IDENTITY_FIELDS)
-    described["_runtime"] = [intra_op_threads, length_grouping]
+    described["_runtime"] = [intra_op_threads, length_grouping, prepack_weights]
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def artifact_key(path: Path, intra_op_threads: int, length_grouping: bool) -> tuple[str, Manifest]:
+def artifact_key(
+    path: Path, intra_op_threads: int, length_grouping: bool, prepack_weights: bool = True
+) -> tuple[str, Manifest]:
     """`content_key` of the artifact folder at `path`, read from its manifest alone (no file is hashed)."""
     manifest = read_manifest(path)
-    return content_key(manifest, intra_op_threads, length_grouping), manifest
+    return content_key(manifest, intra_op_threads, length_grouping, prepack_weights), manifest
 
 
 def rss_bytes() -> int:
