@@ -58,7 +58,7 @@ from modelfleet.fleet.router_metrics import (
     RouterMetrics,
 )
 from modelfleet.fleet.router_ui import RouterDashboard
-from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
+from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable, window_refusal
 from modelfleet.observe.tracing import tracer_for, with_traceparent
 from modelfleet.observe.ui import is_ui_path
 from modelfleet.protocol.wire import ModelState
@@ -409,10 +409,7 @@ class Router:
         after = f" ({failure})" if failed is not None else ""
         if self.table.windowed(model):
             self.metrics.shed(model, SHED_WINDOW)
-            message = (
-                f"model {model!r} is overloaded: every ready replica has as many of its requests in flight as "
-                f"it admitted before refusing more (the router's adaptive window){after}; retry shortly"
-            )
+            message = window_refusal(model, after)
         elif self.table.ready_replicas(model) > 0:
             self.metrics.shed(model, SHED_SATURATED)
             message = (

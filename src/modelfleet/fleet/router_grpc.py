@@ -31,7 +31,7 @@ from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.fleet.router import Router
 from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, SHED_WINDOW
-from modelfleet.fleet.routing import Replica
+from modelfleet.fleet.routing import Replica, window_refusal
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc.status import RETRY_AFTER_MS, grpc_status, http_status, retry_metadata
 from modelfleet.protocol.wire import ModelState
@@ -334,10 +334,7 @@ class RouterGrpc:
         after = f" ({failed.name} was unavailable)" if failed is not None else ""
         if table.windowed(model):
             router.metrics.shed(model, SHED_WINDOW)
-            message = (
-                f"model {model!r} is overloaded: every ready replica has as many of its requests in flight as "
-                f"it admitted before refusing more (the router's adaptive window){after}; retry shortly"
-            )
+            message = window_refusal(model, after)
         elif table.ready_replicas(model) > 0:
             router.metrics.shed(model, SHED_SATURATED)
             message = (

@@ -222,6 +222,14 @@ def _better(replica: Replica, best: Replica, model: str) -> bool:
     return replica.outstanding < best.outstanding
 
 
+def window_refusal(model: str, after: str = "") -> str:
+    """The router's own 503 while every ready replica's window for ``model`` is full (HTTP and gRPC)."""
+    return (
+        f"model {model!r} is overloaded: every ready replica has as many of its requests in flight as "
+        f"it admitted before refusing more (the router's adaptive window){after}; retry shortly"
+    )
+
+
 class RetryBudget:
     """Retries allowed over a sliding window: ``percent`` of the requests plus ``min_per_s`` (Finagle's
     RetryBudget: 20 % and 10/s over 10 s; Envoy's retry budget likewise defaults to 20 %).
