@@ -7,7 +7,6 @@ healed and its notification delivered."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,7 +199,13 @@ def test_saved_results_and_live_answer_behaviour_and_without_chaos_it_is_unanswe
     results.mkdir()
     _tiny_bench(fleet, results / "bench.json")
     write_result(tune_result(), results / "tune.json")
-    shutil.copy(CHAOS, results / "chaos.json")
+    # The committed chaos run with every target met: what a run here measured is not this test's subject.
+    chaos = json.loads(CHAOS.read_text(encoding="utf-8"))
+    for scenario in chaos["scenarios"]:
+        for verdict in scenario["verdicts"]:
+            verdict["status"] = "PASS"
+    chaos["scenarios"][0]["figures"]["refused_503"]["p99_ms"] = 1.0
+    (results / "chaos.json").write_text(json.dumps(chaos), encoding="utf-8")
     options = {"live": True, "api_key": fleet.key, "probe_key": fleet.probe_key, "results_dir": results}
     answered = _review(fleet, **options)
     for check in (
