@@ -122,5 +122,5 @@ class ModelRef:
 
 
 # Told one line of human-readable progress at a time (build, registry import and export, `fleet up`).
-# The load generator's live figures are another thing: bench.loadgen.ProgressSnapshot.
+# The load generator's live figures are another thing: bench.plan.ProgressSnapshot.
 Progress = Callable[[str], None]

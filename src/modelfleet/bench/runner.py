@@ -19,7 +19,8 @@ from typing import Any
 
 from modelfleet import __version__
 from modelfleet.bench import merge
-from modelfleet.bench.loadgen import GeneratorPlan, Hooks, PointPlan, ProgressSnapshot, run_generator
+from modelfleet.bench.loadgen import run_generator
+from modelfleet.bench.plan import GeneratorPlan, Hooks, PointPlan, ProgressSnapshot
 from modelfleet.bench.results import BenchResult, MachineInfo, ModelInfo, PointRaw, RunInfo, Settings
 from modelfleet.bench.samples import load_samples
 from modelfleet.bench.slo import parse_slo

@@ -20,7 +20,7 @@ from modelfleet.cli.common import console, err_console, print_json
 from modelfleet.config.bench import BENCH_OPTIONS, ENV_PREFIX, BenchOption
 
 if TYPE_CHECKING:
-    from modelfleet.bench.loadgen import ProgressSnapshot as Snapshot
+    from modelfleet.bench.plan import ProgressSnapshot as Snapshot
     from modelfleet.bench.results import BenchResult, PointResult, PointSummary
 
 bench_app = typer.Typer(
