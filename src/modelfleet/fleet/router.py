@@ -444,13 +444,13 @@ class Router:
         self, token: Any, written_at: float, finished_at: float, status: int, response: Response | None
     ) -> None:
         request, model, answer, started, deadline, timeout_s, replica, failed = token
-        now = _now()
+        # The pool's own clock reading at the answer (time.monotonic, as _now): no second read per request.
         refused = (
             response is not None
             and response.status == 503
-            and self._hold(replica, model, request, response, now)
+            and self._hold(replica, model, request, response, finished_at)
         )
-        replica.finished(model, refused, now)
+        replica.finished(model, refused, finished_at)
         if self._tracing is not None:
             self._tracing.attempt_done(id(request), response.status if response is not None else status)
         if self._splits and (split := self._splits.get(model)) is not None:
