@@ -474,7 +474,10 @@ class LocalConfig(SpecModel):
         description="Failed liveness checks in a row after which a running server is restarted.",
     )
     restart_backoff_initial_s: float = Field(
-        default=0.5, gt=0, description="Wait before the first restart of a crashed server."
+        default=0.1,
+        gt=0,
+        description="Wait before the first restart of a crashed server (systemd's RestartSec default): a "
+        "server that ran well is back as soon as it can be; one that keeps crashing waits ever longer.",
     )
     restart_backoff_max_s: float = Field(
         default=30.0, gt=0, description="Cap on the doubling wait between restarts."
