@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration e2e clean venv
+.PHONY: demo test lint typecheck unit integration e2e clean venv bytecode
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Byte-compile the project's own modules (pip compiled every installed package but not this editable
+# source). Where PYTHONDONTWRITEBYTECODE is set (CI images), every server and CLI process the fleet, the
+# tests and the demo start compiled 92 modules again: 0.24 s of the 1.5 s a server took to listen. Stale
+# files are recompiled in memory by Python, so this only ever saves time.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src > /dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -29,11 +36,11 @@ typecheck: $(STAMP)
 # once across workers (tests/conftest.py shared_artifact). Tests marked `serial` time what they measure
 # (overload, load generation, drills): they run alone afterwards, where no other worker skews them.
 TESTS := tests/unit tests/integration tests/e2e
-test: $(STAMP) lint typecheck
+test: $(STAMP) bytecode lint typecheck
 	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not serial" $(TESTS)
 	$(BIN)/python -m pytest -q -m serial $(TESTS)
 
-demo: $(STAMP)
+demo: $(STAMP) bytecode
 	$(BIN)/python examples/demo.py
 
 clean:

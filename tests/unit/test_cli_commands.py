@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import typer
 
-from modelfleet.cli.main import COMMAND_MODULES
+from modelfleet.cli.main import COMMANDS, command_module
 
 
 def test_every_command_module_registers_its_commands() -> None:
     app = typer.Typer()
-    for module in COMMAND_MODULES:
-        module.register(app)
+    for name in COMMANDS:
+        command_module(name).register(app)
     command = typer.main.get_command(app)
     assert isinstance(command, typer.core.TyperGroup)
     assert set(command.commands) == {
@@ -27,3 +30,30 @@ def test_every_command_module_registers_its_commands() -> None:
         "review",
         "retrain",
     }
+
+
+def test_running_one_command_imports_only_its_module_and_help_lists_them_all() -> None:
+    code = (
+        "import sys; from modelfleet.cli.main import main\n"
+        "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('modelfleet.cli.') and m != 'modelfleet.cli.main'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "['modelfleet.cli.common', 'modelfleet.cli.serve']"
+    listed = subprocess.run(
+        [sys.executable, "-m", "modelfleet.cli.main", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0
+    for name in COMMANDS:
+        assert f" {name} " in listed.stdout, name
+
+
+def test_version_prints_the_version() -> None:
+    from modelfleet import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "modelfleet.cli.main", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, __version__)
