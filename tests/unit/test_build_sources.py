@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tests.support.fresh_process import loaded_modules
 
 from modelfleet.build import BUNDLED_MODEL_NAME, BUNDLED_SOURCE, bundled_model_dir
 from modelfleet.build.huggingface import read_text_settings
@@ -185,15 +185,8 @@ def test_unsupported_sentence_transformers_module_is_refused(tmp_path: Path) -> 
 
 
 def test_importing_the_build_package_does_not_import_heavy_frameworks() -> None:
-    code = (
-        "import sys, modelfleet.build, modelfleet.cli.build; "
-        "heavy = [m for m in ('torch', 'transformers', 'skl2onnx', 'skops', 'onnx', 'sklearn') if m in sys.modules]; "
-        "print(','.join(heavy))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == ""
+    loaded = loaded_modules("import modelfleet.build, modelfleet.cli.build")
+    assert loaded.isdisjoint({"torch", "transformers", "skl2onnx", "skops", "onnx", "sklearn"})
 
 
 def test_torchscript_is_recognised_by_content_whatever_the_suffix(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import typer
+from tests.support.fresh_process import loaded_modules
 
 from modelfleet.cli.main import COMMANDS, command_module
 
@@ -22,15 +23,12 @@ def test_every_command_module_registers_one_command_named_as_the_module() -> Non
 
 
 def test_running_one_command_imports_only_its_module_and_help_lists_them_all() -> None:
-    code = (
-        "import sys; from modelfleet.cli.main import main\n"
-        "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.startswith('modelfleet.cli.') and m != 'modelfleet.cli.main'))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip().splitlines()[-1] == "['modelfleet.cli.common', 'modelfleet.cli.serve']"
+    loaded = loaded_modules("from modelfleet.cli.main import main; main(['serve', '--help'])")
+    assert {name for name in loaded if name.startswith("modelfleet.cli.")} == {
+        "modelfleet.cli.main",
+        "modelfleet.cli.common",
+        "modelfleet.cli.serve",
+    }
     listed = subprocess.run(
         [sys.executable, "-m", "modelfleet.cli.main", "--help"], capture_output=True, text=True, timeout=60
     )
