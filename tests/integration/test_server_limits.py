@@ -157,6 +157,12 @@ def test_workers_share_one_port(tmp_path: Path, iris_artifact: Path) -> None:
                 if served >= 20:
                     break
         assert served >= 20, "metrics from every worker are merged into one exposition"
+        success_lines = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith('modelfleet_requests_total{model="iris",outcome="success"}')
+        ]
+        assert len(success_lines) == 1, "one series, summed over the workers' files"
         pids = {line for line in metrics.splitlines() if line.startswith("modelfleet_model_ready")}
         assert pids
         server.process.send_signal(signal.SIGTERM)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 
 from modelfleet.errors import NotFound, Unauthorized
 from modelfleet.fleet.routing import quantile_from_buckets
@@ -30,14 +29,14 @@ def _exposition() -> str:
     metrics = ServerMetrics()
     alpha = metrics.bind("alpha")
     for _ in range(8):
-        alpha.outcomes["success"].inc()
-        alpha.request_s.observe(0.004)
-    alpha.outcomes["overloaded"].inc()
-    alpha.outcomes["bad_request"].inc()
-    alpha.request_s.observe(0.150)
+        alpha.count("success")
+        alpha.observe_request_s(0.004)
+    alpha.count("overloaded")
+    alpha.count("bad_request")
+    alpha.observe_request_s(0.150)
     alpha.on_batch(3, 2, 0.002, [0.001, 0.003])
-    metrics.for_model("no-such-model").outcomes["not_found"].inc()
-    return generate_latest(metrics.registry).decode()
+    metrics.for_model("no-such-model").count("not_found")
+    return metrics.exposition().decode()
 
 
 def test_server_figures_reads_counts_queue_and_latency_from_a_real_exposition() -> None:
@@ -54,8 +53,8 @@ def test_server_figures_reads_counts_queue_and_latency_from_a_real_exposition() 
 def test_server_figures_reads_label_values_with_escapes() -> None:
     metrics = ServerMetrics()
     odd = 'a "quoted"\\back\nslash'
-    metrics.bind(odd).outcomes["timeout"].inc(3)
-    figures = server_figures(generate_latest(metrics.registry).decode())
+    metrics.bind(odd).count("timeout", 3)
+    figures = server_figures(metrics.exposition().decode())
     assert figures.models[odd].requests == 3 and figures.models[odd].errors == 3
 
 

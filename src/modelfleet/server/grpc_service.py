@@ -249,10 +249,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 )
                 answer = encode_infer_response(response)
             except ModelfleetError as exc:
-                bound.outcomes[outcome_for_status(exc.http_status)].inc()
+                bound.count(outcome_for_status(exc.http_status))
                 raise
-            bound.outcomes["success"].inc()
-            bound.request_s.observe(time.perf_counter() - started)
+            bound.count("success")
+            bound.observe_request_s(time.perf_counter() - started)
             return answer
 
         return await self._guard(context, f"infer:{name}", work)

@@ -181,7 +181,7 @@ class V2App:
         elif isinstance(exc, Unauthorized):
             headers.append((b"www-authenticate", _CHALLENGE))
         if model_name:  # a name that is not served counts under `unknown`, never as a new label
-            self.metrics.for_model(model_name).outcomes[outcome_for_status(exc.http_status)].inc()
+            self.metrics.for_model(model_name).count(outcome_for_status(exc.http_status))
         await _respond(send, exc.http_status, orjson.dumps(document), headers)
 
     async def _authorize(self, scope: AsgiScope, needed: str) -> str | None:
@@ -345,8 +345,8 @@ class V2App:
             timing.encoded = time.monotonic()
         await _respond(send, 200, payload, headers)
         bound = self.metrics.for_model(response.model_name)
-        bound.outcomes["success"].inc()
-        bound.request_s.observe(time.perf_counter() - started)
+        bound.count("success")
+        bound.observe_request_s(time.perf_counter() - started)
         return response.model_version
 
 

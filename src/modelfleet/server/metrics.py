@@ -1,20 +1,19 @@
 """Prometheus metrics for the model server.
 
-Children are bound per model once, so the hot path does one `observe`/`inc` per figure and no label
-lookups. With several worker processes (`--workers N`) every worker is given the same
-`multiprocess_dir` and `/metrics` merges every worker's figures from it (the worker pool also sets
-PROMETHEUS_MULTIPROC_DIR for the workers it starts: prometheus_client reads it at import to write its
-values to files, and has no other switch).
+The figures of each model (requests by outcome, latency, queue, batch sizes, shedding, loads) are one
+row of `model_series.SeriesStore`, bound once per model, so the hot path does no label lookups; that
+module's docstring has the measurements that made prometheus_client's labelled children unfit at
+thousands of models. The server's other figures (HTTP routes, load time and readiness by version,
+drift, process and host) stay prometheus_client metrics. With several worker processes
+(`--workers N`) every worker is given the same `multiprocess_dir` and `/metrics` merges every
+worker's figures from it (the worker pool also sets PROMETHEUS_MULTIPROC_DIR for the workers it
+starts: prometheus_client reads it at import to write its values to files, and has no other switch).
 
 Bounded: only served models (loading or loaded, bound by the repository) get their own `model` label;
 every other name a client sends lands under the one label `unknown`, so made-up names cannot grow the
-exposition. Rendering takes a worker thread, and its result is reused for as long as it took to render.
-Measured on this 2-core machine with 3,000 served models (one worker, one request each): the
-exposition is 17.3 MB and `generate_latest` takes 1.5 s of pure-Python CPU, a 1.5 s stall if it ran on
-the event loop every model shares. In a thread the loop keeps running (1 ms timers fired a median
-5 ms late, the GIL switch interval, and at worst 99 ms late during one render), and the reuse bounds a
-scrape flood to rendering half of the time at most; a small server (a render of a millisecond) always
-answers with fresh figures.
+exposition. Rendering takes a worker thread, and its result is reused for as long as it took to render,
+so a scrape flood keeps a render thread busy half of the time at most and the event loop every model
+shares keeps running; a small server (a render of a millisecond) always answers with fresh figures.
 """
 
 from __future__ import annotations
@@ -24,12 +23,14 @@ import contextlib
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.process_collector import ProcessCollector
 
+from modelfleet.heap import release_free_heap
 from modelfleet.server.batching import SHED_REASONS, ShedReason
 from modelfleet.server.host_metrics import HostCollector
+from modelfleet.server.model_series import Schema, SeriesStore, counter, gauge, histogram, mark_dead
 
 # Latency buckets from 0.5 ms to 10 s: model servers live in the 1-300 ms range.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -61,32 +62,111 @@ def outcome_for_status(status: int) -> str:
 
 
 UNKNOWN_MODEL = "unknown"
+_TRIM_AFTER_BYTES = 4 << 20
+
+
+MODEL_SCHEMA = Schema.of(
+    [
+        counter("modelfleet_requests", "Inference requests by model and outcome.", "outcome", OUTCOMES),
+        histogram(
+            "modelfleet_request_duration_seconds",
+            "Inference request time inside the server (decode to encode).",
+            LATENCY_BUCKETS_S,
+        ),
+        histogram(
+            "modelfleet_queue_duration_seconds",
+            "Time a request waited for its batch to start.",
+            LATENCY_BUCKETS_S,
+        ),
+        histogram(
+            "modelfleet_compute_duration_seconds",
+            "Model run time per batch (tokenization included).",
+            LATENCY_BUCKETS_S,
+        ),
+        histogram("modelfleet_batch_size", "Items per model run.", BATCH_BUCKETS),
+        gauge("modelfleet_queue_depth", "Items waiting for a model run."),
+        counter(
+            "modelfleet_model_warmup_runs",
+            "Runs a model made at load, through its batcher, before it reported ready.",
+        ),
+        counter(
+            "modelfleet_shed_requests",
+            "Inference requests refused (503) or failed at their deadline (504) by admission, by reason.",
+            "reason",
+            SHED_REASONS,
+        ),
+        counter(
+            "modelfleet_model_loads",
+            "Loads of a served name (at start, or cold on its first request after it was not loaded).",
+        ),
+        counter(
+            "modelfleet_model_evictions",
+            "Unloads of a served name to stay within residency.memory_budget_bytes.",
+        ),
+    ]
+)
+_REQUESTS = MODEL_SCHEMA.family("modelfleet_requests")
+_REQUEST_S = MODEL_SCHEMA.family("modelfleet_request_duration_seconds")
+_QUEUE_S = MODEL_SCHEMA.family("modelfleet_queue_duration_seconds")
+_COMPUTE_S = MODEL_SCHEMA.family("modelfleet_compute_duration_seconds")
+_BATCH_ITEMS = MODEL_SCHEMA.family("modelfleet_batch_size")
+_OUTCOME_COLUMN = {outcome: _REQUESTS.offset + index for index, outcome in enumerate(OUTCOMES)}
+_QUEUE_DEPTH_COLUMN = MODEL_SCHEMA.family("modelfleet_queue_depth").offset
+_WARMUP_COLUMN = MODEL_SCHEMA.family("modelfleet_model_warmup_runs").offset
+_SHED = MODEL_SCHEMA.family("modelfleet_shed_requests")
+_SHED_COLUMN = {reason: _SHED.offset + index for index, reason in enumerate(SHED_REASONS)}
+_LOADS_COLUMN = MODEL_SCHEMA.family("modelfleet_model_loads").offset
+_EVICTIONS_COLUMN = MODEL_SCHEMA.family("modelfleet_model_evictions").offset
 
 
 class ModelMetrics:
-    """Pre-bound metric children for one model; also the batcher's observer."""
+    """One model's row of figures; also the batcher's observer. A released model's handle (a request
+    that started before its model went away) counts nowhere rather than in another name's row."""
 
-    def __init__(self, server: ServerMetrics, model: str) -> None:
-        self.request_s = server.request_s.labels(model)
-        self.queue_s = server.queue_s.labels(model)
-        self.compute_s = server.compute_s.labels(model)
-        self.batch_items = server.batch_items.labels(model)
-        self.queue_depth = server.queue_depth.labels(model)
-        self.outcomes = {outcome: server.requests.labels(model, outcome) for outcome in OUTCOMES}
-        self.warmup_runs = server.warmup_runs.labels(model)
-        self.shed = {reason: server.shed.labels(model, reason) for reason in SHED_REASONS}
+    __slots__ = ("_row", "_store", "model")
+
+    def __init__(self, store: SeriesStore, model: str) -> None:
+        self._store = store
+        self._row = store.row(model)
+        self.model = model
+
+    def count(self, outcome: str, amount: float = 1.0) -> None:
+        """One more request with `outcome` (one of OUTCOMES)."""
+        if self._row >= 0:
+            self._store.add(self._row, _OUTCOME_COLUMN[outcome], amount)
+
+    def observe_request_s(self, seconds: float) -> None:
+        if self._row >= 0:
+            self._store.observe(self._row, _REQUEST_S, seconds)
+
+    def add_warmup_runs(self, runs: int) -> None:
+        if self._row >= 0:
+            self._store.add(self._row, _WARMUP_COLUMN, runs)
+
+    def count_load(self) -> None:
+        if self._row >= 0:
+            self._store.add(self._row, _LOADS_COLUMN)
+
+    def count_eviction(self) -> None:
+        if self._row >= 0:
+            self._store.add(self._row, _EVICTIONS_COLUMN)
 
     def on_batch(self, items: int, requests: int, compute_s: float, queue_s: list[float]) -> None:
-        self.compute_s.observe(compute_s)
-        self.batch_items.observe(items)
-        for waited_s in queue_s:
-            self.queue_s.observe(waited_s)
+        if self._row >= 0:
+            self._store.observe(self._row, _COMPUTE_S, compute_s)
+            self._store.observe(self._row, _BATCH_ITEMS, items)
+            self._store.observe_many(self._row, _QUEUE_S, queue_s)
 
     def on_queue_depth(self, items: int) -> None:
-        self.queue_depth.set(items)
+        if self._row >= 0:
+            self._store.set(self._row, _QUEUE_DEPTH_COLUMN, items)
 
     def on_shed(self, reason: ShedReason) -> None:
-        self.shed[reason].inc()
+        if self._row >= 0:
+            self._store.add(self._row, _SHED_COLUMN[reason])
+
+    def detach(self) -> None:
+        self._row = -1
 
 
 class ServerMetrics:
@@ -96,47 +176,6 @@ class ServerMetrics:
         self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.requests = Counter(
-            "modelfleet_requests",
-            "Inference requests by model and outcome.",
-            ["model", "outcome"],
-            registry=registry,
-        )
-        self.request_s = Histogram(
-            "modelfleet_request_duration_seconds",
-            "Inference request time inside the server (decode to encode).",
-            ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.queue_s = Histogram(
-            "modelfleet_queue_duration_seconds",
-            "Time a request waited for its batch to start.",
-            ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.compute_s = Histogram(
-            "modelfleet_compute_duration_seconds",
-            "Model run time per batch (tokenization included).",
-            ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.batch_items = Histogram(
-            "modelfleet_batch_size",
-            "Items per model run.",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "modelfleet_queue_depth",
-            "Items waiting for a model run.",
-            ["model"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
         self.load_s = Gauge(
             "modelfleet_model_load_seconds",
             "Time to load, verify and warm a model.",
@@ -151,12 +190,6 @@ class ServerMetrics:
             multiprocess_mode="livemin",
             registry=registry,
         )
-        self.warmup_runs = Counter(
-            "modelfleet_model_warmup_runs",
-            "Runs a model made at load, through its batcher, before it reported ready.",
-            ["model"],
-            registry=registry,
-        )
         self.http_requests = Counter(
             "modelfleet_http_requests",
             "HTTP requests by route group and status.",
@@ -167,12 +200,6 @@ class ServerMetrics:
         self.load_failures = Counter(
             "modelfleet_model_load_failures",
             "Loads of a model version that failed (repository load at start, or an alias switch).",
-            registry=registry,
-        )
-        self.shed = Counter(
-            "modelfleet_shed_requests",
-            "Inference requests refused (503) or failed at their deadline (504) by admission, by reason.",
-            ["model", "reason"],
             registry=registry,
         )
         # Drift (docs/drift.md): set when this replica judges its window (GET /v2/models/{name}/drift).
@@ -209,8 +236,9 @@ class ServerMetrics:
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
             registry.register(HostCollector())
+        self.series = SeriesStore(MODEL_SCHEMA, directory=multiprocess_dir)
         self._models: dict[str, ModelMetrics] = {}
-        self._unknown = ModelMetrics(self, UNKNOWN_MODEL)
+        self._unknown = ModelMetrics(self.series, UNKNOWN_MODEL)
         self._rendered: tuple[float, float, bytes] | None = None  # (finished at, render seconds, text)
         self._rendering: asyncio.Future[tuple[float, float, bytes]] | None = None
 
@@ -218,25 +246,20 @@ class ServerMetrics:
         """Give a served model its own label (the repository calls this when it starts loading one)."""
         bound = self._models.get(model)
         if bound is None:
-            bound = self._models[model] = ModelMetrics(self, model)
+            bound = self._models[model] = ModelMetrics(self.series, model)
         return bound
 
     def release(self, model: str) -> None:
         """Drop a model's series once no version of it is served any more."""
-        if self._models.pop(model, None) is None or model == UNKNOWN_MODEL:
-            return  # a model named `unknown` shares the children every other name counts under
-        for histogram in (self.request_s, self.queue_s, self.compute_s, self.batch_items):
-            histogram.remove(model)
-        self.queue_depth.remove(model)
-        self.warmup_runs.remove(model)
-        for outcome in OUTCOMES:
-            self.requests.remove(model, outcome)
-        for reason in SHED_REASONS:
-            self.shed.remove(model, reason)
+        bound = self._models.pop(model, None)
+        if bound is None or model == UNKNOWN_MODEL:
+            return  # a model named `unknown` shares the row every other name counts under
+        bound.detach()
+        self.series.drop(model)
         for feature, test in self._drift_series.pop(model, set()):
-            for gauge in (self.drift_score, self.drift_p_value):
+            for drift_gauge in (self.drift_score, self.drift_p_value):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(model, feature, test)
+                    drift_gauge.remove(model, feature, test)
         for single in (self.drift_detected, self.drift_window_items):
             with contextlib.suppress(KeyError):
                 single.remove(model)
@@ -250,11 +273,12 @@ class ServerMetrics:
         return self._models.get(model) or self._unknown
 
     def exposition(self) -> bytes:
+        """The per-model rows (this process's, or summed over a pool's workers) and the other figures."""
         if self._multiprocess_dir is not None:
             merged = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+            return b"".join([*self.series.render(), generate_latest(merged)])
+        return b"".join([*self.series.render(), generate_latest(self.registry)])
 
     async def render(self) -> bytes:
         """`exposition()` off the event loop; concurrent scrapes share one render, and a result is reused
@@ -271,23 +295,35 @@ class ServerMetrics:
     def _timed_exposition(self) -> tuple[float, float, bytes]:
         started = time.monotonic()
         text = self.exposition()
+        if len(text) > _TRIM_AFTER_BYTES:
+            # The pieces a big render freed stay mapped in glibc's heap (25 MiB for 3,000 models, measured)
+            # until trimmed; a server holds its memory between scrapes, not its largest scrape's.
+            release_free_heap()
         finished = time.monotonic()
         return finished, finished - started, text
 
     def _rendered_done(self, future: asyncio.Future[tuple[float, float, bytes]]) -> None:
         self._rendering = None
         if not future.cancelled() and future.exception() is None:
-            self._rendered = future.result()
+            rendered = self._rendered = future.result()
+            # Kept only while it may be reused: 3,000 models' text is 18 MB a server need not hold.
+            asyncio.get_running_loop().call_later(rendered[1], self._forget, rendered)
+
+    def _forget(self, rendered: tuple[float, float, bytes]) -> None:
+        if self._rendered is rendered:
+            self._rendered = None
 
 
 def mark_worker_dead(pid: int, multiprocess_dir: Path) -> None:
     """Drop a dead worker's live gauges (queue depth, readiness) from the pool's merged figures."""
     prometheus_multiprocess.mark_process_dead(pid, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+    mark_dead(multiprocess_dir, pid, MODEL_SCHEMA)
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 __all__ = [
     "CONTENT_TYPE",
+    "MODEL_SCHEMA",
     "UNKNOWN_MODEL",
     "ModelMetrics",
     "ServerMetrics",

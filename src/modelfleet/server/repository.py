@@ -325,7 +325,7 @@ class ModelRepository:
             batcher.start()
             if fresh:
                 await warm(batcher, view, config, warmup)
-                metrics.warmup_runs.inc(len(warmup.runs))
+                metrics.add_warmup_runs(len(warmup.runs))
                 await asyncio.to_thread(release_free_heap)
                 self._measured(session, warmup, rss_before, time.perf_counter() - started)
             else:  # the session is warm: its first name's runs stand for this name's too
@@ -366,7 +366,7 @@ class ModelRepository:
             entry.batcher.share_runs(session.lane)
         self._metrics.load_s.labels(entry.name, entry.version).set(entry.load_s)
         self._metrics.model_ready.labels(entry.name, entry.version).set(1)
-        self._residency_metrics.loads.labels(entry.name).inc()
+        entry.metrics.count_load()
         if self._residency.lazy:
             await self._fit(0, protect=key)
         log.info("loaded %s version %s in %.2fs", entry.name, entry.version, entry.load_s)
@@ -457,7 +457,7 @@ class ModelRepository:
         loaded_at = self._loaded_at.pop(key, now)
         for name, version in sorted(self._users.get(key, set())):
             await self.unload(name, version, keep_registered=True)
-            self._residency_metrics.evictions.labels(name).inc()
+            self._metrics.for_model(name).count_eviction()
         self._residency_metrics.residency_age_s.observe(now - loaded_at)
         log.info("evicted artifact %s after %.1fs resident", key[:12], now - loaded_at)
 

@@ -1,4 +1,7 @@
-"""Prometheus figures of lazy loading and residency: loads, evictions, cold-load time, residency age."""
+"""Prometheus figures of lazy loading and residency: cold-load time, residency age, resident bytes.
+
+Loads and evictions are counted per model in the model rows of `metrics.MODEL_SCHEMA`.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +20,6 @@ class ResidencyMetrics:
 
     def __init__(self, server: ServerMetrics) -> None:
         registry = server.registry
-        self.loads = Counter(
-            "modelfleet_model_loads",
-            "Loads of a served name (at start, or cold on its first request after it was not loaded).",
-            ["model"],
-            registry=registry,
-        )
-        self.evictions = Counter(
-            "modelfleet_model_evictions",
-            "Unloads of a served name to stay within residency.memory_budget_bytes.",
-            ["model"],
-            registry=registry,
-        )
         self.cold_load_s = Histogram(
             "modelfleet_cold_load_duration_seconds",
             "Time from a cold request's load starting to the model serving (open, verify, warm).",
