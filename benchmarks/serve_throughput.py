@@ -247,6 +247,11 @@ def main() -> None:
         default=1,
         help="modelfleet model runs at once per process (one shared session)",
     )
+    parser.add_argument(
+        "--compare-instances",
+        type=int,
+        help="also serve the plain artifact with this many runs at once (a thread layout beside the default)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-delay-s", type=float, default=0.002)
     parser.add_argument(
@@ -297,13 +302,12 @@ def main() -> None:
     def infer_path(artifact: Path) -> str:
         return f"/v2/models/{read_manifest(artifact).name}/infer"
 
-    def modelfleet(artifact: Path, port: int) -> list[str]:
-        if args.instances == 1:
+    def modelfleet(artifact: Path, port: int, instances: int | None = None) -> list[str]:
+        instances = args.instances if instances is None else instances
+        if instances == 1:
             return [*MODELFLEET, "--model", str(artifact), "--port", str(port), *serve_flags]
-        spec = work / f"{artifact.name}-spec.yaml"  # `instances` is a spec field, not a flag
-        spec.write_text(
-            json.dumps({"models": [{"path": str(artifact.resolve()), "instances": args.instances}]})
-        )
+        spec = work / f"{artifact.name}-{instances}-spec.yaml"  # `instances` is a spec field, not a flag
+        spec.write_text(json.dumps({"models": [{"path": str(artifact.resolve()), "instances": instances}]}))
         return [*MODELFLEET, "--spec", str(spec), "--port", str(port), *serve_flags]
 
     contenders = []
@@ -311,6 +315,17 @@ def main() -> None:
         own = free_port()
         contenders.append(
             Contender(graph, f"modelfleet, {graph}", modelfleet(artifact, own), own, infer_path(artifact))
+        )
+    if args.compare_instances is not None:
+        own = free_port()
+        contenders.append(
+            Contender(
+                "plain-instances",
+                f"modelfleet, plain, instances {args.compare_instances}",
+                modelfleet(minilm, own, args.compare_instances),
+                own,
+                infer_path(minilm),
+            )
         )
     if args.compare_src is not None:
         own = free_port()
@@ -380,7 +395,13 @@ def render(
     wall_started: float,
 ) -> str:
     plain, optimized = in_process["plain"], in_process["optimized"]
-    graph_of = {"plain": "plain", "optimized": "optimized", "compare": "plain", "reference": "plain"}
+    graph_of = {
+        "plain": "plain",
+        "optimized": "optimized",
+        "compare": "plain",
+        "plain-instances": "plain",
+        "reference": "plain",
+    }
     header = "| contender | graph | " + " | ".join(
         f"{c} conn: ok req/s | p50 ms | p99 ms | errors" for c in CONNECTIONS
     )
@@ -463,6 +484,17 @@ def render(
             "64 connections, optimized: modelfleet ≥ 1.0 × in-process ceiling (same graph)",
             ratio(at64["optimized"], optimized.ceiling),
             at64["optimized"] >= optimized.ceiling,
+        ),
+        *(
+            [
+                (
+                    f"64 connections, plain, instances {args.compare_instances}: ≥ 1.0 × in-process ceiling",
+                    ratio(at64["plain-instances"], plain.ceiling),
+                    at64["plain-instances"] >= plain.ceiling,
+                )
+            ]
+            if "plain-instances" in served
+            else []
         ),
         (
             "optimized graph raises the in-process ceiling",

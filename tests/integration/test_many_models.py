@@ -117,3 +117,53 @@ def test_a_full_cold_load_queue_answers_503_with_retry_after(server: RunningServ
     assert int(refused.headers["retry-after"]) >= 1
     assert "residency.max_cold_requests" in refused.json()["error"]
     assert _metric(server, "modelfleet_cold_requests_refused_total") >= 1
+
+
+@pytest.fixture(scope="module")
+def queued_loads(iris_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One load at a time and room for several cold requests: `slow` takes a while to warm, `other`
+    (its own session) queues for the load slot behind it."""
+    folder = tmp_path_factory.mktemp("queued-loads")
+    spec = {
+        "models": [
+            {
+                "path": str(iris_artifact),
+                "name": "slow",
+                "intra_op_threads": 1,
+                "warmup_runs": 6 * SLOW_WARMUP_RUNS,
+            },
+            {"path": str(iris_artifact), "name": "other", "intra_op_threads": 2},
+        ],
+        "residency": {"memory_budget_bytes": 1, "max_cold_requests": 8, "max_concurrent_loads": 1},
+    }
+    (folder / "serve.yaml").write_text(yaml.safe_dump(spec))
+    with serve(["--spec", str(folder / "serve.yaml")], folder) as running:
+        yield running
+
+
+def test_a_cold_request_gets_504_at_its_deadline_and_a_load_nobody_waits_for_is_not_started(
+    queued_loads: RunningServer,
+) -> None:
+    server = queued_loads
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            slow = asyncio.ensure_future(client.post("/v2/models/slow/infer", json=IRIS_BODY))
+            await asyncio.sleep(0.05)  # slow's load holds the one load slot
+            started = asyncio.get_running_loop().time()
+            other = await client.post(
+                "/v2/models/other/infer", json=IRIS_BODY, headers={"X-Request-Timeout-Ms": "100"}
+            )
+            waited_s = asyncio.get_running_loop().time() - started
+            return await slow, other, waited_s
+
+    slow, other, waited_s = asyncio.run(scenario())
+    assert slow.status_code == 200
+    assert other.status_code == 504, other.text
+    assert "deadline" in other.json()["error"] and "residency.max_concurrent_loads" in other.json()["error"]
+    assert waited_s < 2.0  # answered at its 100 ms deadline, not when the slot came free
+    # When the slot came free nobody waited for `other` any more: it was not loaded, `slow` stays.
+    assert _metric(server, "modelfleet_cold_loads_abandoned_total") == 1
+    index = _index(server)
+    assert index["slow"][0] == "READY" and index["other"][0] == "UNAVAILABLE"
+    assert _infer(server, "other").status_code == 200  # a later request loads it as usual

@@ -87,10 +87,11 @@ class DataPlane:
                 ) from None
             raise
 
-    async def _serving(self, name: str, version: str | None) -> LoadedModel:
-        """The entry for a request; a lazy model not loaded is loaded first (residency)."""
+    async def _serving(self, name: str, version: str | None, client_budget_s: float | None) -> LoadedModel:
+        """The entry for a request; a lazy model not loaded is loaded first (residency), within the
+        request's deadline."""
         if self.repository.is_lazy(name):
-            return await self.repository.serving(name, version)
+            return await self.repository.serving(name, version, client_budget_s)
         return self._entry(name, version, ready=True)
 
     async def shutdown(self, drain_timeout_s: float) -> None:
@@ -185,7 +186,10 @@ class DataPlane:
         `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header);
         `timing` (tracing on) receives the times of its batch."""
         arrived = asyncio.get_running_loop().time()  # a cold request's wait for its load counts too
-        entry = await self._serving(name, version)
+        client_budget_s = min(
+            (budget for budget in (request.timeout_s(), timeout_s) if budget is not None), default=None
+        )
+        entry = await self._serving(name, version, client_budget_s)
         self.repository.touch(entry)
         inputs, items = _validate_inputs(entry, request)
         if request.outputs is not None:
@@ -195,10 +199,11 @@ class DataPlane:
                 raise InvalidInput(
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
-        budget_s = entry.config.timeout_s
-        for client_timeout_s in (request.timeout_s(), timeout_s):
-            if client_timeout_s is not None:
-                budget_s = min(budget_s, client_timeout_s)
+        budget_s = (
+            entry.config.timeout_s
+            if client_budget_s is None
+            else min(entry.config.timeout_s, client_budget_s)
+        )
         outputs = await entry.batcher.submit(inputs, items, arrived + budget_s, timing)
         self.drift.offer(entry, request.inputs, outputs, items)
         if request.outputs is not None:

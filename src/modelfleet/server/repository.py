@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from modelfleet.config.residency import ResidencyConfig
 from modelfleet.config.serve import ModelConfig
-from modelfleet.errors import ModelfleetError, NotFound, Unavailable
+from modelfleet.errors import DeadlineExceeded, ModelfleetError, NotFound, Unavailable
 from modelfleet.heap import release_free_heap
 from modelfleet.manifest import Manifest
 from modelfleet.protocol.wire import ModelMetadata, ModelState
@@ -138,8 +138,9 @@ class ModelRepository:
         self._loaded_at: dict[str, float] = {}
         self._users: dict[str, set[tuple[str, str]]] = {}  # key → (name, version) on it
         self._lazy: dict[str, dict[str, LazyModel]] = {}
-        self._cold: dict[tuple[str, str], asyncio.Task[LoadedModel]] = {}
+        self._cold: dict[tuple[str, str], asyncio.Task[LoadedModel | None]] = {}
         self._cold_waiting = 0
+        self._cold_waiters: dict[tuple[str, str], int] = {}  # requests waiting for each slot's load
         self._load_slots = asyncio.Semaphore(self._residency.max_concurrent_loads)
 
     def entries(self) -> list[LoadedModel | LoadingModel | LazyModel]:
@@ -258,8 +259,12 @@ class ModelRepository:
             await self.load(config)
         return name
 
-    async def serving(self, name: str, version: str | None = None) -> LoadedModel:
-        """The READY entry for a request, loading a lazy model first (its request waits for the load)."""
+    async def serving(
+        self, name: str, version: str | None = None, client_budget_s: float | None = None
+    ) -> LoadedModel:
+        """The READY entry for a request, loading a lazy model first. Its request waits for the load up
+        to its deadline (the model's `timeout_s`, or `client_budget_s` when shorter), then gets 504: a
+        load queued behind others must not hold a request past the time its client gave it."""
         versions = self._entries.get(name)
         chosen = version or self._default.get(name, "")
         if versions and chosen in versions and versions[chosen].state is ModelState.READY:
@@ -280,19 +285,47 @@ class ModelRepository:
         slot = (lazy.name, lazy.version)
         task = self._cold.get(slot)
         if task is None:
-            task = self._cold[slot] = asyncio.get_running_loop().create_task(self._cold_load(lazy))
-            task.add_done_callback(lambda _: self._cold.pop(slot, None))
+            task = self._cold[slot] = asyncio.get_running_loop().create_task(self._cold_load(lazy, slot))
+            task.add_done_callback(lambda done: self._cold_done(slot, done))
+        budget_s = (
+            lazy.config.timeout_s if client_budget_s is None else min(lazy.config.timeout_s, client_budget_s)
+        )
         self._cold_waiting += 1
+        self._cold_waiters[slot] = self._cold_waiters.get(slot, 0) + 1
         try:
-            return await asyncio.shield(task)
+            loaded = await asyncio.wait_for(asyncio.shield(task), budget_s)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model '{name}' is not loaded and its load did not finish within the request's deadline of "
+                f"{budget_s:g} s (loads run {self._residency.max_concurrent_loads} at a time, "
+                "residency.max_concurrent_loads); retry, or raise the timeout"
+            ) from None
         finally:
             self._cold_waiting -= 1
+            self._cold_waiters[slot] -= 1
+            if not self._cold_waiters[slot]:
+                del self._cold_waiters[slot]
+        assert loaded is not None  # a load is only given up when no request waits for it
+        return loaded
 
-    async def _cold_load(self, lazy: LazyModel) -> LoadedModel:
+    def _cold_done(self, slot: tuple[str, str], task: asyncio.Task[LoadedModel | None]) -> None:
+        if self._cold.get(slot) is task:
+            del self._cold[slot]
+        if not task.cancelled():
+            task.exception()  # retrieved: a load every waiter gave up on fails unawaited
+
+    async def _cold_load(self, lazy: LazyModel, slot: tuple[str, str]) -> LoadedModel | None:
         async with self._load_slots:
             entry = self._entries.get(lazy.name, {}).get(lazy.version)
             if entry is not None and entry.state is ModelState.READY:
                 return entry  # another request's load finished while this one waited for a slot
+            if not self._cold_waiters.get(slot):
+                # Every request for it gave up (deadline, disconnect) while it queued for a load slot:
+                # loading it now would only evict a model that is in use. Out of the table in the same
+                # step, so a request arriving next starts a load of its own.
+                del self._cold[slot]
+                self._residency_metrics.cold_abandoned.inc()
+                return None
             started = time.perf_counter()
             entry = await self.load(lazy.config)
             self._residency_metrics.cold_load_s.observe(time.perf_counter() - started)

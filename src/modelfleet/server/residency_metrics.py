@@ -37,6 +37,11 @@ class ResidencyMetrics:
             "Requests for a model that was not loaded refused with 503 (residency.max_cold_requests).",
             registry=registry,
         )
+        self.cold_abandoned = Counter(
+            "modelfleet_cold_loads_abandoned",
+            "Cold loads not started because every request waiting for them had given up (deadline, disconnect).",
+            registry=registry,
+        )
         self.resident_bytes = Gauge(
             "modelfleet_resident_model_bytes",
             "Measured bytes of the artifacts loaded now (one per distinct content, however many names).",
