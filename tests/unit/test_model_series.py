@@ -41,14 +41,18 @@ def test_the_exposition_is_the_one_prometheus_client_writes_for_the_same_observa
         registry=registry,
     )
     queue_s, compute_s = (
-        Histogram(name, MODEL_SCHEMA.family(name).help, ["model"], buckets=_REQUEST_S.bounds[:-1], registry=registry)
+        Histogram(
+            name, MODEL_SCHEMA.family(name).help, ["model"], buckets=_REQUEST_S.bounds[:-1], registry=registry
+        )
         for name in ("modelfleet_queue_duration_seconds", "modelfleet_compute_duration_seconds")
     )
-    batch = Histogram("modelfleet_batch_size", _BATCH.help, ["model"], buckets=_BATCH.bounds[:-1], registry=registry)
+    batch = Histogram(
+        "modelfleet_batch_size", _BATCH.help, ["model"], buckets=_BATCH.bounds[:-1], registry=registry
+    )
     depth = Gauge("modelfleet_queue_depth", "Items waiting for a model run.", ["model"], registry=registry)
     store = SeriesStore(MODEL_SCHEMA)
     shuffle = random.Random(7)
-    names = ['plain', 'odd "quoted"\\back\nslash', "émbed-ü"]
+    names = ["plain", 'odd "quoted"\\back\nslash', "émbed-ü"]
     handles = {name: ModelMetrics(store, name) for name in names}
     for _ in range(2000):
         name = shuffle.choice(names)
@@ -104,7 +108,12 @@ def test_rows_grow_past_the_first_capacity_without_losing_figures(tmp_path: Path
         store.close()
 
 
-def _worker(index: int, directory: Path, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event) -> None:
+def _worker(
+    index: int,
+    directory: Path,
+    ready: multiprocessing.synchronize.Event,
+    stop: multiprocessing.synchronize.Event,
+) -> None:
     store = SeriesStore(MODEL_SCHEMA, directory=directory)
     shared = ModelMetrics(store, "shared")
     shared.count("success", 3)
@@ -115,7 +124,9 @@ def _worker(index: int, directory: Path, ready: multiprocessing.synchronize.Even
     stop.wait(30)
 
 
-def test_a_pool_sums_its_workers_files_and_a_dead_workers_queue_is_not_waiting_any_more(tmp_path: Path) -> None:
+def test_a_pool_sums_its_workers_files_and_a_dead_workers_queue_is_not_waiting_any_more(
+    tmp_path: Path,
+) -> None:
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     workers = []
@@ -129,14 +140,21 @@ def test_a_pool_sums_its_workers_files_and_a_dead_workers_queue_is_not_waiting_a
     samples = _samples(b"".join(reader.render()).decode())
     assert samples[("modelfleet_requests_total", (("model", "shared"), ("outcome", "success")))] == 6
     assert samples[("modelfleet_queue_depth", (("model", "shared"),))] == 8
-    assert samples[("modelfleet_requests_total", (("model", "only-one-worker-serves-me"), ("outcome", "timeout")))] == 1
+    assert (
+        samples[
+            ("modelfleet_requests_total", (("model", "only-one-worker-serves-me"), ("outcome", "timeout")))
+        ]
+        == 1
+    )
     stop.set()
     for process in workers:
         process.join(30)
     assert workers[0].pid is not None
     mark_worker_dead(workers[0].pid, tmp_path)
     samples = _samples(b"".join(reader.render()).decode())
-    assert samples[("modelfleet_requests_total", (("model", "shared"), ("outcome", "success")))] == 6  # counted
+    assert (
+        samples[("modelfleet_requests_total", (("model", "shared"), ("outcome", "success")))] == 6
+    )  # counted
     assert samples[("modelfleet_queue_depth", (("model", "shared"),))] == 4  # the dead worker's 4 are gone
 
 
