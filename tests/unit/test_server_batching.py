@@ -380,6 +380,9 @@ async def test_a_tiny_model_stalled_once_by_the_scheduler_refuses_nobody() -> No
     await batcher.close()
 
 
+# Serial: it compares latencies (p90 during ÷ before); beside another test file's servers on 2 cores it
+# failed once in a parallel run this session and passed alone and in the fresh-clone run.
+@pytest.mark.serial
 async def test_a_model_made_10x_slower_sheds_at_once_and_another_model_keeps_its_latency() -> None:
     slow_model = LinearModel(fixed_s=0.002, per_item_s=0.002)
     fast_model = LinearModel(fixed_s=0.002, per_item_s=0.002)

@@ -16,7 +16,7 @@ from modelfleet.protocol.wire import ModelMetadata, ModelState, RepositoryIndexE
 from modelfleet.server.drift import ServedDrift
 from modelfleet.server.metrics import ServerMetrics
 from modelfleet.server.openapi import openapi_document
-from modelfleet.server.repository import LoadedModel, ModelRepository
+from modelfleet.server.repository import LoadedModel, ModelRepository, request_budget_s
 from modelfleet.types import Arrays, TensorSpec
 
 log = logging.getLogger("modelfleet.server")
@@ -199,12 +199,8 @@ class DataPlane:
                 raise InvalidInput(
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
-        budget_s = (
-            entry.config.timeout_s
-            if client_budget_s is None
-            else min(entry.config.timeout_s, client_budget_s)
-        )
-        outputs = await entry.batcher.submit(inputs, items, arrived + budget_s, timing)
+        deadline = arrived + request_budget_s(entry.config, client_budget_s)
+        outputs = await entry.batcher.submit(inputs, items, deadline, timing)
         self.drift.offer(entry, request.inputs, outputs, items)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}

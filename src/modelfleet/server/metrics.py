@@ -117,11 +117,12 @@ _SHED = MODEL_SCHEMA.family("modelfleet_shed_requests")
 _SHED_COLUMN = {reason: _SHED.offset + index for index, reason in enumerate(SHED_REASONS)}
 _LOADS_COLUMN = MODEL_SCHEMA.family("modelfleet_model_loads").offset
 _EVICTIONS_COLUMN = MODEL_SCHEMA.family("modelfleet_model_evictions").offset
+_DETACHED = SeriesStore(MODEL_SCHEMA)
+_DETACHED_ROW = _DETACHED.row("detached")
 
 
 class ModelMetrics:
-    """One model's row of figures; also the batcher's observer. A released model's handle (a request
-    that started before its model went away) counts nowhere rather than in another name's row."""
+    """One model's row of figures; also the batcher's observer."""
 
     __slots__ = ("_row", "_store", "model")
 
@@ -132,41 +133,37 @@ class ModelMetrics:
 
     def count(self, outcome: str, amount: float = 1.0) -> None:
         """One more request with `outcome` (one of OUTCOMES)."""
-        if self._row >= 0:
-            self._store.add(self._row, _OUTCOME_COLUMN[outcome], amount)
+        self._store.add(self._row, _OUTCOME_COLUMN[outcome], amount)
 
     def observe_request_s(self, seconds: float) -> None:
-        if self._row >= 0:
-            self._store.observe(self._row, _REQUEST_S, seconds)
+        self._store.observe(self._row, _REQUEST_S, seconds)
 
     def add_warmup_runs(self, runs: int) -> None:
-        if self._row >= 0:
-            self._store.add(self._row, _WARMUP_COLUMN, runs)
+        self._store.add(self._row, _WARMUP_COLUMN, runs)
 
     def count_load(self) -> None:
-        if self._row >= 0:
-            self._store.add(self._row, _LOADS_COLUMN)
+        self._store.add(self._row, _LOADS_COLUMN)
 
     def count_eviction(self) -> None:
-        if self._row >= 0:
-            self._store.add(self._row, _EVICTIONS_COLUMN)
+        self._store.add(self._row, _EVICTIONS_COLUMN)
 
     def on_batch(self, items: int, requests: int, compute_s: float, queue_s: list[float]) -> None:
-        if self._row >= 0:
-            self._store.observe(self._row, _COMPUTE_S, compute_s)
-            self._store.observe(self._row, _BATCH_ITEMS, items)
-            self._store.observe_many(self._row, _QUEUE_S, queue_s)
+        self._store.observe(self._row, _COMPUTE_S, compute_s)
+        self._store.observe(self._row, _BATCH_ITEMS, items)
+        self._store.observe_many(self._row, _QUEUE_S, queue_s)
 
     def on_queue_depth(self, items: int) -> None:
-        if self._row >= 0:
-            self._store.set(self._row, _QUEUE_DEPTH_COLUMN, items)
+        self._store.set(self._row, _QUEUE_DEPTH_COLUMN, items)
 
     def on_shed(self, reason: ShedReason) -> None:
-        if self._row >= 0:
-            self._store.add(self._row, _SHED_COLUMN[reason])
+        self._store.add(self._row, _SHED_COLUMN[reason])
 
     def detach(self) -> None:
-        self._row = -1
+        """Count nowhere from now on: the handle of a released model (held by a request that started
+        before its model went away) writes to a row that is never rendered, not to the row that the
+        next bound name reuses."""
+        self._store = _DETACHED
+        self._row = _DETACHED_ROW
 
 
 class ServerMetrics:

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -60,11 +60,12 @@ class Family:
 
 @dataclass(frozen=True)
 class Schema:
-    """The families and their columns; `histogram(...)` and the other constructors fix the offsets."""
+    """The families and their columns (`Schema.of` places them one after another), and a fingerprint
+    of that layout, so a pool never adds up files written with another one."""
 
     families: tuple[Family, ...]
     width: int
-    fingerprint: str = field(default="")
+    fingerprint: str
 
     @classmethod
     def of(cls, families: Iterable[Family]) -> Schema:

@@ -99,6 +99,11 @@ def resolve_path(config: ModelConfig) -> tuple[Path, str | None]:
     return config.path, None
 
 
+def request_budget_s(config: ModelConfig, client_budget_s: float | None) -> float:
+    """A request's deadline from its arrival: the model's `timeout_s`, or the client's when shorter."""
+    return config.timeout_s if client_budget_s is None else min(config.timeout_s, client_budget_s)
+
+
 class ModelRepository:
     """Name → version → entry. One version per name is the default; others may be loaded beside it.
 
@@ -287,9 +292,7 @@ class ModelRepository:
         if task is None:
             task = self._cold[slot] = asyncio.get_running_loop().create_task(self._cold_load(lazy, slot))
             task.add_done_callback(lambda done: self._cold_done(slot, done))
-        budget_s = (
-            lazy.config.timeout_s if client_budget_s is None else min(lazy.config.timeout_s, client_budget_s)
-        )
+        budget_s = request_budget_s(lazy.config, client_budget_s)
         self._cold_waiting += 1
         self._cold_waiters[slot] = self._cold_waiters.get(slot, 0) + 1
         try:
