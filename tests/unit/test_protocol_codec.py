@@ -431,3 +431,34 @@ def test_arbitrary_json_is_decoded_or_refused_with_invalid_input(
         return
     for tensor in request.inputs:
         assert tensor.data.shape == tensor.shape
+
+
+def test_a_string_too_long_for_any_element_is_refused_before_the_body_is_parsed() -> None:
+    limits = DecodeLimits(max_element_bytes=50_000)
+    # Cut off after the string: a parse would answer "not valid JSON"; the scan refuses it first.
+    truncated = b'{"inputs":[{"name":"t","shape":[1],"datatype":"BYTES","data":["' + b"lorem " * 20_000 + b'"'
+    with pytest.raises(PayloadTooLarge, match=r"at least \d+ bytes decoded, over the limit of 50000 bytes"):
+        decode_request(truncated, None, limits)
+    # Long runs that are not one long element pass the scan: numbers between strings, and escapes
+    # (120 KB of \u00e9 escapes decode to 40 KB).
+    numbers = [{"name": "t", "shape": [12_000], "datatype": "FP32", "data": [0.125] * 12_000}]
+    assert decode_request(_json_body(numbers), None, limits).inputs[0].data.shape == (12_000,)
+    escaped = _json_body([{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["x"]}]).replace(
+        b'"x"', b'"' + b"\\u00e9" * 20_000 + b'"'
+    )
+    assert decode_request(escaped, None, limits).inputs[0].data[0] == "\u00e9".encode() * 20_000
+    # Digits alone could lie outside a string, so the scan leaves them to the exact check.
+    with pytest.raises(PayloadTooLarge, match=r"input 't': a BYTES element of 90000 bytes"):
+        _one({"name": "t", "shape": [1], "datatype": "BYTES", "data": ["7" * 90_000]}, limits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=12), st.integers(0, 2_000)), min_size=1, max_size=3))
+def test_the_long_string_scan_never_refuses_elements_within_the_limit(pieces: list[tuple[str, int]]) -> None:
+    # Texts of 70,000 characters and more, longer than the scan's floor (hypothesis leaves out lone surrogates): quotes, backslashes and control characters
+    # come escaped, others as UTF-8 of 1-4 bytes; the limit is the longest one, so each must pass.
+    texts = [piece * (70_000 // len(piece) + extra) for piece, extra in pieces]
+    limits = DecodeLimits(max_element_bytes=max(len(text.encode()) for text in texts))
+    body = _json_body([{"name": "t", "shape": [len(texts)], "datatype": "BYTES", "data": texts}])
+    decoded = decode_request(body, None, limits).inputs[0].data
+    assert [item.decode() for item in decoded] == texts
