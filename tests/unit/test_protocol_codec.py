@@ -455,8 +455,9 @@ def test_a_string_too_long_for_any_element_is_refused_before_the_body_is_parsed(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1, max_size=12), st.integers(0, 2_000)), min_size=1, max_size=3))
 def test_the_long_string_scan_never_refuses_elements_within_the_limit(pieces: list[tuple[str, int]]) -> None:
-    # Texts of 70,000 characters and more, longer than the scan's floor (hypothesis leaves out lone surrogates): quotes, backslashes and control characters
-    # come escaped, others as UTF-8 of 1-4 bytes; the limit is the longest one, so each must pass.
+    # Texts of 70,000 characters and more, past the scan's floor (hypothesis leaves out lone surrogates):
+    # quotes, backslashes and control characters come escaped, others as UTF-8 of 1-4 bytes; the limit
+    # is the longest one, so each must pass.
     texts = [piece * (70_000 // len(piece) + extra) for piece, extra in pieces]
     limits = DecodeLimits(max_element_bytes=max(len(text.encode()) for text in texts))
     body = _json_body([{"name": "t", "shape": [len(texts)], "datatype": "BYTES", "data": texts}])
