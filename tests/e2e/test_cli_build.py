@@ -181,6 +181,7 @@ def test_ctrl_c_during_a_build_leaves_nothing_behind(tmp_path: Path) -> None:
     finally:
         process.kill()
     assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
     assert "Traceback" not in stderr
     assert_nothing_written(tmp_path, set())
 

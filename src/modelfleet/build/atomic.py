@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelfleet.errors import Conflict, InvalidInput
+from modelfleet import interrupt
 from modelfleet.fileio import fsync_dir
 
 _FOLDER_MODE = 0o755
@@ -49,6 +50,7 @@ def staged_output(output: Path, force: bool) -> Iterator[Path]:
     staging.chmod(_FOLDER_MODE)  # mkdtemp makes it owner-only; servers may run as another user
     try:
         yield staging
+        interrupt.check()  # a Ctrl-C swallowed on the way (in a __del__) still stops the publish
         fsync_tree(staging)
         _move_into_place(staging, output, force)
     except BaseException:

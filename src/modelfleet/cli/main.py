@@ -6,11 +6,11 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from modelfleet import __version__
+from modelfleet import __version__, interrupt
 from modelfleet.cli.common import err_console
 from modelfleet.errors import ModelfleetError
 
@@ -79,15 +79,21 @@ def _register(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    interrupt.install()
     try:
         _register(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="modelfleet")
+    except SystemExit:
+        # Typer turns a KeyboardInterrupt into a silent exit 130; and a Ctrl-C whose KeyboardInterrupt a
+        # library swallowed must not end as the command's own success.
+        if interrupt.requested():
+            _interrupted()
+        raise
     except ModelfleetError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # last line of defence: a one-line message, never a traceback
         if os.environ.get("MODELFLEET_DEBUG"):
             raise
@@ -97,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(10)
+
+
+def _interrupted() -> NoReturn:
+    err_console.print("interrupted (Ctrl-C)")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelfleet import interrupt
 from modelfleet.errors import Conflict, IntegrityError, InvalidInput, NotFound, StorageError
 from modelfleet.fileio import fsync_dir
 from modelfleet.manifest import MANIFEST_FILE
@@ -136,6 +137,7 @@ def write_bundle(
                     ) from None
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
+        interrupt.check()  # a Ctrl-C swallowed on the way still stops the publish
         os.replace(temp, out)
         fsync_dir(out.parent)
     except BaseException:
