@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelfleet.errors import Conflict, InvalidInput
 from modelfleet import interrupt
+from modelfleet.errors import Conflict, InvalidInput
 from modelfleet.fileio import fsync_dir
 
 _FOLDER_MODE = 0o755
