@@ -32,7 +32,9 @@ class _SwallowsInterrupts:
         signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one, on purpose
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # the swallowed one, on purpose
 def test_a_swallowed_ctrl_c_stops_the_publish_and_leaves_nothing(installed: None, tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), staged_output(tmp_path / "out", force=False) as stage:
         (stage / "model.onnx").write_bytes(b"half")
