@@ -328,9 +328,11 @@ class Overloaded:
     """A real HTTP server that is ready but answers every inference 503 (an overloaded replica), with
     ``retry_after_s`` in its body when given (as a modelfleet server's admission control sends it)."""
 
-    def __init__(self, retry_after_s: float | None = None) -> None:
+    def __init__(self, retry_after_s: float | None = None, refusals: int | None = None) -> None:
         self.inferences = 0
         self.retry_after_s = retry_after_s
+        self.refusals = refusals  # after this many 503s it answers 200 (None: never)
+        self.answered_at: list[float] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -357,7 +359,10 @@ class Overloaded:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.inferences += 1
-                if outer.retry_after_s is None:
+                outer.answered_at.append(time.monotonic())
+                if outer.refusals is not None and outer.inferences > outer.refusals:
+                    self._answer(200, b'{"model_name":"alpha","outputs":[]}')
+                elif outer.retry_after_s is None:
                     self._answer(503, b'{"error":"overloaded"}')
                 else:
                     body = {"error": "model alpha is overloaded", "retry_after_s": outer.retry_after_s}
@@ -436,6 +441,52 @@ def test_a_replica_that_asks_for_a_retry_later_is_held_and_the_router_answers_fo
     assert forwarded_with_header == 3
     assert overloaded.inferences == forwarded_while_held + 1 + 3 + 1
     assert 'modelfleet_router_shed_total{fleet="itest",model="alpha",reason="overloaded"} 10.0' in metrics
+
+
+def test_with_a_replica_down_a_refused_request_waits_out_the_hold_and_is_sent_again(fleet: Fleet) -> None:
+    # One replica down (a refused port: never ready), the other refuses twice, asking for 0.1 s each time.
+    survivor = Overloaded(retry_after_s=0.1, refusals=2)
+    with refused_port() as down:
+        url = fleet.router("degraded", upstream_ports=[survivor.port, down])
+        wait_for(f"{url}/v2/health/live")
+        time.sleep(0.3)  # the first polls: the survivor ready, the other not
+        with httpx.Client(timeout=5) as client:
+            started = time.monotonic()
+            answered = client.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+            elapsed_s = time.monotonic() - started
+            retries = client.get(f"{url}/fleet/status").json()["models"]["alpha"]["retries"]
+    survivor.server.shutdown()
+    assert answered.status_code == 200, answered.text
+    assert survivor.inferences == 3 and retries == 2  # two waits, each a retry of the budget
+    gaps_s = [b - a for a, b in zip(survivor.answered_at, survivor.answered_at[1:], strict=False)]
+    assert all(gap_s >= 0.09 for gap_s in gaps_s), gaps_s  # each resend waited for the hold to end
+    assert elapsed_s < 2.0
+
+
+@pytest.mark.parametrize("max_degraded_wait_s", [0.0, 0.35])
+def test_a_degraded_wait_is_bounded_and_zero_turns_it_off(fleet: Fleet, max_degraded_wait_s: float) -> None:
+    survivor = Overloaded(retry_after_s=0.1)  # refuses for ever
+    with refused_port() as down:
+        url = fleet.router(
+            f"degraded-{max_degraded_wait_s:g}",
+            upstream_ports=[survivor.port, down],
+            max_degraded_wait_s=max_degraded_wait_s,
+        )
+        wait_for(f"{url}/v2/health/live")
+        time.sleep(0.3)
+        with httpx.Client(timeout=5) as client:
+            started = time.monotonic()
+            refused = client.post(f"{url}/v2/models/alpha/infer", json=infer_body())
+            elapsed_s = time.monotonic() - started
+    survivor.server.shutdown()
+    assert refused.status_code == 503 and "overloaded" in refused.json()["error"]
+    assert elapsed_s < max_degraded_wait_s + 0.25, "the waits end by max_degraded_wait_s"
+    # 0: answered at once after the one refusal; 0.35 s: sent again after each 0.1 s hold while one more
+    # fits (4 sends on time; fewer when a busy machine delays them, never more).
+    if max_degraded_wait_s == 0:
+        assert survivor.inferences == 1
+    else:
+        assert 2 <= survivor.inferences <= 4
 
 
 def test_a_hold_is_capped_by_max_overload_hold_s_and_zero_turns_it_off(fleet: Fleet) -> None:

@@ -64,6 +64,14 @@ class RouterLimits(SpecModel):
     retry_budget_min_per_s: float = Field(
         default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
     )
+    max_degraded_wait_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="While a model has a replica down (not ready) and every ready one refuses a request as "
+        "overloaded, the request waits on the router for their hold to end and is sent again (each send "
+        "one retry of the retry budget), for at most this long in all; 0 answers 503 at once.",
+    )
     max_overload_hold_s: float = Field(
         default=1.0,
         ge=0,

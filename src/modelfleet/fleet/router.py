@@ -50,15 +50,10 @@ from modelfleet.errors import ModelfleetError
 from modelfleet.fleet.router_canary import CanaryRoutes
 from modelfleet.fleet.router_config import RouterSettings
 from modelfleet.fleet.router_http import error_response, json_response, model_scope, refusal
-from modelfleet.fleet.router_metrics import (
-    SHED_OVERLOADED,
-    SHED_RETRY_BUDGET,
-    SHED_SATURATED,
-    SHED_WINDOW,
-    RouterMetrics,
-)
+from modelfleet.fleet.router_metrics import SHED_RETRY_BUDGET, RouterMetrics
+from modelfleet.fleet.router_shed import no_replica
 from modelfleet.fleet.router_ui import RouterDashboard
-from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable, window_refusal
+from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.observe.tracing import tracer_for, with_traceparent
 from modelfleet.observe.ui import is_ui_path
 from modelfleet.protocol.wire import ModelState
@@ -90,6 +85,8 @@ _RETRY_SLOTS = 10
 _INDEX_EVERY_POLLS = 5
 # A replica's 503 body is parsed for retry_after_s only up to this size (ours are ~200 bytes).
 _MAX_HOLD_BODY_BYTES = 4096
+# While degraded, a request refused by a window (no hold to wait out) looks again after this long.
+_DEGRADED_POLL_S = 0.01
 _now = time.monotonic
 
 
@@ -128,6 +125,8 @@ class Router:
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
         self._max_hold_s = settings.max_overload_hold_s
+        self._max_degraded_wait_s = settings.max_degraded_wait_s
+        self._deferred: set[asyncio.TimerHandle] = set()
         self.canary = CanaryRoutes(
             settings.fleet,
             settings.split_file,
@@ -173,6 +172,8 @@ class Router:
     async def stop(self) -> None:
         if self._budget_timer is not None:
             self._budget_timer.cancel()
+        for handle in self._deferred:
+            handle.cancel()
         for task in self._pollers:
             task.cancel()
         for task in self._pollers:
@@ -366,10 +367,54 @@ class Router:
                 self.canary.mirror(request, split)
         if replica is None:
             replica = self.table.choose(model, now=started)
+        deadline = started + timeout_s
         if replica is None:
+            if self._defer(request, model, answer, started, deadline, timeout_s, started):
+                return None
             return self._answered(model, started, self._unavailable(model, None, "", started))
-        self._send(request, model, answer, started, started + timeout_s, timeout_s, replica, None)
+        self._send(request, model, answer, started, deadline, timeout_s, replica, None)
         return None
+
+    def _defer(
+        self,
+        request: Request,
+        model: str,
+        answer: Answer,
+        started: float,
+        deadline: float,
+        timeout_s: float,
+        now: float,
+    ) -> bool:
+        """Whether ``request``, which every ready replica refuses as overloaded, waits and is sent again.
+
+        Only while a replica of ``model`` is down: its load then falls on the others for the seconds a
+        restart takes, and failing fast turns a brief backlog into lost requests (chaos, kill -9 of one
+        of two replicas at half load: 112 of 4,608 got 503 while the restarted one loaded). With every
+        replica ready an overload is real and is shed at once. Each send costs a retry of the budget;
+        the waits end by max_degraded_wait_s after the request arrived, and before its deadline.
+        """
+        replicas = self.table.by_model.get(model, ())
+        ready = self.table.ready_replicas(model)
+        if ready == 0 or ready == len(replicas):
+            return False
+        held_s = self.table.hold_left_s(model, now)
+        wait_s = _DEGRADED_POLL_S if held_s is None else max(held_s, 0.001)
+        if now + wait_s > min(started + self._max_degraded_wait_s, deadline) or not self.budget.try_retry():
+            return False
+        self.metrics.retried(model)
+
+        def resend() -> None:
+            self._deferred.discard(handle)
+            at = _now()
+            replica = self.table.choose(model, now=at)
+            if replica is not None:
+                self._send(request, model, answer, started, deadline, timeout_s, replica, None)
+            elif not self._defer(request, model, answer, started, deadline, timeout_s, at):
+                answer(self._answered(model, started, self._unavailable(model, None, "", at)))
+
+        handle = asyncio.get_running_loop().call_later(wait_s, resend)
+        self._deferred.add(handle)
+        return True
 
     def _send(
         self,
@@ -396,28 +441,10 @@ class Router:
 
     def _unavailable(self, model: str, failed: Replica | None, failure: str, now: float) -> Response:
         """503 when no replica can take the request: none ready, every ready one at its limit or held."""
-        held_s = self.table.hold_left_s(model, now)
+        message, held_s = no_replica(self.table, self.metrics, model, f" ({failure})" if failed else "", now)
         if held_s is not None:
-            self.metrics.shed(model, SHED_OVERLOADED)
-            message = (
-                f"model {model!r} is overloaded: every ready replica refused it and asked for a retry; "
-                f"retry after {held_s:.3f} s (router max_overload_hold_s)"
-            )
-            return json_response(
-                503, {"error": message, "retry_after_s": round(held_s, 4)}, max(1, math.ceil(held_s))
-            )
-        after = f" ({failure})" if failed is not None else ""
-        if self.table.windowed(model):
-            self.metrics.shed(model, SHED_WINDOW)
-            message = window_refusal(model, after)
-        elif self.table.ready_replicas(model) > 0:
-            self.metrics.shed(model, SHED_SATURATED)
-            message = (
-                f"model {model!r}: every ready replica has its limit of requests in flight "
-                f"(router max_in_flight_per_replica){after}; retry shortly"
-            )
-        else:
-            message = f"model {model!r}: no ready replica{after}; retry shortly"
+            body = {"error": message, "retry_after_s": round(held_s, 4)}
+            return json_response(503, body, max(1, math.ceil(held_s)))
         return error_response(503, message, self._retry_after)
 
     def _hold(self, replica: Replica, model: str, request: Request, response: Response, now: float) -> bool:
@@ -482,10 +509,13 @@ class Router:
         if response is not None:
             if status == 503 and failed is None:
                 # An overloaded (or not yet ready) replica: once more elsewhere, within the budget.
-                other = self.table.choose(model, exclude=replica, now=_now())
+                now = _now()
+                other = self.table.choose(model, exclude=replica, now=now)
                 if other is not None and self.budget.try_retry():
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)
+                    return None
+                if other is None and self._defer(request, model, answer, started, deadline, timeout_s, now):
                     return None
             return self._answered(model, started, response, request)
         if status == TIMEOUT:

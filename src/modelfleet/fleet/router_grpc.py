@@ -30,8 +30,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.fleet.router import Router
-from modelfleet.fleet.router_metrics import SHED_OVERLOADED, SHED_RETRY_BUDGET, SHED_SATURATED, SHED_WINDOW
-from modelfleet.fleet.routing import Replica, window_refusal
+from modelfleet.fleet.router_metrics import SHED_RETRY_BUDGET
+from modelfleet.fleet.router_shed import no_replica
+from modelfleet.fleet.routing import Replica
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc.status import RETRY_AFTER_MS, grpc_status, http_status, retry_metadata
 from modelfleet.protocol.wire import ModelState
@@ -321,29 +322,11 @@ class RouterGrpc:
         return True
 
     def _unavailable(self, model: str, failed: Replica | None) -> tuple[grpc.StatusCode, str, float]:
-        table, router = self.router.table, self.router
-        held_s = table.hold_left_s(model, _now())
-        if held_s is not None:
-            router.metrics.shed(model, SHED_OVERLOADED)
-            return (
-                grpc.StatusCode.UNAVAILABLE,
-                f"model {model!r} is overloaded: every ready replica refused it and asked for a retry; "
-                f"retry after {held_s:.3f} s (router max_overload_hold_s)",
-                held_s,
-            )
+        router = self.router
         after = f" ({failed.name} was unavailable)" if failed is not None else ""
-        if table.windowed(model):
-            router.metrics.shed(model, SHED_WINDOW)
-            message = window_refusal(model, after)
-        elif table.ready_replicas(model) > 0:
-            router.metrics.shed(model, SHED_SATURATED)
-            message = (
-                f"model {model!r}: every ready replica has its limit of requests in flight "
-                f"(router max_in_flight_per_replica){after}; retry shortly"
-            )
-        else:
-            message = f"model {model!r}: no ready replica{after}; retry shortly"
-        return grpc.StatusCode.UNAVAILABLE, message, float(router.settings.retry_after_s)
+        message, held_s = no_replica(router.table, router.metrics, model, after, _now())
+        retry_s = held_s if held_s is not None else float(router.settings.retry_after_s)
+        return grpc.StatusCode.UNAVAILABLE, message, retry_s
 
     def _observe(self, infer: bool, model: str, code: grpc.StatusCode, started: float) -> None:
         if infer:  # the HTTP side counts its model routes alike: inferences are what the figures are about
