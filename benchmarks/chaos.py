@@ -209,6 +209,7 @@ def scenario_kill(ctx: Context) -> Scenario:
     )
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
+    before = _router_model_figures(fleet.router_url)
     result, log = run_load(
         fleet.router_url,
         [FLEET_MODEL],
@@ -217,8 +218,18 @@ def scenario_kill(ctx: Context) -> Scenario:
         progress=on_progress,
     )
     thread.join(150)
+    after = _router_model_figures(fleet.router_url)
     failed = len(log) - log.outcomes().get("ok", 0)
-    s.figures = {"rate_rps": rate, "victim": victim.id, "outcomes": log.outcomes()}
+    s.figures = {
+        "rate_rps": rate,
+        "victim": victim.id,
+        "outcomes": log.outcomes(),
+        # What the router did meanwhile: its retries (degraded waits included) and its own 503s by reason.
+        "router_retries": after["retries"] - before["retries"],
+        "router_shed": {
+            k: v - before["shed"].get(k, 0) for k, v in after["shed"].items() if v - before["shed"].get(k, 0)
+        },
+    }
     if "killed_at" not in events:
         s.judge("0 failed requests", None, "the replica was not killed (the load ended first)")
         return s
@@ -249,6 +260,13 @@ def scenario_kill(ctx: Context) -> Scenario:
     s.notes.append(f"Answered requests: {latency_text(ok_latency)}.")
     fleet.wait_ready(180)
     return s
+
+
+def _router_model_figures(router_url: str) -> dict[str, Any]:
+    """The router's counters for the fleet model (retries, 503s by reason), from /fleet/status."""
+    _, body = http_get(router_url + "/fleet/status")
+    figures: dict[str, Any] = json.loads(body)["models"][FLEET_MODEL]
+    return figures
 
 
 # ----- scenario 6: registry faults ----------------------------------------------------------------------

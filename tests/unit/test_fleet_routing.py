@@ -109,7 +109,9 @@ def test_replicas_at_their_in_flight_limit_are_skipped_and_none_left_means_shed(
 
 def test_retry_budget_allows_a_share_of_recent_requests_plus_a_minimum() -> None:
     budget = RetryBudget(percent=20, min_per_s=0.5, window_s=10, slots=10)  # reserve: 5 retries
+    assert all(budget.can_retry() for _ in range(10))  # asking spends nothing
     assert sum(budget.try_retry() for _ in range(10)) == 5  # no requests yet: only the reserve
+    assert not budget.can_retry()
     budget.requests += 100  # 100 requests → 20 more retries
     assert sum(budget.try_retry() for _ in range(50)) == 20
     for _ in range(9):  # 9 s later those requests and retries are still in the 10 s window

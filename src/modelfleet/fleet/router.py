@@ -390,27 +390,27 @@ class Router:
         Only while a replica of ``model`` is down: its load then falls on the others for the seconds a
         restart takes, and failing fast turns a brief backlog into lost requests (chaos, kill -9 of one
         of two replicas at half load: 112 of 4,608 got 503 while the restarted one loaded). With every
-        replica ready an overload is real and is shed at once. Each send costs a retry of the budget;
-        the waits end by max_degraded_wait_s after the request arrived, and before its deadline.
-        """
-        replicas = self.table.by_model.get(model, ())
-        ready = self.table.ready_replicas(model)
-        if ready == 0 or ready == len(replicas):
+        replica ready an overload is real and is shed at once. Each send costs a retry of the budget
+        (waiting costs none); the waits end max_degraded_wait_s after the request came, before its deadline."""
+        if not 0 < self.table.ready_replicas(model) < len(self.table.by_model.get(model, ())):
             return False
         held_s = self.table.hold_left_s(model, now)
         wait_s = _DEGRADED_POLL_S if held_s is None else max(held_s, 0.001)
-        if now + wait_s > min(started + self._max_degraded_wait_s, deadline) or not self.budget.try_retry():
+        if now + wait_s > min(started + self._max_degraded_wait_s, deadline) or not self.budget.can_retry():
             return False
-        self.metrics.retried(model)
 
         def resend() -> None:
             self._deferred.discard(handle)
             at = _now()
             replica = self.table.choose(model, now=at)
-            if replica is not None:
+            if replica is None:  # still no room: wait again (free: only a send spends the budget)
+                if not self._defer(request, model, answer, started, deadline, timeout_s, at):
+                    answer(self._answered(model, started, self._unavailable(model, None, "", at)))
+            elif self.budget.try_retry():
+                self.metrics.retried(model)
                 self._send(request, model, answer, started, deadline, timeout_s, replica, None)
-            elif not self._defer(request, model, answer, started, deadline, timeout_s, at):
-                answer(self._answered(model, started, self._unavailable(model, None, "", at)))
+            else:
+                answer(self._answered(model, started, self._budget_spent(model, "it waited for room")))
 
         handle = asyncio.get_running_loop().call_later(wait_s, resend)
         self._deferred.add(handle)
@@ -544,15 +544,18 @@ class Router:
         if other is None:
             return self._answered(model, started, self._unavailable(model, replica, failure, now))
         if not self.budget.try_retry():
-            self.metrics.shed(model, SHED_RETRY_BUDGET)
-            message = (
-                f"model {model!r}: {failure}; not retried, the retry budget is spent "
-                "(router retry_budget_percent, retry_budget_min_per_s); retry shortly"
-            )
-            return self._answered(model, started, error_response(503, message, self._retry_after))
+            return self._answered(model, started, self._budget_spent(model, failure))
         self.metrics.retried(model)
         self._send(request, model, answer, started, deadline, timeout_s, other, replica)
         return None
+
+    def _budget_spent(self, model: str, why: str) -> Response:
+        self.metrics.shed(model, SHED_RETRY_BUDGET)
+        message = (
+            f"model {model!r}: {why}; not retried, the retry budget is spent "
+            "(router retry_budget_percent, retry_budget_min_per_s); retry shortly"
+        )
+        return error_response(503, message, self._retry_after)
 
     def _answered(
         self, model: str, started: float, response: Response, request: Request | None = None

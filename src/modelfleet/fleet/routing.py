@@ -256,11 +256,15 @@ class RetryBudget:
         self._slot_retries.append(self._retries)
         self.requests = self._retries = 0
 
-    def try_retry(self) -> bool:
-        """Spend one retry if the window has budget left."""
+    def can_retry(self) -> bool:
+        """Whether the window has budget left for one more retry (nothing is spent)."""
         requests = self.requests + sum(self._slot_requests)
         retries = self._retries + sum(self._slot_retries)
-        if retries + 1 > self._ratio * requests + self._reserve:
+        return retries + 1 <= self._ratio * requests + self._reserve
+
+    def try_retry(self) -> bool:
+        """Spend one retry if the window has budget left."""
+        if not self.can_retry():
             return False
         self._retries += 1
         return True
