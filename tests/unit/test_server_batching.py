@@ -336,6 +336,31 @@ async def test_a_burst_that_fits_one_batch_is_admitted_as_one_run_not_as_lone_ru
     await batcher.close()
 
 
+@pytest.mark.parametrize(
+    ("slowdown", "submit_after_s", "admitted"), [(1.0, 0.010, True), (4.0, 0.050, False)]
+)
+async def test_a_request_that_fits_the_next_batch_waits_for_no_overdue_run(
+    slowdown: float, submit_after_s: float, admitted: bool
+) -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.020, per_item_s=0.005)
+    batcher = Batcher(
+        model, max_batch_size=8, max_delay_s=0.0, max_queue_items=1000, queue_wait_runs=1.0, observer=recorder
+    )
+    batcher.seed([(1, 0.025), (8, 0.060)])  # target 25 ms; a burst may add 4 items' worth (40 ms)
+    batcher.start()
+    model.slowdown = slowdown  # 4x: the machine got busy, the one-item run takes 100 ms, not 25
+    first = asyncio.ensure_future(_timed(batcher, _rows(1.0), 10.0))
+    await asyncio.sleep(submit_after_s)
+    # 1 + 7 items fit the next batch. On time, it is let in whatever its estimate (80 ms); behind a run
+    # overdue by 2x the next batch is later than estimated, and its 80 ms is over the 65 ms allowed.
+    result, _, _ = await _timed(batcher, _rows(1.0, 7), 10.0)
+    assert isinstance((await first)[0], dict)
+    assert isinstance(result, dict) is admitted, result
+    assert recorder.shed == ({} if admitted else {"queue_wait": 1})
+    await batcher.close()
+
+
 async def test_cold_model_admits_by_the_items_bound_only() -> None:
     model = LinearModel(fixed_s=0.002, per_item_s=0.001)
     batcher = Batcher(model, max_batch_size=4, max_delay_s=0.0, max_queue_items=10, max_queue_wait_s=0.001)
