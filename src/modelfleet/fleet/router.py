@@ -386,7 +386,6 @@ class Router:
         now: float,
     ) -> bool:
         """Whether ``request``, which every ready replica refuses as overloaded, waits and is sent again.
-
         Only while a replica of ``model`` is down: its load then falls on the others for the seconds a
         restart takes, and failing fast turns a brief backlog into lost requests (chaos, kill -9 of one
         of two replicas at half load: 112 of 4,608 got 503 while the restarted one loaded). With every
