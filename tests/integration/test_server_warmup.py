@@ -1,4 +1,4 @@
-"""Warm-up at load: runs at batch 1 and max_batch_size through the model's own batcher, before READY."""
+"""Warm-up at load: runs at max_batch_size and batch 1 through the model's own batcher, before READY."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ async def test_warm_up_runs_each_batch_size_through_the_batcher_before_ready(iri
     try:
         assert entry.state is ModelState.READY
         assert entry.warmup is not None
-        assert [items for items, _ in entry.warmup.runs] == [1, 16, 1]
+        assert [items for items, _ in entry.warmup.runs] == [16, 1, 16]
         assert all(seconds > 0 for _, seconds in entry.warmup.runs)
         exposition = metrics.exposition()
         assert b'modelfleet_model_warmup_runs_total{model="iris"} 3.0' in exposition
@@ -33,7 +33,10 @@ async def test_text_models_warm_up_on_the_verification_sentences(minilm_int8_art
     config = ModelConfig(path=minilm_int8_artifact, warmup_runs=2, batching=BatchingConfig(max_batch_size=8))
     entry = await repository.load(config)
     try:
-        assert entry.warmup is not None and [items for items, _ in entry.warmup.runs] == [1, 8]
+        assert entry.warmup is not None and [items for items, _ in entry.warmup.runs] == [8, 1]
+        # The unshared run time (the queue-wait target's unit) is the warm one-item run's, not the cold
+        # first run's: a run of 8 items is not what a lone request costs.
+        assert entry.batcher.service.solo_s == entry.warmup.runs[1][1]
         assert entry.model is not None
         texts = warmup_inputs(entry.model, 3)["text"]
         assert [text.decode() for text in texts] == list(VERIFICATION_SENTENCES[:3])

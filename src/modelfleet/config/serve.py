@@ -105,8 +105,8 @@ class ModelRuntimeConfig(SpecModel):
     warmup_runs: int = Field(
         default=2,
         ge=0,
-        description="Runs through the model's batcher before it reports ready, alternating batch 1 and "
-        "max_batch_size (verification sentences for text models, inputs generated from the specs otherwise).",
+        description="Runs through the model's batcher before it reports ready, alternating max_batch_size and "
+        "batch 1 (verification sentences for text models, inputs generated from the specs otherwise).",
     )
     drift: DriftConfig = Field(
         default_factory=DriftConfig,

@@ -155,6 +155,9 @@ class Batcher:
         # until then a run takes no timestamps beyond its own.
         self._traced = False
         self._lane: SharedRuns | None = None
+        # Set by the warm-up (server.warmup.warm): its runs are one request each, but only a one-item run
+        # after the first (cold) one is what a lone client request costs.
+        self.warming = False
 
     def share_runs(self, lane: SharedRuns) -> None:
         """Run batches on `lane`, the run queue of a session other names share, not in this batcher's
@@ -176,11 +179,12 @@ class Batcher:
     def seed(self, runs: Iterable[tuple[int, float]]) -> None:
         """Start the estimate from warm-up runs at load, (items, compute seconds) each.
 
-        Every run counts for throughput; only one-item runs stand for the unshared run time, since a
-        warm-up at the largest batch is not what a lone client request costs.
+        Every run counts for throughput; only one-item runs after the first stand for the unshared run
+        time: a warm-up at the largest batch is not what a lone client request costs, and nor is a
+        session's first, cold run (see warmup.warmup_batch_sizes).
         """
-        for items, compute_s in runs:
-            self.service.record(items, compute_s, unshared=items == 1)
+        for index, (items, compute_s) in enumerate(runs):
+            self.service.record(items, compute_s, unshared=items == 1 and index > 0)
 
     def queue_wait_limit_s(self) -> float:
         """The queue-wait target: `max_queue_wait_s`, or `queue_wait_runs` unshared runs' worth."""
@@ -453,7 +457,8 @@ class Batcher:
             self._run_items[instance] = 0
         compute_s = loop.time() - started
         run_finished = time.monotonic() if self._traced else 0.0
-        self.service.record(total_items, compute_s, unshared=len(batch) == 1)
+        unshared = len(batch) == 1 and (not self.warming or (total_items == 1 and self.service.known))
+        self.service.record(total_items, compute_s, unshared=unshared)
         self._observer.on_batch(total_items, len(batch), compute_s, queue_s)
 
         wrong = [name for name, array in outputs.items() if array.shape[:1] != (total_items,)]
