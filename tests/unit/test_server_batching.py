@@ -336,12 +336,7 @@ async def test_a_burst_that_fits_one_batch_is_admitted_as_one_run_not_as_lone_ru
     await batcher.close()
 
 
-@pytest.mark.parametrize(
-    ("slowdown", "submit_after_s", "admitted"), [(1.0, 0.010, True), (4.0, 0.050, False)]
-)
-async def test_a_request_that_fits_the_next_batch_waits_for_no_overdue_run(
-    slowdown: float, submit_after_s: float, admitted: bool
-) -> None:
+async def test_a_request_that_fits_the_next_batch_is_admitted_behind_an_overdue_run() -> None:
     recorder = Recorder()
     model = LinearModel(fixed_s=0.020, per_item_s=0.005)
     batcher = Batcher(
@@ -349,15 +344,64 @@ async def test_a_request_that_fits_the_next_batch_waits_for_no_overdue_run(
     )
     batcher.seed([(1, 0.025), (8, 0.060)])  # target 25 ms; a burst may add 4 items' worth (40 ms)
     batcher.start()
-    model.slowdown = slowdown  # 4x: the machine got busy, the one-item run takes 100 ms, not 25
+    model.slowdown = 4.0  # the machine got busy: the one-item run takes 100 ms, not 25
     first = asyncio.ensure_future(_timed(batcher, _rows(1.0), 10.0))
-    await asyncio.sleep(submit_after_s)
-    # 1 + 7 items fit the next batch. On time, it is let in whatever its estimate (80 ms); behind a run
-    # overdue by 2x the next batch is later than estimated, and its 80 ms is over the 65 ms allowed.
+    await asyncio.sleep(0.050)  # the run in flight is 2x overdue
+    # 1 + 7 items fit the next batch: let in, whatever its estimate, as closed-loop clients need.
     result, _, _ = await _timed(batcher, _rows(1.0, 7), 10.0)
     assert isinstance((await first)[0], dict)
-    assert isinstance(result, dict) is admitted, result
-    assert recorder.shed == ({} if admitted else {"queue_wait": 1})
+    assert isinstance(result, dict), result
+    assert recorder.shed == {}
+    await batcher.close()
+
+
+async def test_an_impatient_request_passes_the_target_within_two_batches_only() -> None:
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.0, per_item_s=0.010)
+    batcher = Batcher(
+        model, max_batch_size=4, max_delay_s=0.0, max_queue_items=1000, queue_wait_runs=1.0, observer=recorder
+    )
+    batcher.seed([(1, 0.010), (4, 0.040)])  # target 10 ms; a burst may add 2 items' worth (20 ms)
+    batcher.start()
+    first = asyncio.ensure_future(_timed(batcher, _rows(1.0, 4), 10.0))  # a full run in flight, 40 ms
+    await asyncio.sleep(0.005)
+    patient, _, _ = await _timed(batcher, _rows(1.0, 3), 10.0)  # 3 more behind it, ~65 ms: refused
+    assert isinstance(patient, Unavailable)
+
+    async def impatient(items: int) -> Any:
+        return await batcher.submit(
+            _rows(1.0, items), items, asyncio.get_running_loop().time() + 10, None, True
+        )
+
+    queued = asyncio.ensure_future(impatient(3))  # 4 + 3 outstanding: within two batches
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable, match="max_queue_wait_s"):
+        await impatient(2)  # 4 + 3 + 2: past two batches, the target applies again
+    assert isinstance((await first)[0], dict) and (await queued)["y"].shape[0] == 3
+    assert recorder.shed == {"queue_wait": 2}
+    await batcher.close()
+
+
+async def test_a_request_cancelled_while_queued_is_uncounted_at_once_and_never_run() -> None:
+    # Its client hung up (the server cancels its task): the clients that take its place must not read
+    # as an excess while it waits to be dropped, and its rows must not be computed for nobody.
+    model = LinearModel(fixed_s=0.0, per_item_s=0.020)
+    batcher = Batcher(model, max_batch_size=4, max_delay_s=0.0, max_queue_items=1000, queue_wait_runs=100.0)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(_rows(1.0, 4), 4, asyncio.get_running_loop().time() + 10))
+    await asyncio.sleep(0.01)  # its run (80 ms) is in flight
+    gone = asyncio.ensure_future(batcher.submit(_rows(2.0, 3), 3, asyncio.get_running_loop().time() + 10))
+    await asyncio.sleep(0)
+    assert batcher._queued_items == 3
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert batcher._queued_items == 0
+    kept = await batcher.submit(_rows(3.0, 1), 1, asyncio.get_running_loop().time() + 10)
+    assert kept["y"].tolist() == [[6.0, 6.0]]
+    assert (await first)["y"].shape[0] == 4
+    assert model.runs == 2  # the first batch and the kept request: the cancelled rows never ran
+    assert batcher._queued_items == 0
     await batcher.close()
 
 

@@ -53,9 +53,10 @@ STANDING_QUEUE_S = 1.0
 # Linux's default timer tick (HZ=250): a thread that waits one tick for a core is not a slow model.
 SCHEDULER_QUANTUM_S = 0.004
 BURST_BATCH_SHARE = 0.5
-# A run in flight this many times past its expected time is overdue: jitter of a few tens of percent is
-# not, a machine suddenly busy with other work (3x at an overload's onset here) is.
-OVERDUE_RUN = 1.5
+# An impatient client (Batcher.submit) is queued while everything outstanding fits this many batches: the
+# run in flight and the next one. Without a bound, an open-loop generator that reuses a refused
+# connection at once reads as impatient too, and its admitted p90 rose to its 2 s deadline.
+IMPATIENT_BATCHES = 2
 
 
 class BatchObserver(Protocol):
@@ -99,6 +100,7 @@ class _Pending:
     # Requests whose non-batch dimensions differ cannot share a run; this tells them apart.
     signature: tuple[Any, ...] = field(default=())
     timing: InferTiming | None = None  # only while tracing is on (observe/tracing.py)
+    taken: bool = False  # off the queue: into a batch, or dropped there as done
 
 
 def _signature(inputs: Arrays) -> tuple[Any, ...]:
@@ -194,19 +196,36 @@ class Batcher:
         return max(MIN_AUTO_QUEUE_WAIT_S, self.queue_wait_runs * self.service.run_s + fill_s)
 
     async def submit(
-        self, inputs: Arrays, items: int, deadline: float, timing: InferTiming | None = None
+        self,
+        inputs: Arrays,
+        items: int,
+        deadline: float,
+        timing: InferTiming | None = None,
+        impatient: bool = False,
     ) -> Arrays:
         """Queue a request of `items` rows; resolve with its rows of the outputs. `deadline` is loop time;
-        `timing` (tracing on) receives its batch's times and size."""
+        `timing` (tracing on) receives its batch's times and size.
+
+        `impatient`: its client was refused and resent before the retry-after it was given. While
+        everything outstanding fits IMPATIENT_BATCHES batches, the queue-wait target does not refuse it
+        again (its deadline and `max_queue_items` still do). A
+        closed-loop client resends a 503 at once, so refusing it only makes refusals: 64 such clients of
+        a `max_batch_size` 64 MiniLM got ~96 % 503s at a third of the model's throughput for as long as
+        the load lasted (the refusals took the cores the runs needed, which slowed the runs, which
+        raised the estimates). Each such client holds one request at a time, so what it queues is
+        bounded by its connections; a client that waits as asked (the router, `modelfleet bench`) is
+        never impatient.
+        """
         if self._closed:
             raise Unavailable(f"model {self._name} is shutting down", retry_after_s=1.0)
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._admit(items, deadline - now, now)
+        self._admit(items, deadline - now, now, impatient)
         future: asyncio.Future[Arrays] = loop.create_future()
         if timing is not None:
             self._traced = True
-        self._queue.append(_Pending(inputs, items, future, now, _signature(inputs), timing))
+        pending = _Pending(inputs, items, future, now, _signature(inputs), timing)
+        self._queue.append(pending)
         self._queued_items += items
         self._arrived.set()
         if self._queued_items >= self.max_batch_size:
@@ -216,8 +235,13 @@ class Batcher:
             return await future
         finally:
             timer.cancel()
+            if not pending.taken:  # expired, or cancelled (its client hung up) while queued
+                # Uncounted now, not when the next batch drops it: its client is gone, and counted it made
+                # the clients that took its place look like an excess (a reconnecting load test: 503s).
+                self._queued_items -= pending.items
+                pending.items = 0
 
-    def _admit(self, items: int, budget_s: float, now: float) -> None:
+    def _admit(self, items: int, budget_s: float, now: float, impatient: bool = False) -> None:
         """Raise Unavailable (503) when the request cannot be served in time; O(instances), no allocation."""
         queued = self._queued_items
         known = self.service.known
@@ -247,15 +271,12 @@ class Batcher:
                 "(timeout_s, parameters.timeout or X-Request-Timeout-Ms)",
                 finish_s + lag_s - budget_s,  # when the backlog ahead has drained by the excess
             )
+        if impatient and self._inflight_items + queued + items <= IMPATIENT_BATCHES * self.max_batch_size:
+            return
         target_s = self.queue_wait_limit_s()
         limit_s = target_s
         if now >= self._overloaded_until:  # not overloaded: a burst may pass the target
-            outstanding = self._inflight_items + queued + items
-            if (
-                outstanding <= self.max_batch_size
-                and lane_s == 0.0
-                and (outstanding <= self._burst_items or not self._overdue(now))
-            ):
+            if self._inflight_items + queued + items <= self.max_batch_size and lane_s == 0.0:
                 # Everything outstanding, the run in flight included, fits one batch: it runs in the next
                 # one and no queue stands, so refusing it shortens no wait by more than its own items'
                 # share of one run. Without this, 32 closed-loop clients of a question-answering model
@@ -263,12 +284,10 @@ class Batcher:
                 # refusal storm that bounded concurrency never needs. The run in flight counts: when only
                 # the queue did, the first second of an open-loop overload let a full batch queue behind
                 # a full batch in flight, and its admitted p99 was 160-215 ms against 17-25 ms after.
-                # Past half a batch, not while the run in flight is overdue: "next" is then later than
-                # the estimates say. At that onset the machine's other work (router, clients) tripled a
-                # run's time at once, and the shortcut still let in 34 requests per replica in 35 ms,
-                # p50 137 ms. Up to half a batch it applies whatever: with the rule for any size, a light
-                # load beside a 10x slower model in the same process (its runs made minilm's overdue)
-                # got 503s, where one overdue run is all a request behind it waits.
+                # It applies while a run in flight is overdue too. Not past half a batch while a run was
+                # 1.5x overdue cut an open-loop overload's onset (its first 100 ms admitted 58 requests
+                # at p50 67 ms, not 68 at p50 137), but closed-loop clients then met a refusal whenever
+                # one run was slow: 64 of them, with max_batch_size 64, got 31,042 503s in 15 s.
                 return
             limit_s += self.service.run_cost_s(self._burst_items)
         if finish_s > limit_s:
@@ -333,15 +352,6 @@ class Batcher:
                 slowdown = max(slowdown, elapsed_s / floor_s - 1.0)
         return remaining_s, busy, slowdown
 
-    def _overdue(self, now: float) -> bool:
-        """Whether a run in flight has taken OVERDUE_RUN x longer than expected (or a scheduler quantum)."""
-        return any(
-            run_items and now - started > OVERDUE_RUN * max(expected_s, SCHEDULER_QUANTUM_S)
-            for started, expected_s, run_items in zip(
-                self._run_started, self._run_expected_s, self._run_items, strict=True
-            )
-        )
-
     def _shed(self, reason: ShedReason, why: str, retry_s: float) -> None:
         self._observer.on_shed(reason)
         retry_s = max(_MIN_RETRY_AFTER_S, retry_s)
@@ -398,6 +408,7 @@ class Batcher:
             pending = self._queue[0]
             if pending.future.done():  # expired or cancelled while queued: drop it
                 self._queue.popleft()
+                pending.taken = True
                 self._queued_items -= pending.items
                 continue
             if signature is None:
@@ -410,6 +421,7 @@ class Batcher:
                 skipped.append(pending)
                 self._queued_items += pending.items
                 continue
+            pending.taken = True
             batch.append(pending)
             items += pending.items
             if items >= self.max_batch_size:

@@ -181,10 +181,11 @@ class DataPlane:
         request: InferRequest,
         timeout_s: float | None = None,
         timing: InferTiming | None = None,
+        impatient: bool = False,
     ) -> InferResponse:
         """Run one request. Its deadline is the shortest of the model's `timeout_s`, the V2
         `parameters.timeout` and `timeout_s` (the caller's, e.g. the X-Request-Timeout-Ms header);
-        `timing` (tracing on) receives the times of its batch."""
+        `timing` (tracing on) receives the times of its batch; `impatient`: see `Batcher.submit`."""
         arrived = asyncio.get_running_loop().time()  # a cold request's wait for its load counts too
         client_budget_s = min(
             (budget for budget in (request.timeout_s(), timeout_s) if budget is not None), default=None
@@ -200,7 +201,7 @@ class DataPlane:
                     f"model '{entry.name}' has no output {unknown[0]!r}; it has {sorted(known)}"
                 )
         deadline = arrived + request_budget_s(entry.config, client_budget_s)
-        outputs = await entry.batcher.submit(inputs, items, deadline, timing)
+        outputs = await entry.batcher.submit(inputs, items, deadline, timing, impatient)
         self.drift.offer(entry, request.inputs, outputs, items)
         if request.outputs is not None:
             outputs = {output.name: outputs[output.name] for output in request.outputs}

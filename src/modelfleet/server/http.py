@@ -7,6 +7,7 @@ error tree; nothing else (no traceback) reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import math
@@ -45,6 +46,7 @@ from modelfleet.security.auth import (
     credentials_from_headers,
 )
 from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.http_limits import CONNECTION_STATE, ConnectionState
 from modelfleet.server.metrics import CONTENT_TYPE, ServerMetrics, outcome_for_status
 
 log = logging.getLogger("modelfleet.server")
@@ -164,7 +166,16 @@ class V2App:
                 return
             raise NotFound(f"no route {method} {path}; the API is under /v2 (Open Inference Protocol)")
         except ModelfleetError as exc:
+            if isinstance(exc, Unavailable) and model_name and exc.retry_after_s:
+                state: ConnectionState | None = scope.get(CONNECTION_STATE)
+                if state is not None:
+                    state.refused_until = time.monotonic() + exc.retry_after_s
             await self._error(send, exc, model_name)
+        except asyncio.CancelledError:
+            lost: ConnectionState | None = scope.get(CONNECTION_STATE)
+            if lost is not None and lost.lost:
+                return  # its client hung up (LimitedHttpToolsProtocol.connection_lost): nobody to answer
+            raise
         except Exception:  # a bug, not a client error: log it here, answer without internals
             log.exception("unhandled error on %s %s", method, path)
             await self._error(send, ModelfleetError("internal server error"), model_name)
@@ -322,7 +333,20 @@ class V2App:
         request = decode_request(body, header_length, self.decode_limits)
         if timing is not None:
             timing.decoded = time.monotonic()
-        response = await self.dataplane.infer(name, version, request, timeout_s, timing)
+        state: ConnectionState | None = scope.get(CONNECTION_STATE)
+        impatient = False
+        if state is not None:
+            # A connection that once resent before the retry-after of its 503 had run: a client that
+            # resends at once (a closed loop) is queued, not refused again (Batcher.submit, `impatient`).
+            if not state.impatient and time.monotonic() < state.refused_until:
+                state.impatient = True
+            impatient = state.impatient
+            state.infer_task = asyncio.current_task()
+        try:
+            response = await self.dataplane.infer(name, version, request, timeout_s, timing, impatient)
+        finally:
+            if state is not None:
+                state.infer_task = None
         if timing is not None:
             timing.answered = time.monotonic()
         payload, json_length = encode_response(response, request)

@@ -38,6 +38,26 @@ class HeadLimits:
 # How long a refused connection keeps reading (and dropping) what its client still sends.
 _LINGER_S = 2.0
 
+# The scope key of a request's ConnectionState (an ASGI scope carries no connection identity: "client"
+# is rewritten from X-Forwarded-For behind a proxy, so many connections can share it).
+CONNECTION_STATE = "modelfleet.connection"
+
+
+class ConnectionState:
+    """What the app remembers of one connection between its requests."""
+
+    __slots__ = ("impatient", "infer_task", "lost", "refused_until")
+
+    def __init__(self) -> None:
+        # time.monotonic() until which the retry-after of this connection's last 503 runs (0: none).
+        self.refused_until = 0.0
+        # It resent before that retry-after had run: its client does not wait when asked, from then on.
+        self.impatient = False
+        # The task of its inference in progress, cancelled when the connection is lost: a client that
+        # hung up (its own timeout, a load test ending) leaves no work queued for nobody.
+        self.infer_task: asyncio.Task[Any] | None = None
+        self.lost = False
+
 
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -60,6 +80,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refused | None = None
         self._discarding = False
+        self._state = ConnectionState()
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,6 +89,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._state.lost = True
+        if self._state.infer_task is not None:
+            self._state.infer_task.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -90,6 +114,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[CONNECTION_STATE] = self._state  # type: ignore[literal-required]
         self._in_head = True
         self._header_count = 0
         self._header_bytes = 0
