@@ -51,3 +51,34 @@ def test_a_cpu_budget_sets_the_automatic_thread_count_whatever_the_machine_has()
     assert default_intra_op_threads(2, cpu_cores=1.0) == 1  # never 0
     assert default_intra_op_threads(1, cpu_cores=3.5) == 3
     assert default_intra_op_threads(2, cpu_cores=8.0) == 4
+
+
+def _spinning(model: object) -> str:
+    options = cast(OnnxModel, model)._session.get_session_options()
+    return options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("models", "spinning"),
+    [
+        ([{"name": "alone"}], "1"),  # runs alone: its threads spin within a run
+        ([{"name": "alone", "instances": 2}], "0"),  # two runs at once on one session
+        ([{"name": "one"}, {"name": "two"}], "0"),  # two sessions' runs may overlap
+    ],
+)
+async def test_intra_op_threads_spin_only_for_a_server_of_one_model_running_alone(
+    iris_artifact: Path, models: list[dict[str, object]], spinning: str
+) -> None:
+    spec = ServeSpec.model_validate(
+        {"models": [{"path": str(iris_artifact), "warmup_runs": 0, **model} for model in models]}
+    )
+    app = create_app(spec)
+    await app.lifecycle.startup()
+    try:
+        await app.dataplane.wait_loaded()
+        assert app.dataplane.load_error is None
+        found = {_spinning(entry.model) for entry in app.dataplane.repository.loaded()}
+    finally:
+        await app.lifecycle.shutdown()
+    assert found == {spinning}

@@ -16,12 +16,14 @@ def load_model(
     verify: bool = True,
     length_grouping: bool = True,
     prepack_weights: bool = True,
+    spin_threads: bool = True,
 ) -> Model:
     """Read the manifest, check the sha256 of every file, and open the model for the artifact's target.
 
     `name` and `version` override the manifest's (a registry numbers versions itself); `length_grouping`
     (text models) splits a batch into runs of similar length, or pads it whole into one run;
-    `prepack_weights` lets ONNX Runtime repack MatMul weights for its kernels (faster; no memory cost measured).
+    `prepack_weights` lets ONNX Runtime repack MatMul weights for its kernels (faster; no memory cost measured);
+    `spin_threads` lets its intra-op threads spin within a run (faster when the session runs alone).
     """
     manifest = read_manifest(artifact_dir)
     if verify:
@@ -36,4 +38,5 @@ def load_model(
         version=version,
         length_grouping=length_grouping,
         prepack_weights=prepack_weights,
+        spin_threads=spin_threads,
     )

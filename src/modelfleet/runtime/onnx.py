@@ -90,6 +90,7 @@ class OnnxModel:
         version: str | None = None,
         length_grouping: bool = True,
         prepack_weights: bool = True,
+        spin_threads: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -109,13 +110,15 @@ class OnnxModel:
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[manifest.graph_optimization_level]
         )
-        # Intra-op threads spin between the parallel sections of one run and sleep once it ends. Without
-        # spinning, each of a run's parallel sections waits for a sleeping thread to wake, and on this
-        # 2-core VM a second thread gained nothing at batch 1 (MiniLM 8.4 ms with 2 threads and 8.3
-        # with 1; 4.9 ms spinning). Spinning after a run as well (ORT's default) burns the cores the
-        # event loop needs to accept the next batch (1.64 cores busy against 1.26 with runs 3 ms apart).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+        # `spin_threads`: intra-op threads spin between the parallel sections of one run and sleep once it
+        # ends. Sleeping, each of a run's parallel sections waits for a thread to wake, and on this 2-core
+        # VM a second thread gained nothing at batch 1 (MiniLM 8.4 ms with 2 threads and 8.3 with 1;
+        # 4.9 ms spinning). Spinning after a run as well (ORT's default) burns the cores the event loop
+        # needs to accept the next batch (1.64 cores busy against 1.26 with runs 3 ms apart). Off, threads
+        # sleep: the choice for a process where several sessions run at once (docs/serve.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_threads else "0")
+        if spin_threads:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         # Memory: the arena keeps peak activation memory forever, and weight prepacking keeps a second,
         # repacked copy of every MatMul weight. The arena is off: MiniLM fp32 batch 1 ran as fast without it
         # (6.7-6.8 ms, 1 thread), and with both on a loaded MiniLM fp32 held ~155 MiB against 124-126.

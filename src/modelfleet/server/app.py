@@ -114,11 +114,15 @@ def create_app(
         from modelfleet.server.registry_source import RegistrySource
 
         source = RegistrySource(spec.registry)
+    residency = spec.residency.per_worker(spec.server.workers)
     repository = ModelRepository(
         metrics,
         auto_intra_op_threads=default_intra_op_threads(spec.server.workers, spec.server.cpu_cores),
         resolver=source.resolve if source is not None else resolve_path,
-        residency=spec.residency.per_worker(spec.server.workers),
+        residency=residency,
+        # Spinning threads speed a session that runs alone and slow several running at once (their
+        # threads then spin on each other's cores): only a server of one model, one run at a time.
+        spin_threads=len(spec.models) == 1 and spec.models[0].instances == 1 and not residency.lazy,
     )
     dataplane = DataPlane(
         repository, spec.models, registry_enabled=source is not None, peers_ready=peers_ready

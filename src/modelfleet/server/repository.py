@@ -119,13 +119,16 @@ class ModelRepository:
         resolver: ArtifactResolver = resolve_path,
         opener: ModelOpener | None = None,
         residency: ResidencyConfig | None = None,
+        spin_threads: bool = False,
     ) -> None:
-        """`auto_intra_op_threads`: ONNX Runtime threads for a model whose `intra_op_threads` is 0 (auto).
+        """`auto_intra_op_threads`: ONNX Runtime threads for a model whose `intra_op_threads` is 0 (auto);
+        `spin_threads`: sessions' intra-op threads spin within a run (for a server of one model).
         `opener` opens a config into a Model (another backend, or a test double; such models are not
         shared); by default the config's artifact, found by `resolver`, is verified and opened with ONNX
         Runtime, once per distinct content."""
         self._metrics = metrics
         self._auto_intra_op_threads = auto_intra_op_threads
+        self._spin_threads = spin_threads
         self._resolver = resolver
         self._opener = opener
         self._residency = residency or ResidencyConfig()
@@ -438,6 +441,7 @@ class ModelRepository:
                 version=registry_version,
                 length_grouping=config.length_grouping,
                 prepack_weights=config.prepack_weights,
+                spin_threads=self._spin_threads,
             ),
         )
         self._gauges()
