@@ -176,9 +176,17 @@ def test_one_batcher_for_both_protocols(client: triton.InferenceServerClient, pl
 
 
 def test_deadline_is_passed_to_the_data_plane(client: triton.InferenceServerClient) -> None:
-    with pytest.raises(InferenceServerException) as caught:
-        client.infer("iris", [_fp32(ROWS)], client_timeout=1e-6)
-    assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    # gRPC checks a deadline on a timer, so a 1 µs deadline can let a fast iris answer through now and
+    # then (once in a fresh-clone run); what may never happen is another error.
+    statuses = []
+    for _ in range(5):
+        try:
+            client.infer("iris", [_fp32(ROWS)], client_timeout=1e-6)
+            statuses.append("OK")
+        except InferenceServerException as exc:
+            statuses.append(str(exc.status()))
+    assert "StatusCode.DEADLINE_EXCEEDED" in statuses
+    assert set(statuses) <= {"StatusCode.DEADLINE_EXCEEDED", "OK"}, statuses
 
 
 def test_grpc_health_service_reports_serving(plain: GrpcServer) -> None:
