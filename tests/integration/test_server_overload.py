@@ -224,12 +224,9 @@ def test_closed_loop_clients_that_resend_at_once_are_refused_once_not_in_a_storm
     assert ok >= 100 and refused <= 0.1 * ok, f"{refused} refused, {ok} answered"
 
 
-def _items_run(server: RunningServer) -> float:
+def _series(server: RunningServer, name: str) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
-    line = next(
-        x for x in metrics.splitlines() if x.startswith(f'modelfleet_batch_size_sum{{model="{MINILM}"}}')
-    )
-    return float(line.split()[-1])
+    return float(next(x for x in metrics.splitlines() if x.startswith(name + " ")).split()[-1])
 
 
 def test_requests_whose_clients_hang_up_while_queued_are_never_run(server: RunningServer) -> None:
@@ -245,8 +242,10 @@ def test_requests_whose_clients_hang_up_while_queued_are_never_run(server: Runni
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
+    items_run = f'modelfleet_batch_size_sum{{model="{MINILM}"}}'
+    closed = f'modelfleet_requests_total{{model="{MINILM}",outcome="client_closed"}}'
     time.sleep(0.5)  # the earlier tests' runs are over
-    before = _items_run(server)
+    before, closed_before = _series(server, items_run), _series(server, closed)
     # A run of 2 items first (~10 ms); 6 lone requests queue behind it (with it they fit one batch of
     # max_batch_size 8, so admission lets them in), and their clients hang up while it runs.
     kept = socket.create_connection(("127.0.0.1", server.port))
@@ -261,8 +260,9 @@ def test_requests_whose_clients_hang_up_while_queued_are_never_run(server: Runni
     assert kept.recv(64).startswith(b"HTTP/1.1 200")
     kept.close()
     time.sleep(1.0)
-    run = _items_run(server) - before
+    run = _series(server, items_run) - before
     assert run <= 4, f"{run - 2:.0f} of 6 abandoned requests were run"
+    assert _series(server, closed) - closed_before == 6  # run or dropped, each one is counted
     # The server keeps serving, and a cancelled request is no error in its log.
     assert httpx.post(f"{server.url}/v2/models/{MINILM}/infer", json=BODY).status_code == 200
     assert "Exception in ASGI application" not in server.log() and "Traceback" not in server.log()

@@ -173,8 +173,12 @@ class V2App:
             await self._error(send, exc, model_name)
         except asyncio.CancelledError:
             lost: ConnectionState | None = scope.get(CONNECTION_STATE)
-            if lost is not None and lost.lost:
-                return  # its client hung up (LimitedHttpToolsProtocol.connection_lost): nobody to answer
+            if (
+                lost is not None and lost.lost
+            ):  # its client hung up (LimitedHttpToolsProtocol.connection_lost)
+                if model_name:
+                    self.metrics.for_model(model_name).count("client_closed")
+                return  # nobody to answer
             raise
         except Exception:  # a bug, not a client error: log it here, answer without internals
             log.exception("unhandled error on %s %s", method, path)
