@@ -208,13 +208,12 @@ class Batcher:
 
         `impatient`: its client was refused and resent before the retry-after it was given. While
         everything outstanding fits IMPATIENT_BATCHES batches, the queue-wait target does not refuse it
-        again (its deadline and `max_queue_items` still do). A
-        closed-loop client resends a 503 at once, so refusing it only makes refusals: 64 such clients of
-        a `max_batch_size` 64 MiniLM got ~96 % 503s at a third of the model's throughput for as long as
-        the load lasted (the refusals took the cores the runs needed, which slowed the runs, which
-        raised the estimates). Each such client holds one request at a time, so what it queues is
-        bounded by its connections; a client that waits as asked (the router, `modelfleet bench`) is
-        never impatient.
+        again (its deadline and `max_queue_items` still do). A closed-loop client resends a 503 at once,
+        so refusing it only makes refusals: 64 such clients of a `max_batch_size` 64 MiniLM got ~96 %
+        503s at a third of the model's throughput for as long as the load lasted (the refusals took the
+        cores the runs needed, which slowed the runs, which raised the estimates). Each such client holds
+        one request at a time, so what it queues is bounded by its connections; a client that waits as
+        asked (the router, `modelfleet bench`) is never impatient.
         """
         if self._closed:
             raise Unavailable(f"model {self._name} is shutting down", retry_after_s=1.0)

@@ -172,10 +172,9 @@ class V2App:
                     state.refused_until = time.monotonic() + exc.retry_after_s
             await self._error(send, exc, model_name)
         except asyncio.CancelledError:
+            # Its client hung up while it waited (LimitedHttpToolsProtocol.connection_lost).
             lost: ConnectionState | None = scope.get(CONNECTION_STATE)
-            if (
-                lost is not None and lost.lost
-            ):  # its client hung up (LimitedHttpToolsProtocol.connection_lost)
+            if lost is not None and lost.lost:
                 if model_name:
                     self.metrics.for_model(model_name).count("client_closed")
                 return  # nobody to answer

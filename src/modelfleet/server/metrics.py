@@ -45,7 +45,7 @@ OUTCOMES = (
     "unauthorized",
     "forbidden",
     "error",
-    "client_closed",  # its client hung up before the answer (nginx's 499); its work was dropped
+    "client_closed",  # its client hung up before the answer (nginx's 499): queued, it was never run
 )
 _STATUS_OUTCOME = {
     400: "bad_request",
