@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pytest
@@ -336,7 +336,9 @@ async def test_a_burst_that_fits_one_batch_is_admitted_as_one_run_not_as_lone_ru
     await batcher.close()
 
 
-def _one_run_target(model: LinearModel, max_batch_size: int, runs: list[tuple[int, float]]) -> Batcher:
+def _one_run_target(
+    model: LinearModel, max_batch_size: int, runs: list[tuple[int, float]], recorder: Recorder
+) -> Batcher:
     """A started batcher whose queue-wait target is one unshared run, seeded with `runs`."""
     batcher = Batcher(
         model,
@@ -344,21 +346,18 @@ def _one_run_target(model: LinearModel, max_batch_size: int, runs: list[tuple[in
         max_delay_s=0.0,
         max_queue_items=1000,
         queue_wait_runs=1.0,
-        observer=Recorder(),
+        observer=recorder,
     )
     batcher.seed(runs)
     batcher.start()
     return batcher
 
 
-def _shed(batcher: Batcher) -> dict[str, int]:
-    return cast(Recorder, batcher._observer).shed
-
-
 async def test_a_request_that_fits_the_next_batch_is_admitted_behind_an_overdue_run() -> None:
     model = LinearModel(fixed_s=0.020, per_item_s=0.005)
     # Target 25 ms; a burst may add 4 items' worth (40 ms).
-    batcher = _one_run_target(model, 8, [(1, 0.025), (8, 0.060)])
+    recorder = Recorder()
+    batcher = _one_run_target(model, 8, [(1, 0.025), (8, 0.060)], recorder)
     model.slowdown = 4.0  # the machine got busy: the one-item run takes 100 ms, not 25
     first = asyncio.ensure_future(_timed(batcher, _rows(1.0), 10.0))
     await asyncio.sleep(0.050)  # the run in flight is 2x overdue
@@ -366,13 +365,15 @@ async def test_a_request_that_fits_the_next_batch_is_admitted_behind_an_overdue_
     result, _, _ = await _timed(batcher, _rows(1.0, 7), 10.0)
     assert isinstance((await first)[0], dict)
     assert isinstance(result, dict), result
-    assert _shed(batcher) == {}
+    assert recorder.shed == {}
     await batcher.close()
 
 
 async def test_an_impatient_request_passes_the_target_within_two_batches_only() -> None:
     # Target 10 ms; a burst may add 2 items' worth (20 ms).
-    batcher = _one_run_target(LinearModel(fixed_s=0.0, per_item_s=0.010), 4, [(1, 0.010), (4, 0.040)])
+    recorder = Recorder()
+    model = LinearModel(fixed_s=0.0, per_item_s=0.010)
+    batcher = _one_run_target(model, 4, [(1, 0.010), (4, 0.040)], recorder)
     first = asyncio.ensure_future(_timed(batcher, _rows(1.0, 4), 10.0))  # a full run in flight, 40 ms
     await asyncio.sleep(0.005)
     patient, _, _ = await _timed(batcher, _rows(1.0, 3), 10.0)  # 3 more behind it, ~65 ms: refused
@@ -388,7 +389,7 @@ async def test_an_impatient_request_passes_the_target_within_two_batches_only() 
     with pytest.raises(Unavailable, match="max_queue_wait_s"):
         await impatient(2)  # 4 + 3 + 2: past two batches, the target applies again
     assert isinstance((await first)[0], dict) and (await queued)["y"].shape[0] == 3
-    assert _shed(batcher) == {"queue_wait": 2}
+    assert recorder.shed == {"queue_wait": 2}
     await batcher.close()
 
 
