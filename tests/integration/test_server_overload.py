@@ -97,6 +97,21 @@ def _refused_by_admission(metrics: str) -> float:
     return sum(float(line.split()[-1]) for line in shed if 'reason="expired"' not in line)
 
 
+def _mean_run_s(metrics_before: str, metrics_after: str) -> float:
+    """The mean run time of the model's batches between two /metrics scrapes."""
+
+    def totals(metrics: str) -> tuple[float, float]:
+        def value(name: str) -> float:
+            line = next(x for x in metrics.splitlines() if x.startswith(f'{name}{{model="{MINILM}"}} '))
+            return float(line.split()[-1])
+
+        family = "modelfleet_compute_duration_seconds"
+        return value(f"{family}_sum"), value(f"{family}_count")
+
+    (sum_before, count_before), (sum_after, count_after) = totals(metrics_before), totals(metrics_after)
+    return (sum_after - sum_before) / (count_after - count_before)
+
+
 def _p90(answers: list[Answer]) -> float:
     return float(np.percentile([a.elapsed_s for a in answers], 90))
 
@@ -111,8 +126,10 @@ def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(serve
     # server's event loop, whose socket queues no admission rule can see; the chaos benchmark's own
     # generator drives the 3x row.
     capacity_per_s = asyncio.run(_closed_loop_rate(url, clients=16, duration_s=1.5))
-    shed_before = _refused_by_admission(httpx.get(f"{server.url}/metrics").text)  # the probe's refusals
+    metrics_before = httpx.get(f"{server.url}/metrics").text
+    shed_before = _refused_by_admission(metrics_before)  # the probe's refusals
     answers = asyncio.run(_open_loop(url, rate_per_s=max(300.0, 1.5 * capacity_per_s), duration_s=2.5))
+    run_s = _mean_run_s(metrics_before, httpx.get(f"{server.url}/metrics").text)
     statuses = [a.status for a in answers]
     print(  # figures for the log (pytest -s); the bounds below are deliberately loose
         f"capacity {capacity_per_s:.0f}/s; unloaded p90 {unloaded_p90_s * 1000:.1f} ms; {len(answers)} sent: "
@@ -120,6 +137,7 @@ def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(serve
         + f"; admitted p90 {_p90([a for a in answers if a.status == 200]) * 1000:.1f} ms"
         + f", sent after 0.7 s {_p90([a for a in answers if a.status == 200 and a.sent_s >= 0.7]) * 1000:.1f} ms"
         + f"; 503 median {np.median([a.elapsed_s for a in answers if a.status == 503]) * 1000:.1f} ms"
+        + f"; mean run {run_s * 1000:.1f} ms"
     )
     admitted = [a for a in answers if a.status == 200]
     refused = [a for a in answers if a.status == 503]
@@ -141,11 +159,15 @@ def test_overload_sheds_the_excess_fast_and_keeps_admitted_latency_bounded(serve
     # CI saw a 29 ms refusal median beside an 18 ms admitted one; the 5 ms figure is the chaos benchmark's.
     assert float(np.median([a.elapsed_s for a in refused])) <= DEADLINE_MS / 1000 / 10
     # The first 100 ms of an overload pass as a burst (see docs/serve.md), and their backlog drains in a few
-    # hundred ms; after that the admitted requests' latency stays bounded.
+    # hundred ms; after that the admitted requests' latency stays bounded. Under overload the runs are full
+    # batches, so the bound is in their time, measured in this window: an admitted request waits for the run
+    # in flight and the queue-wait target (about one run here), then its own run; the rest is this client,
+    # which shares the 2 cores (CI's 2-core machine: p90 91 ms at 309/s, about 26 ms a run of 8). Without
+    # admission the backlog of a 1.5x overload grows by a third of capacity each second: p90 over 1 s.
     steady = [a for a in admitted if a.sent_s >= 0.7]
     assert len(steady) >= 20
-    assert _p90(steady) <= 5 * unloaded_p90_s + 0.05, (
-        f"admitted p90 {_p90(steady) * 1000:.0f} ms vs unloaded {unloaded_p90_s * 1000:.0f} ms"
+    assert _p90(steady) <= 3 * run_s + 0.04, (
+        f"admitted p90 {_p90(steady) * 1000:.0f} ms vs a mean run of {run_s * 1000:.0f} ms"
     )
     # Once the overload ends the queue is short, so latency is back near the unloaded figure.
     after = asyncio.run(_sequential(url, 20))
