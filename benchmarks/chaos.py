@@ -168,6 +168,15 @@ def scenario_overload(ctx: Context) -> Scenario:
 # ----- scenario 2: kill -9 of one replica --------------------------------------------------------------
 
 
+def _refusals(url: str) -> dict[str, float]:
+    """A server's admission refusals so far, by reason (modelfleet_shed_requests_total)."""
+    _, body = http_get(url + "/metrics")
+    totals: dict[str, float] = {}
+    for labels, value in metric_values(body.decode(errors="replace"), "modelfleet_shed_requests_total"):
+        totals[labels.get("reason", "")] = totals.get(labels.get("reason", ""), 0.0) + value
+    return totals
+
+
 def scenario_kill(ctx: Context) -> Scenario:
     s = Scenario("kill", "kill -9 of one of two replicas at 50 % load")
     s.notes.append(
@@ -209,6 +218,8 @@ def scenario_kill(ctx: Context) -> Scenario:
     )
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
+    survivor = fleet.replicas()[0]
+    refused_before = _refusals(survivor.url)
     before = _router_model_figures(fleet.router_url)
     result, log = run_load(
         fleet.router_url,
@@ -219,6 +230,7 @@ def scenario_kill(ctx: Context) -> Scenario:
     )
     thread.join(150)
     after = _router_model_figures(fleet.router_url)
+    refused_after = _refusals(survivor.url)
     failed = len(log) - log.outcomes().get("ok", 0)
     s.figures = {
         "rate_rps": rate,
@@ -228,6 +240,10 @@ def scenario_kill(ctx: Context) -> Scenario:
         "router_retries": after["retries"] - before["retries"],
         "router_shed": {
             k: v - before["shed"].get(k, 0) for k, v in after["shed"].items() if v - before["shed"].get(k, 0)
+        },
+        # The survivor's own admission refusals by reason (each one a retry or a wait at the router).
+        "survivor_refusals": {
+            k: v - refused_before.get(k, 0) for k, v in refused_after.items() if v - refused_before.get(k, 0)
         },
     }
     if "killed_at" not in events:

@@ -8,6 +8,7 @@ import pytest
 
 from modelfleet.fleet.router_config import Upstream
 from modelfleet.fleet.routing import (
+    RECOVERING_S,
     WINDOW_CUT,
     WINDOW_FORGET_S,
     WINDOW_MIN,
@@ -214,3 +215,30 @@ def test_a_window_is_floored_at_one_request_and_forgotten_when_no_refusal_renews
     a.sent("m")
     assert a.window_full("m", now=5.0 + WINDOW_FORGET_S)
     assert not a.window_full("m", now=5.1 + WINDOW_FORGET_S) and "m" not in a.windows
+
+
+def test_a_replica_that_comes_back_starts_each_model_in_slow_start_and_the_model_counts_as_degraded() -> None:
+    table, a, b = _windowed_pair()
+    table.replicas[0].ready = table.replicas[1].ready = False
+    a.set_ready(True, now=0.0)  # the first readiness at start: no window, nothing degraded
+    b.set_ready(True, now=0.0)
+    assert not a.windows and not table.degraded("m", now=0.1)
+    b.set_ready(False, now=1.0)  # b is down: degraded while a carries it
+    assert table.degraded("m", now=1.0)
+    b.set_ready(True, now=3.0)  # b is back: one request of each model in flight, +1 per answer
+    assert table.degraded("m", now=2.9 + RECOVERING_S)
+    assert not table.degraded("m", now=3.0 + RECOVERING_S)
+    assert b.windows["m"].size == WINDOW_MIN and b.windows["n"].size == WINDOW_MIN
+    b.sent("m")
+    assert b.window_full("m", now=3.0) and table.choose("m", exclude=a, now=3.0) is None
+    for expected in (2, 3, 4):
+        b.finished("m", refused=False, now=3.1)
+        assert b.windows["m"].size == expected
+        b.sent("m")
+    for _ in range(3):
+        b.sent("m")
+    b.finished("m", refused=True, now=3.2)  # the first refusal ends slow start: cut, then AIMD
+    window = b.windows["m"]
+    assert not window.slow_start and window.size == pytest.approx(4 * WINDOW_CUT)
+    b.finished("m", refused=False, now=3.3)
+    assert window.size == pytest.approx(4 * WINDOW_CUT + 1 / (4 * WINDOW_CUT))

@@ -65,12 +65,14 @@ class RouterLimits(SpecModel):
         default=10.0, ge=0, description="Retries per second allowed on top of retry_budget_percent."
     )
     max_degraded_wait_s: float = Field(
-        default=0.5,
+        default=1.0,
         ge=0,
         le=10,
-        description="While a model has a replica down (not ready) and every ready one refuses a request as "
-        "overloaded, the request waits on the router for their hold to end and is sent again (each send "
-        "one retry of the retry budget), for at most this long in all; 0 answers 503 at once.",
+        description="While a model has a replica down (not ready, or back for under 2 s) and no ready one has "
+        "room for a request (each refuses it as overloaded, or is at its window or limit), the request waits "
+        "on the router in the model's queue, first come first served, and is sent when one has room (a "
+        "resend after a replica's refusal costs one retry of the retry budget), for at most this long from "
+        "its arrival and never past its deadline; 0 answers 503 at once.",
     )
     max_overload_hold_s: float = Field(
         default=1.0,

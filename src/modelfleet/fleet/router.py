@@ -15,7 +15,8 @@ fails, or that a replica answers 503 (overloaded, or not ready yet), is retried 
 its input, so a retry is safe) while the retry budget (``RetryBudget``: a share of recent requests)
 lasts, so a failing replica cannot double the load. Every upstream call has a deadline: the router's
 ``request_timeout_s``, or the client's ``X-Request-Timeout-Ms`` when shorter (504 after it).
-Readiness of each replica comes from polling its /v2/health/ready.
+Readiness of each replica comes from polling its /v2/health/ready. While a model has a replica down (or
+just back), a request that finds no room waits in the model's queue a short while (router_wait.py).
 
 The router also answers: /v2/health/live, /v2/health/ready (every model has a ready replica),
 /router/ready (the router itself can route, for Kubernetes probes), /v2 (metadata),
@@ -53,6 +54,7 @@ from modelfleet.fleet.router_http import error_response, json_response, model_sc
 from modelfleet.fleet.router_metrics import SHED_RETRY_BUDGET, RouterMetrics
 from modelfleet.fleet.router_shed import no_replica
 from modelfleet.fleet.router_ui import RouterDashboard
+from modelfleet.fleet.router_wait import DegradedWaits, Waiting
 from modelfleet.fleet.routing import Replica, RetryBudget, RoutingTable
 from modelfleet.observe.tracing import tracer_for, with_traceparent
 from modelfleet.observe.ui import is_ui_path
@@ -125,8 +127,14 @@ class Router:
         self._retry_after = settings.retry_after_s
         self._timeout_s = settings.request_timeout_s
         self._max_hold_s = settings.max_overload_hold_s
-        self._max_degraded_wait_s = settings.max_degraded_wait_s
-        self._deferred: set[asyncio.TimerHandle] = set()
+        self._waits = DegradedWaits(
+            self.table,
+            self.budget,
+            self.metrics.retried,
+            _now,
+            settings.max_degraded_wait_s,
+            _DEGRADED_POLL_S,
+        )
         self.canary = CanaryRoutes(
             settings.fleet,
             settings.split_file,
@@ -172,8 +180,7 @@ class Router:
     async def stop(self) -> None:
         if self._budget_timer is not None:
             self._budget_timer.cancel()
-        for handle in self._deferred:
-            handle.cancel()
+        self._waits.close()
         for task in self._pollers:
             task.cancel()
         for task in self._pollers:
@@ -201,7 +208,7 @@ class Router:
         read_index = True
         while True:
             status, _ = await pool.fetch(request, timeout_s)
-            replica.ready = status == 200
+            replica.set_ready(status == 200, _now())
             polls += 1
             if read_index and replica.ready and polls % _INDEX_EVERY_POLLS == 1:  # which models it has loaded
                 status, response = await pool.fetch(index, timeout_s)
@@ -365,17 +372,17 @@ class Router:
                 replica = split.choose()  # None (no ready canary): the fleet's own replicas take it
             elif split.shadow_percent > 0 and split.to_shadow(self._draw()):
                 self.canary.mirror(request, split)
-        if replica is None:
+        if replica is None and not (self._waits.queues and self._waits.waiting(model)):
             replica = self.table.choose(model, now=started)
         deadline = started + timeout_s
         if replica is None:
-            if self._defer(request, model, answer, started, deadline, timeout_s, started):
+            if self._wait(request, model, answer, started, deadline, timeout_s, started, resend=False):
                 return None
             return self._answered(model, started, self._unavailable(model, None, "", started))
         self._send(request, model, answer, started, deadline, timeout_s, replica, None)
         return None
 
-    def _defer(
+    def _wait(
         self,
         request: Request,
         model: str,
@@ -384,36 +391,25 @@ class Router:
         deadline: float,
         timeout_s: float,
         now: float,
+        resend: bool,
     ) -> bool:
-        """Whether ``request``, which every ready replica refuses as overloaded, waits and is sent again.
-        Only while a replica of ``model`` is down: its load then falls on the others for the seconds a
-        restart takes, and failing fast turns a brief backlog into lost requests (chaos, kill -9 of one
-        of two replicas at half load: 112 of 4,608 got 503 while the restarted one loaded). With every
-        replica ready an overload is real and is shed at once. Each send costs a retry of the budget
-        (waiting costs none); the waits end max_degraded_wait_s after the request came, before its deadline."""
-        if not 0 < self.table.ready_replicas(model) < len(self.table.by_model.get(model, ())):
-            return False
-        held_s = self.table.hold_left_s(model, now)
-        wait_s = _DEGRADED_POLL_S if held_s is None else max(held_s, 0.001)
-        if now + wait_s > min(started + self._max_degraded_wait_s, deadline) or not self.budget.can_retry():
-            return False
+        """Whether ``request``, which found no ready replica with room (``resend``: one refused it as
+        overloaded), waits on the router for one (router_wait.py: only while a replica of ``model`` is
+        down, for at most max_degraded_wait_s from its arrival and never past its deadline)."""
 
-        def resend() -> None:
-            self._deferred.discard(handle)
-            at = _now()
-            replica = self.table.choose(model, now=at)
-            if replica is None:  # still no room: wait again (free: only a send spends the budget)
-                if not self._defer(request, model, answer, started, deadline, timeout_s, at):
-                    answer(self._answered(model, started, self._unavailable(model, None, "", at)))
-            elif self.budget.try_retry():
-                self.metrics.retried(model)
-                self._send(request, model, answer, started, deadline, timeout_s, replica, None)
-            else:
-                answer(self._answered(model, started, self._budget_spent(model, "it waited for room")))
+        def send(replica: Replica) -> None:
+            self._send(request, model, answer, started, deadline, timeout_s, replica, None)
 
-        handle = asyncio.get_running_loop().call_later(wait_s, resend)
-        self._deferred.add(handle)
-        return True
+        def refuse(budget_spent: bool) -> None:
+            response = (
+                self._budget_spent(model, "it waited for room")
+                if budget_spent
+                else self._unavailable(model, None, "", _now())
+            )
+            answer(self._answered(model, started, response))
+
+        give_up_at = min(started + self._waits.max_wait_s, deadline)
+        return self._waits.wait(model, Waiting(send, refuse, give_up_at, resend), now)
 
     def _send(
         self,
@@ -477,6 +473,8 @@ class Router:
             and self._hold(replica, model, request, response, finished_at)
         )
         replica.finished(model, refused, finished_at)
+        if self._waits.queues:  # a slot is free: the oldest waiter of the model takes it
+            self._waits.drain(model)
         if self._tracing is not None:
             self._tracing.attempt_done(id(request), response.status if response is not None else status)
         if self._splits and (split := self._splits.get(model)) is not None:
@@ -514,7 +512,9 @@ class Router:
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)
                     return None
-                if other is None and self._defer(request, model, answer, started, deadline, timeout_s, now):
+                if other is None and self._wait(
+                    request, model, answer, started, deadline, timeout_s, now, resend=True
+                ):
                     return None
             return self._answered(model, started, response, request)
         if status == TIMEOUT:
@@ -533,7 +533,7 @@ class Router:
         if status != CONNECTION_ERROR:
             raise AssertionError(f"unknown upstream outcome {status}")
         # Refused, reset or closed mid-answer: the replica is gone or going. Polls bring it back.
-        replica.ready = False
+        replica.set_ready(False, _now())
         failure = f"{replica.name} failed: connection refused, reset or closed"
         if failed is not None:
             message = f"model {model!r}: {failure}, and so did {failed.name}; retry shortly"

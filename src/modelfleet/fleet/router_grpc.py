@@ -308,7 +308,7 @@ class RouterGrpc:
         count it not ready until a health poll says otherwise."""
         retry_ms = next((value for key, value in trailing if key == RETRY_AFTER_MS), None)
         if retry_ms is None:
-            replica.ready = False
+            replica.set_ready(False, _now())
             return False
         if own_deadline:
             return False

@@ -24,12 +24,19 @@ from modelfleet.fleet.router_config import Upstream
 WINDOW_CUT = 0.8
 WINDOW_MIN = 1.0
 WINDOW_FORGET_S = 2.0
+# A replica that came back (not ready, then ready) counts as recovering for this long: its model is still
+# degraded (router_wait.py), since the restarted replica starts cold and the others carry a backlog from
+# the seconds it was down. Without it the waits ended the moment it was ready, and its first refusals
+# went to the clients (chaos, kill -9 of one of two replicas at half load: 23-79 503s per run, all in
+# the 0.5 s after it was ready again).
+RECOVERING_S = 2.0
 
 
 class Replica:
     """One upstream as the router sees it: readiness from health polls, requests in flight and their limit."""
 
     __slots__ = (
+        "back_at",
         "group",
         "held_until",
         "in_flight",
@@ -40,6 +47,7 @@ class Replica:
         "ready",
         "unloaded",
         "url",
+        "was_ready",
         "windows",
     )
 
@@ -52,6 +60,8 @@ class Replica:
         self.outstanding = 0
         # Unknown until the first poll; starting "not ready" means a client never hits a cold server.
         self.ready = False
+        self.was_ready = False
+        self.back_at = -math.inf  # when it last came back: ready, then not, then ready again
         # Model → monotonic time until which this replica is not sent that model (it answered 503 with a
         # retry_after_s); empty while nothing is held, so the hot path pays one falsy check.
         self.held_until: dict[str, float] = {}
@@ -61,6 +71,18 @@ class Replica:
         # Model → requests of it in flight here, and model → its adaptive window (absent: only `limit`).
         self.in_flight: dict[str, int] = {}
         self.windows: dict[str, Window] = {}
+
+    def set_ready(self, ready: bool, now: float) -> None:
+        """A health poll's verdict (or a failed connection's: not ready). A replica that comes back
+        (ready before, then not) starts each of its models at a window of 1 in slow start (see Window)."""
+        if ready and not self.ready:
+            if self.was_ready:
+                self.back_at = now
+                for model in self.models:
+                    window = self.windows[model] = Window(WINDOW_MIN, slow_start=True)
+                    window.cut_at = now
+            self.was_ready = True
+        self.ready = ready
 
     def sent(self, model: str) -> None:
         self.outstanding += 1
@@ -83,8 +105,9 @@ class Replica:
             window.size = max(WINDOW_MIN, min(window.size, float(in_flight)) * WINDOW_CUT)
             window.sends = 0
             window.cut_at = now
+            window.slow_start = False
         elif window is not None:
-            window.size += 1.0 / window.size
+            window.size += 1.0 if window.slow_start else 1.0 / window.size
             if window.size >= self.limit:
                 del self.windows[model]
 
@@ -121,14 +144,22 @@ class Replica:
 
 
 class Window:
-    """One model's adaptive in-flight window on one replica (see WINDOW_CUT)."""
+    """One model's adaptive in-flight window on one replica (see WINDOW_CUT).
 
-    __slots__ = ("cut_at", "sends", "size")
+    ``slow_start`` (TCP's): a replica that came back starts its models at one request in flight, and each
+    answer adds one (the window doubles every round trip) until its first refusal or its limit. A
+    restarted replica runs cold, and sent its full limit at once it refused most of it: with the retries
+    of those refusals the router spent its retry budget (chaos, kill -9 of one of two replicas at half
+    load: 424 retries, 30 requests lost in the second after the replica was back).
+    """
 
-    def __init__(self, size: float) -> None:
+    __slots__ = ("cut_at", "sends", "size", "slow_start")
+
+    def __init__(self, size: float, slow_start: bool = False) -> None:
         self.size = size
         self.sends = 0
         self.cut_at = 0.0
+        self.slow_start = slow_start
 
 
 class RoutingTable:
@@ -201,6 +232,15 @@ class RoutingTable:
     def windowed(self, model: str) -> bool:
         """Whether a ready replica of ``model`` has an adaptive window for it (it refused it lately)."""
         return any(replica.ready and model in replica.windows for replica in self.by_model.get(model, ()))
+
+    def degraded(self, model: str, now: float) -> bool:
+        """Whether ``model`` has a replica down (another one ready) or one back for under RECOVERING_S
+        (its first readiness at start is no coming back)."""
+        replicas = self.by_model.get(model, ())
+        ready = [replica for replica in replicas if replica.ready]
+        if not 0 < len(ready) <= len(replicas):
+            return False
+        return len(ready) < len(replicas) or any(now - r.back_at < RECOVERING_S for r in ready)
 
     def ready_replicas(self, model: str) -> int:
         return sum(1 for replica in self.by_model.get(model, ()) if replica.ready)
