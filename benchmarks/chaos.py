@@ -49,8 +49,50 @@ from _chaos_common import (
 )
 from _chaos_faults import scenario_hostile, scenario_slow_headers, scenario_slow_model
 from _harness import RESULTS_DIR, machine_description, raise_open_files_limit, write_result
+from modelfleet.fleet.routing import quantile_from_buckets
 
 # ----- scenario 1: 3× capacity ------------------------------------------------------------------------
+
+
+_INSIDE = ("request_duration_seconds", "queue_duration_seconds", "compute_duration_seconds", "batch_size")
+
+
+def _histograms(url: str) -> dict[str, dict[str, float]]:
+    """A replica's histograms of the fleet's model: family → {bucket bound or sum/count: value}."""
+    _, body = http_get(url + "/metrics")
+    text = body.decode(errors="replace")
+    found: dict[str, dict[str, float]] = {}
+    for family in _INSIDE:
+        name = f"modelfleet_{family}"
+        series = found.setdefault(family, {})
+        for labels, value in metric_values(text, name + "_bucket"):
+            if labels.get("model") == FLEET_MODEL:
+                series[labels["le"]] = value
+        for suffix in ("sum", "count"):
+            for labels, value in metric_values(text, f"{name}_{suffix}"):
+                if labels.get("model") == FLEET_MODEL:
+                    series[suffix] = value
+    return found
+
+
+def _inside_figures(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """p50/p99 (from buckets, as Prometheus estimates them) and means of a replica's histograms."""
+    figures: dict[str, Any] = {}
+    for family in _INSIDE:
+        delta = {k: v - before.get(family, {}).get(k, 0.0) for k, v in after.get(family, {}).items()}
+        count = delta.get("count", 0.0)
+        if count <= 0:
+            continue
+        buckets = sorted((float(k), v) for k, v in delta.items() if k not in ("sum", "count"))
+        bounds, counts = [b for b, _ in buckets], [v for _, v in buckets]
+        scale = 1.0 if family == "batch_size" else 1000.0
+        figures[family] = {
+            "n": int(count),
+            "mean": round(delta["sum"] / count * scale, 2),
+            "p50": round((quantile_from_buckets(0.5, bounds, counts) or 0.0) * scale, 2),
+            "p99": round((quantile_from_buckets(0.99, bounds, counts) or 0.0) * scale, 2),
+        }
+    return figures
 
 
 def scenario_overload(ctx: Context) -> Scenario:
@@ -70,7 +112,9 @@ def scenario_overload(ctx: Context) -> Scenario:
         {"rate_per_s": high, "duration_s": ctx.d.overload_s},
         {"rate_per_s": low, "duration_s": ctx.d.recovery_s},
     ]
+    inside_before = {r.id: _histograms(r.url) for r in fleet.replicas()}
     result, log = run_load(fleet.router_url, [FLEET_MODEL], points, ctx.csv("overload"))
+    inside = {r.id: _inside_figures(inside_before[r.id], _histograms(r.url)) for r in fleet.replicas()}
     _, p1, p2 = result.points
     unloaded = log.select(point=0, measured=True, ok=True).latency()
     over = log.select(point=1)
@@ -98,6 +142,8 @@ def scenario_overload(ctx: Context) -> Scenario:
         "drain_after_overload_s": round(gap_s, 3),
         "late_send_fraction": [p.summary.late_fraction if p.summary else None for p in result.points],
         "capped_sends": [p.capped_sends for p in result.points],
+        # Inside each replica over the whole run (three points; the overload's requests are most of them).
+        "inside_replicas": inside,
     }
     timeouts = outcomes_all.get("timeout", 0)
     s.judge("0 timeouts", timeouts == 0, f"{timeouts} timeouts of {len(log)} requests")
