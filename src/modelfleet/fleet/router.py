@@ -512,10 +512,8 @@ class Router:
                     self.metrics.retried(model)
                     self._send(request, model, answer, started, deadline, timeout_s, other, replica)
                     return None
-                if other is None and self._wait(
-                    request, model, answer, started, deadline, timeout_s, now, resend=True
-                ):
-                    return None
+                if self._wait(request, model, answer, started, deadline, timeout_s, now, resend=True):
+                    return None  # no room elsewhere, or no budget: degraded, it waits for both
             return self._answered(model, started, response, request)
         if status == TIMEOUT:
             message = (
