@@ -75,7 +75,9 @@ def _histograms(url: str) -> dict[str, dict[str, float]]:
     return found
 
 
-def _inside_figures(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+def _inside_figures(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, Any]:
     """p50/p99 (from buckets, as Prometheus estimates them) and means of a replica's histograms."""
     figures: dict[str, Any] = {}
     for family in _INSIDE:
