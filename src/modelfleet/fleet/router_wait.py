@@ -90,31 +90,30 @@ class DegradedWaits:
         if queue is None:
             return
         now = self._now()
-        if any(entry.give_up_at <= now for entry in queue):
-            for entry in [entry for entry in queue if entry.give_up_at <= now]:
-                queue.remove(entry)
-                entry.refuse(entry.resend and not self._budget.can_retry())
+        if any(waiting.give_up_at <= now for waiting in queue):
+            for over in [waiting for waiting in queue if waiting.give_up_at <= now]:
+                queue.remove(over)
+                over.refuse(over.resend and not self._budget.can_retry())
         while queue:
+            # The oldest that may go: a resend waits while the retry budget is spent (it refills as its
+            # window slides) and lets the first sends behind it pass.
+            entry: Waiting | None = queue[0]
+            if queue[0].resend and not self._budget.can_retry():
+                entry = next((waiting for waiting in queue if not waiting.resend), None)
+            if entry is None:
+                break
             replica = self._table.choose(model, now=now)
             if replica is None:
                 break
-            # The oldest that may go: a resend waits while the retry budget is spent (it refills as its
-            # window slides) and lets the first sends behind it pass.
-            if queue[0].resend and not self._budget.can_retry():
-                first_send = next((entry for entry in queue if not entry.resend), None)
-                if first_send is None:
-                    break
-                queue.remove(first_send)
-                entry = first_send
-            else:
-                entry = queue.popleft()
-                if entry.resend:
-                    self._budget.try_retry()
-                    self._on_retry(model)
+            queue.remove(entry)
+            if entry.resend:
+                self._budget.try_retry()
+                self._on_retry(model)
             entry.send(replica)
         if queue:
             self._arm(model, now)
-        else:
+        elif self.queues.get(model) is queue:
+            # A send never answers at once; if one did, its refusal could have queued anew: that stays.
             del self.queues[model]
             timer = self._timers.pop(model, None)
             if timer is not None:
