@@ -220,12 +220,15 @@ def test_a_window_is_floored_at_one_request_and_forgotten_when_no_refusal_renews
 def test_a_replica_that_comes_back_starts_each_model_in_slow_start_and_the_model_counts_as_degraded() -> None:
     table, a, b = _windowed_pair()
     table.replicas[0].ready = table.replicas[1].ready = False
-    a.set_ready(True, now=0.0)  # the first readiness at start: no window, nothing degraded
-    b.set_ready(True, now=0.0)
+    a.set_ready(True, now=0.0, polled=True)  # the first readiness at start: no window, nothing degraded
+    b.set_ready(True, now=0.0, polled=True)
     assert not a.windows and not table.degraded("m", now=0.1)
-    b.set_ready(False, now=1.0)  # b is down: degraded while a carries it
+    b.set_ready(False, now=0.5)  # a failed connection: not ready until the next poll, but no restart
+    b.set_ready(True, now=0.6, polled=True)
+    assert not b.windows and not table.degraded("m", now=0.6)
+    b.set_ready(False, now=1.0, polled=True)  # b is down: degraded while a carries it
     assert table.degraded("m", now=1.0)
-    b.set_ready(True, now=3.0)  # b is back: one request of each model in flight, +1 per answer
+    b.set_ready(True, now=3.0, polled=True)  # b is back: one request of each model in flight, +1 per answer
     assert table.degraded("m", now=2.9 + RECOVERING_S)
     assert not table.degraded("m", now=3.0 + RECOVERING_S)
     assert b.windows["m"].size == WINDOW_MIN and b.windows["n"].size == WINDOW_MIN

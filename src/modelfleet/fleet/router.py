@@ -208,7 +208,7 @@ class Router:
         read_index = True
         while True:
             status, _ = await pool.fetch(request, timeout_s)
-            replica.set_ready(status == 200, _now())
+            replica.set_ready(status == 200, _now(), polled=True)
             polls += 1
             if read_index and replica.ready and polls % _INDEX_EVERY_POLLS == 1:  # which models it has loaded
                 status, response = await pool.fetch(index, timeout_s)

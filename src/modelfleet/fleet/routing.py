@@ -44,6 +44,7 @@ class Replica:
         "models",
         "name",
         "outstanding",
+        "polled_down",
         "ready",
         "unloaded",
         "url",
@@ -61,6 +62,7 @@ class Replica:
         # Unknown until the first poll; starting "not ready" means a client never hits a cold server.
         self.ready = False
         self.was_ready = False
+        self.polled_down = False  # a health poll found it not ready, after it had been ready
         self.back_at = -math.inf  # when it last came back: ready, then not, then ready again
         # Model → monotonic time until which this replica is not sent that model (it answered 503 with a
         # retry_after_s); empty while nothing is held, so the hot path pays one falsy check.
@@ -72,15 +74,24 @@ class Replica:
         self.in_flight: dict[str, int] = {}
         self.windows: dict[str, Window] = {}
 
-    def set_ready(self, ready: bool, now: float) -> None:
-        """A health poll's verdict (or a failed connection's: not ready). A replica that comes back
-        (ready before, then not) starts each of its models at a window of 1 in slow start (see Window)."""
-        if ready and not self.ready:
-            if self.was_ready:
+    def set_ready(self, ready: bool, now: float, polled: bool = False) -> None:
+        """A health poll's verdict (``polled``), or a failed connection's (not ready until the next poll).
+
+        A replica comes back when a poll finds it ready after a poll found it not ready, having been ready
+        before: it starts each of its models at a window of 1 in slow start (see Window), and its models
+        count as degraded for RECOVERING_S. A failed connection alone is no restart: one stale keep-alive
+        connection would otherwise turn the next overload burst into waits (the review's overload drill
+        then saw 100 of 100 answered, no 503).
+        """
+        if polled and not ready and self.was_ready:
+            self.polled_down = True
+        elif ready:
+            if self.polled_down:
                 self.back_at = now
                 for model in self.models:
                     window = self.windows[model] = Window(WINDOW_MIN, slow_start=True)
                     window.cut_at = now
+            self.polled_down = False
             self.was_ready = True
         self.ready = ready
 
