@@ -65,8 +65,9 @@ class DegradedWaits:
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def waiting(self, model: str) -> bool:
-        """Whether requests of ``model`` wait now (a newcomer then queues behind them)."""
-        return bool(self.queues) and model in self.queues
+        """Whether requests of ``model`` wait now (a newcomer then queues behind them). The hot path
+        checks ``queues`` (empty while no model waits) before calling this."""
+        return model in self.queues
 
     def wait(self, model: str, entry: Waiting, now: float) -> bool:
         """Queue ``entry`` if ``model`` is degraded (or already has waiters) and there is time and budget

@@ -248,10 +248,13 @@ class RoutingTable:
         """Whether ``model`` has a replica down (another one ready) or one back for under RECOVERING_S
         (its first readiness at start is no coming back)."""
         replicas = self.by_model.get(model, ())
-        ready = [replica for replica in replicas if replica.ready]
-        if not 0 < len(ready) <= len(replicas):
-            return False
-        return len(ready) < len(replicas) or any(now - r.back_at < RECOVERING_S for r in ready)
+        ready = 0
+        recovering = False
+        for replica in replicas:  # no allocation: every request the router cannot place asks this
+            if replica.ready:
+                ready += 1
+                recovering = recovering or now - replica.back_at < RECOVERING_S
+        return ready > 0 and (ready < len(replicas) or recovering)
 
     def ready_replicas(self, model: str) -> int:
         return sum(1 for replica in self.by_model.get(model, ()) if replica.ready)
